@@ -1,0 +1,142 @@
+//! Wire messages between devices and the server. They are serde types so a trace or a history
+//! can show them, and so the same model could later run over a real socket with any encoding.
+
+use crate::ids::{ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// A committed message as the server stores and delivers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub conv: ConvId,
+    pub seq: Seq,
+    pub sender_user: UserId,
+    pub sender_device: DeviceId,
+    pub client_msg_id: ClientMsgId,
+    pub client_seq: ClientSeq,
+    pub body: String,
+    /// The sender's local clock when the user pressed send. Informational only: order is `seq`.
+    pub client_time_ms: u64,
+}
+
+/// A head of a conversation: its highest durable seq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub conv: ConvId,
+    pub seq: Seq,
+}
+
+/// Why the server refused a packet. Every refusal is sent back to the peer, never swallowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// A packet other than `Login` from an address with no session.
+    NotLoggedIn,
+    /// The login's token does not match the directory's token for (user, device).
+    BadCredentials,
+    /// The packet claims a user other than the session's.
+    WrongUser,
+    /// The sender is not a member of the conversation.
+    NotMember,
+    /// The server holds `sessions_max` sessions already.
+    ServerFull,
+    /// A message body longer than `body_bytes_max`.
+    BodyTooLarge,
+}
+
+/// Everything that crosses the network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Packet {
+    // Device → server.
+    Login {
+        user: UserId,
+        device: DeviceId,
+        token: u64,
+    },
+    Logout,
+    Heartbeat,
+    Send {
+        conv: ConvId,
+        /// The user the device claims to send as; must equal the session's user.
+        sender: UserId,
+        client_msg_id: ClientMsgId,
+        client_seq: ClientSeq,
+        body: String,
+        client_time_ms: u64,
+    },
+    /// Cumulative: the device has displayed every seq of `conv` up to `watermark`.
+    Ack {
+        conv: ConvId,
+        watermark: Seq,
+    },
+    /// Fetch up to `limit` durable messages of `conv` with seq > `after`.
+    Pull {
+        conv: ConvId,
+        after: Seq,
+        limit: u32,
+    },
+    /// Ask for the heads of all the user's conversations.
+    SyncRequest,
+
+    // Server → device.
+    LoginOk {
+        session: SessionId,
+        heads: Vec<Head>,
+    },
+    /// The server refused a packet; `refused` names the packet kind.
+    Error {
+        reason: Rejection,
+        refused: String,
+    },
+    /// `sync_key` is the sum of the durable heads of the user's conversations: a device whose own
+    /// sum of cursors is lower knows it is behind without being told which conversation.
+    HeartbeatAck {
+        sync_key: u64,
+    },
+    SendAck {
+        conv: ConvId,
+        client_msg_id: ClientMsgId,
+        seq: Seq,
+    },
+    /// The send was refused for good; `client_seq` is resolved and the device must not resend it.
+    SendRejected {
+        conv: ConvId,
+        client_msg_id: ClientMsgId,
+        reason: Rejection,
+    },
+    /// A push of one newly durable message.
+    Deliver {
+        message: Message,
+    },
+    PullResponse {
+        conv: ConvId,
+        messages: Vec<Message>,
+        head: Seq,
+    },
+    SyncState {
+        heads: Vec<Head>,
+    },
+}
+
+impl Packet {
+    /// The packet's kind as it appears on the wire (`"send"`, `"deliver"` …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Packet::Login { .. } => "login",
+            Packet::Logout => "logout",
+            Packet::Heartbeat => "heartbeat",
+            Packet::Send { .. } => "send",
+            Packet::Ack { .. } => "ack",
+            Packet::Pull { .. } => "pull",
+            Packet::SyncRequest => "sync_request",
+            Packet::LoginOk { .. } => "login_ok",
+            Packet::Error { .. } => "error",
+            Packet::HeartbeatAck { .. } => "heartbeat_ack",
+            Packet::SendAck { .. } => "send_ack",
+            Packet::SendRejected { .. } => "send_rejected",
+            Packet::Deliver { .. } => "deliver",
+            Packet::PullResponse { .. } => "pull_response",
+            Packet::SyncState { .. } => "sync_state",
+        }
+    }
+}
