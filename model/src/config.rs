@@ -101,7 +101,10 @@ impl ProtocolConfig {
             ("server_silence_timeout_ms", self.server_silence_timeout_ms),
             ("session_timeout_ms", self.session_timeout_ms),
             ("login_timeout_ms", self.login_timeout_ms),
-            ("reconnect_backoff_initial_ms", self.reconnect_backoff_initial_ms),
+            (
+                "reconnect_backoff_initial_ms",
+                self.reconnect_backoff_initial_ms,
+            ),
             ("retransmit_initial_ms", self.retransmit_initial_ms),
             ("gap_timeout_ms", self.gap_timeout_ms),
             ("pull_timeout_ms", self.pull_timeout_ms),
@@ -122,9 +125,21 @@ impl ProtocolConfig {
             }
         }
         let ordered = [
-            ("reconnect_backoff", self.reconnect_backoff_initial_ms, self.reconnect_backoff_max_ms),
-            ("retransmit", self.retransmit_initial_ms, self.retransmit_max_ms),
-            ("push_retry", self.push_retry_initial_ms, self.push_retry_max_ms),
+            (
+                "reconnect_backoff",
+                self.reconnect_backoff_initial_ms,
+                self.reconnect_backoff_max_ms,
+            ),
+            (
+                "retransmit",
+                self.retransmit_initial_ms,
+                self.retransmit_max_ms,
+            ),
+            (
+                "push_retry",
+                self.push_retry_initial_ms,
+                self.push_retry_max_ms,
+            ),
         ];
         for (name, initial, max) in ordered {
             if initial > max {
@@ -157,7 +172,9 @@ impl ProtocolConfig {
         ];
         for (field, value) in timeouts {
             if value > HOUR_MS {
-                return Err(format!("protocol.{field} = {value} is over an hour; the limit is {HOUR_MS}"));
+                return Err(format!(
+                    "protocol.{field} = {value} is over an hour; the limit is {HOUR_MS}"
+                ));
             }
         }
         Ok(())

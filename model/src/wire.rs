@@ -41,6 +41,9 @@ pub enum Rejection {
     ServerFull,
     /// A message body longer than `body_bytes_max`.
     BodyTooLarge,
+    /// A packet that makes no sense in this state (a server-bound kind sent to a device, a
+    /// `client_seq` reused with another `client_msg_id`).
+    Unexpected,
 }
 
 /// Everything that crosses the network.

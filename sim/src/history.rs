@@ -153,7 +153,8 @@ impl History {
             if line.trim().is_empty() {
                 continue;
             }
-            let record = serde_json::from_str(line).map_err(|error| (index + 1, error.to_string()))?;
+            let record =
+                serde_json::from_str(line).map_err(|error| (index + 1, error.to_string()))?;
             records.push(record);
         }
         Ok(History { records })
@@ -164,7 +165,11 @@ impl History {
     pub fn trace_hash(&self) -> u64 {
         let mut hash = Fnv1a::new();
         for record in &self.records {
-            hash.write(serde_json::to_string(record).expect("record serialises").as_bytes());
+            hash.write(
+                serde_json::to_string(record)
+                    .expect("record serialises")
+                    .as_bytes(),
+            );
             hash.write(b"\n");
         }
         hash.finish()
@@ -180,10 +185,13 @@ impl History {
 
     /// Protocol events with their index and record, in history order.
     pub fn protocol_events(&self) -> impl Iterator<Item = (usize, &Record, &Event)> {
-        self.records.iter().enumerate().filter_map(|(index, record)| match &record.entry {
-            Entry::Protocol(event) => Some((index, record, event)),
-            Entry::Harness(_) => None,
-        })
+        self.records
+            .iter()
+            .enumerate()
+            .filter_map(|(index, record)| match &record.entry {
+                Entry::Protocol(event) => Some((index, record, event)),
+                Entry::Harness(_) => None,
+            })
     }
 
     /// Whether the run reached its end (a truncated or safety-only history has no liveness

@@ -1,0 +1,763 @@
+//! The client: one device of one user.
+//!
+//! What it promises its user, and how:
+//! - **Sending.** Every message gets a `client_msg_id` and a per-conversation `client_seq` when the
+//!   user presses send, and waits in the outbox (bounded by `outbox_max`; a send beyond it is
+//!   refused at once) until the server acks it. Up to `send_window_max` messages per conversation
+//!   are in flight, always sent in `client_seq` order; on a timeout the whole window is sent again
+//!   in order (the server drops a `client_seq` that arrives before its predecessor), with
+//!   exponential backoff. Messages wait across disconnects and app restarts.
+//! - **Display.** Each conversation is shown as the server's timeline: seq 1, 2, 3 … with no hole
+//!   and no repeat. A message ahead of a hole waits in the hold-back buffer; a hole that does not
+//!   fill within `gap_timeout_ms` is pulled. The device's own message takes its place when the
+//!   server's ack names its seq.
+//! - **Cursor.** Per conversation, the highest seq such that everything up to it is displayed.
+//!   It is acked to the server (cumulative), persisted, and used to resume after a disconnect.
+//! - **Connection.** Log in with backoff; heartbeat; drop the session after a silence of
+//!   `server_silence_timeout_ms` and reconnect; pull whatever the server's heads show is missing.
+
+use crate::config::ProtocolConfig;
+use crate::event::{Event, PullReason, SendFailure, SessionEnd};
+use crate::ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
+use crate::output::Output;
+use crate::time::Time;
+use crate::wire::{Head, Message, Packet, Rejection};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Who a device is and where its server is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub token: u64,
+    pub server: Address,
+}
+
+/// What the user does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Send {
+        conv: ConvId,
+        body: String,
+    },
+    /// Open the app: connect and stay connected.
+    GoOnline,
+    /// Log out: disconnect and stay offline until `GoOnline`.
+    GoOffline,
+}
+
+pub struct Client {
+    config: ProtocolConfig,
+    identity: DeviceIdentity,
+    /// The device's local database; it survives an app restart.
+    store: LocalStore,
+    // Volatile state, lost when the app restarts.
+    link: Link,
+    hold_back: BTreeMap<ConvId, BTreeMap<Seq, Message>>,
+    /// Per conversation with a hole: when the hole was last seen to make no progress.
+    gap_since: BTreeMap<ConvId, Time>,
+    /// Per conversation with a pull in flight: when to give up waiting for its answer.
+    pull_deadline: BTreeMap<ConvId, Time>,
+    /// Per conversation with sends in flight: retransmission deadline and timeout.
+    retransmit: BTreeMap<ConvId, Retransmit>,
+    outputs: VecDeque<Output>,
+    armed: Option<Time>,
+}
+
+#[derive(Default)]
+struct LocalStore {
+    online_wanted: bool,
+    next_client_msg_id: u64,
+    conversations: BTreeMap<ConvId, Conversation>,
+}
+
+#[derive(Default)]
+struct Conversation {
+    cursor: Seq,
+    last_client_seq: ClientSeq,
+    outbox: VecDeque<Outgoing>,
+}
+
+struct Outgoing {
+    client_msg_id: ClientMsgId,
+    client_seq: ClientSeq,
+    body: String,
+    client_time_ms: u64,
+    /// Sent in the current session (reset when the session ends).
+    sent: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Retransmit {
+    deadline: Time,
+    timeout_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// The user does not want to be online.
+    Offline,
+    /// Will try to log in at `retry_at`.
+    Waiting {
+        retry_at: Time,
+        backoff_ms: u64,
+    },
+    LoggingIn {
+        deadline: Time,
+        backoff_ms: u64,
+    },
+    Online {
+        session: SessionId,
+        last_heard: Time,
+        next_heartbeat: Time,
+    },
+}
+
+impl Client {
+    /// A device installed fresh: no local state, offline until told `GoOnline`.
+    pub fn new(config: ProtocolConfig, identity: DeviceIdentity) -> Client {
+        Client {
+            config,
+            identity,
+            store: LocalStore::default(),
+            link: Link::Offline,
+            hold_back: BTreeMap::new(),
+            gap_since: BTreeMap::new(),
+            pull_deadline: BTreeMap::new(),
+            retransmit: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            armed: None,
+        }
+    }
+
+    /// The app was killed and started again: the local database survives, nothing else does.
+    pub fn restart(&mut self, now: Time) {
+        self.link = Link::Offline;
+        self.hold_back.clear();
+        self.gap_since.clear();
+        self.pull_deadline.clear();
+        self.retransmit.clear();
+        self.outputs.clear();
+        self.armed = None;
+        for conversation in self.store.conversations.values_mut() {
+            conversation
+                .outbox
+                .iter_mut()
+                .for_each(|outgoing| outgoing.sent = false);
+        }
+        if self.store.online_wanted {
+            self.link = self.waiting(now, 0);
+        }
+        self.rearm();
+    }
+
+    // ---- getters ----
+
+    pub fn identity(&self) -> DeviceIdentity {
+        self.identity
+    }
+
+    pub fn is_online(&self) -> bool {
+        matches!(self.link, Link::Online { .. })
+    }
+
+    pub fn cursor(&self, conv: ConvId) -> Seq {
+        self.store
+            .conversations
+            .get(&conv)
+            .map_or(Seq::ZERO, |c| c.cursor)
+    }
+
+    /// Messages waiting for an ack, over all conversations.
+    pub fn outbox_len(&self) -> usize {
+        self.store
+            .conversations
+            .values()
+            .map(|c| c.outbox.len())
+            .sum()
+    }
+
+    // ---- inputs ----
+
+    pub fn handle_command(&mut self, now: Time, command: Command) {
+        match command {
+            Command::Send { conv, body } => self.handle_send(now, conv, body),
+            Command::GoOnline => {
+                self.store.online_wanted = true;
+                if self.link == Link::Offline {
+                    self.link = self.waiting(now, 0);
+                }
+            }
+            Command::GoOffline => {
+                self.store.online_wanted = false;
+                if self.is_online() {
+                    self.transmit(Packet::Logout);
+                    self.lose_session(now, SessionEnd::Logout);
+                }
+                self.link = Link::Offline;
+            }
+        }
+        self.rearm();
+    }
+
+    pub fn handle_packet(&mut self, now: Time, from: Address, packet: Packet) {
+        if from != self.identity.server {
+            return;
+        }
+        if let Link::Online { last_heard, .. } = &mut self.link {
+            *last_heard = now;
+        }
+        match packet {
+            Packet::LoginOk { session, heads } => self.handle_login_ok(now, session, heads),
+            Packet::Error { reason, refused } => self.handle_error(now, reason, &refused),
+            Packet::HeartbeatAck { sync_key } => self.handle_sync_key(sync_key),
+            Packet::SendAck {
+                conv,
+                client_msg_id,
+                seq,
+            } => self.handle_send_ack(now, conv, client_msg_id, seq),
+            Packet::SendRejected {
+                conv,
+                client_msg_id,
+                reason,
+            } => self.handle_send_rejected(now, conv, client_msg_id, reason),
+            Packet::Deliver { message } => {
+                let conv = message.conv;
+                let before = self.cursor(conv);
+                self.accept(message);
+                self.after_accept(now, conv, before);
+            }
+            Packet::PullResponse {
+                conv,
+                messages,
+                head,
+            } => self.handle_pull_response(now, conv, messages, head),
+            Packet::SyncState { heads } => self.pull_behind(now, &heads),
+            // Device-bound kinds only; a server never sends the others.
+            _ => {}
+        }
+        self.rearm();
+    }
+
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.link_timeouts(now);
+        if self.is_online() {
+            self.retransmit_timeouts(now);
+            self.pull_timeouts(now);
+            self.gap_timeouts(now);
+        }
+        self.rearm();
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    // ---- connection ----
+
+    fn waiting(&self, now: Time, backoff_ms: u64) -> Link {
+        let next_backoff_ms = (backoff_ms * 2).clamp(
+            self.config.reconnect_backoff_initial_ms,
+            self.config.reconnect_backoff_max_ms,
+        );
+        Link::Waiting {
+            retry_at: now.plus_ms(backoff_ms),
+            backoff_ms: next_backoff_ms,
+        }
+    }
+
+    fn link_timeouts(&mut self, now: Time) {
+        match self.link {
+            Link::Offline => {}
+            Link::Waiting {
+                retry_at,
+                backoff_ms,
+            } if now >= retry_at => {
+                let DeviceIdentity {
+                    user,
+                    device,
+                    token,
+                    ..
+                } = self.identity;
+                self.transmit(Packet::Login {
+                    user,
+                    device,
+                    token,
+                });
+                let deadline = now.plus_ms(self.config.login_timeout_ms);
+                self.link = Link::LoggingIn {
+                    deadline,
+                    backoff_ms,
+                };
+            }
+            Link::LoggingIn {
+                deadline,
+                backoff_ms,
+            } if now >= deadline => {
+                self.link = self.waiting(now, backoff_ms);
+            }
+            Link::Online {
+                last_heard,
+                next_heartbeat,
+                ..
+            } => {
+                let silence_ms = now.since_ms(last_heard);
+                if silence_ms >= self.config.server_silence_timeout_ms {
+                    self.lose_session(now, SessionEnd::Timeout);
+                } else if now >= next_heartbeat {
+                    self.transmit(Packet::Heartbeat);
+                    let interval_ms = if silence_ms >= self.config.heartbeat_interval_ms {
+                        self.config.heartbeat_probe_ms
+                    } else {
+                        self.config.heartbeat_interval_ms
+                    };
+                    if let Link::Online { next_heartbeat, .. } = &mut self.link {
+                        *next_heartbeat = now.plus_ms(interval_ms);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_login_ok(&mut self, now: Time, session: SessionId, heads: Vec<Head>) {
+        if !matches!(self.link, Link::LoggingIn { .. }) {
+            return; // A late answer to a login we gave up on; the next attempt gets its own.
+        }
+        let next_heartbeat = now.plus_ms(self.config.heartbeat_interval_ms);
+        self.link = Link::Online {
+            session,
+            last_heard: now,
+            next_heartbeat,
+        };
+        self.emit(Event::LoggedIn { session });
+        self.pull_behind(now, &heads);
+        let convs: Vec<ConvId> = self.store.conversations.keys().copied().collect();
+        for conv in convs {
+            self.send_window(now, conv);
+        }
+    }
+
+    fn handle_error(&mut self, now: Time, reason: Rejection, refused: &str) {
+        match (reason, self.link) {
+            (Rejection::NotLoggedIn, Link::Online { .. }) => {
+                self.lose_session(now, SessionEnd::ServerForgot)
+            }
+            (_, Link::LoggingIn { backoff_ms, .. }) if refused == "login" => {
+                self.link = self.waiting(now, backoff_ms);
+            }
+            // Other refusals concern one request (a pull of a conversation we left, say); the
+            // request's own timeout deals with it.
+            _ => {}
+        }
+    }
+
+    fn lose_session(&mut self, now: Time, reason: SessionEnd) {
+        self.emit(Event::SessionLost { reason });
+        self.pull_deadline.clear();
+        self.retransmit.clear();
+        for conversation in self.store.conversations.values_mut() {
+            conversation
+                .outbox
+                .iter_mut()
+                .for_each(|outgoing| outgoing.sent = false);
+        }
+        self.link = if self.store.online_wanted && reason != SessionEnd::Logout {
+            self.waiting(now, self.config.reconnect_backoff_initial_ms)
+        } else {
+            Link::Offline
+        };
+    }
+
+    /// The heartbeat's sync key is the sum of the server's heads; ours is the sum of our cursors.
+    fn handle_sync_key(&mut self, sync_key: u64) {
+        let ours: u64 = self.store.conversations.values().map(|c| c.cursor.0).sum();
+        if sync_key > ours && self.pull_deadline.is_empty() {
+            self.transmit(Packet::SyncRequest);
+        }
+    }
+
+    // ---- sending ----
+
+    fn handle_send(&mut self, now: Time, conv: ConvId, body: String) {
+        if self.outbox_len() >= self.config.outbox_max as usize {
+            self.emit(Event::SendRefused {
+                conv,
+                body,
+                reason: SendFailure::OutboxFull,
+            });
+            return;
+        }
+        self.store.next_client_msg_id += 1;
+        let client_msg_id = ClientMsgId(self.store.next_client_msg_id);
+        let conversation = self.store.conversations.entry(conv).or_default();
+        conversation.last_client_seq = conversation.last_client_seq.next();
+        let client_seq = conversation.last_client_seq;
+        let client_time_ms = now.0;
+        conversation.outbox.push_back(Outgoing {
+            client_msg_id,
+            client_seq,
+            body: body.clone(),
+            client_time_ms,
+            sent: false,
+        });
+        self.emit(Event::SendRequested {
+            conv,
+            client_msg_id,
+            client_seq,
+            body,
+            client_time_ms,
+        });
+        self.send_window(now, conv);
+    }
+
+    /// Sends the not-yet-sent messages among the first `send_window_max` of the outbox, in order.
+    fn send_window(&mut self, now: Time, conv: ConvId) {
+        if !self.is_online() {
+            return;
+        }
+        let sender = self.identity.user;
+        let window = self.config.send_window_max as usize;
+        let Some(conversation) = self.store.conversations.get_mut(&conv) else {
+            return;
+        };
+        let mut packets = Vec::new();
+        for outgoing in conversation
+            .outbox
+            .iter_mut()
+            .take(window)
+            .filter(|o| !o.sent)
+        {
+            outgoing.sent = true;
+            packets.push(send_packet(conv, sender, outgoing));
+        }
+        let in_flight = !conversation.outbox.is_empty();
+        for packet in packets {
+            self.transmit(packet);
+        }
+        if in_flight && !self.retransmit.contains_key(&conv) {
+            let timeout_ms = self.config.retransmit_initial_ms;
+            self.retransmit.insert(
+                conv,
+                Retransmit {
+                    deadline: now.plus_ms(timeout_ms),
+                    timeout_ms,
+                },
+            );
+        }
+    }
+
+    fn retransmit_timeouts(&mut self, now: Time) {
+        let due: Vec<ConvId> = self
+            .retransmit
+            .iter()
+            .filter(|(_, r)| now >= r.deadline)
+            .map(|(conv, _)| *conv)
+            .collect();
+        let sender = self.identity.user;
+        let window = self.config.send_window_max as usize;
+        for conv in due {
+            let Some(conversation) = self.store.conversations.get(&conv) else {
+                continue;
+            };
+            let packets: Vec<Packet> = conversation
+                .outbox
+                .iter()
+                .take(window)
+                .filter(|o| o.sent)
+                .map(|o| send_packet(conv, sender, o))
+                .collect();
+            let count = packets.len() as u32;
+            for packet in packets {
+                self.transmit(packet);
+            }
+            if count > 0 {
+                self.emit(Event::Retransmitted { conv, count });
+            }
+            let retransmit = self.retransmit.get_mut(&conv).expect("due entries exist");
+            retransmit.timeout_ms = (retransmit.timeout_ms * 2).min(self.config.retransmit_max_ms);
+            retransmit.deadline = now.plus_ms(retransmit.timeout_ms);
+        }
+    }
+
+    fn handle_send_ack(&mut self, now: Time, conv: ConvId, client_msg_id: ClientMsgId, seq: Seq) {
+        let Some(outgoing) = self.take_outgoing(now, conv, client_msg_id) else {
+            return; // A duplicate ack: the message already left the outbox.
+        };
+        self.emit(Event::SendAcked {
+            conv,
+            client_msg_id,
+            seq,
+        });
+        // Our own message takes its place in the timeline now that we know its seq.
+        let message = Message {
+            conv,
+            seq,
+            sender_user: self.identity.user,
+            sender_device: self.identity.device,
+            client_msg_id,
+            client_seq: outgoing.client_seq,
+            body: outgoing.body,
+            client_time_ms: outgoing.client_time_ms,
+        };
+        let before = self.cursor(conv);
+        self.accept(message);
+        self.after_accept(now, conv, before);
+    }
+
+    fn handle_send_rejected(
+        &mut self,
+        now: Time,
+        conv: ConvId,
+        client_msg_id: ClientMsgId,
+        reason: Rejection,
+    ) {
+        if self.take_outgoing(now, conv, client_msg_id).is_some() {
+            self.emit(Event::SendFailed {
+                conv,
+                client_msg_id,
+                reason: SendFailure::Rejected(reason),
+            });
+        }
+    }
+
+    /// Removes a resolved message from the outbox; the window slides and the timer restarts.
+    fn take_outgoing(
+        &mut self,
+        now: Time,
+        conv: ConvId,
+        client_msg_id: ClientMsgId,
+    ) -> Option<Outgoing> {
+        let conversation = self.store.conversations.get_mut(&conv)?;
+        let position = conversation
+            .outbox
+            .iter()
+            .position(|o| o.client_msg_id == client_msg_id)?;
+        let outgoing = conversation.outbox.remove(position)?;
+        self.retransmit.remove(&conv);
+        self.send_window(now, conv);
+        Some(outgoing)
+    }
+
+    // ---- receiving ----
+
+    /// Places one message: display it if it is next, hold it back if it is ahead of a hole, drop
+    /// it if it was displayed already.
+    fn accept(&mut self, message: Message) {
+        let conv = message.conv;
+        let conversation = self.store.conversations.entry(conv).or_default();
+        let seq = message.seq;
+        if seq <= conversation.cursor {
+            self.emit(Event::DuplicateDropped { conv, seq });
+            return;
+        }
+        if seq != conversation.cursor.next() {
+            self.hold(message);
+            return;
+        }
+        self.display(message);
+        loop {
+            let next = self.cursor(conv).next();
+            let Some(held) = self
+                .hold_back
+                .get_mut(&conv)
+                .and_then(|held| held.remove(&next))
+            else {
+                break;
+            };
+            self.display(held);
+        }
+    }
+
+    fn display(&mut self, message: Message) {
+        let conversation = self.store.conversations.entry(message.conv).or_default();
+        assert_eq!(
+            message.seq,
+            conversation.cursor.next(),
+            "display must be contiguous"
+        );
+        conversation.cursor = message.seq;
+        self.emit(Event::Displayed {
+            conv: message.conv,
+            seq: message.seq,
+            sender_user: message.sender_user,
+            sender_device: message.sender_device,
+            client_msg_id: message.client_msg_id,
+            body: message.body,
+        });
+    }
+
+    fn hold(&mut self, message: Message) {
+        let (conv, seq) = (message.conv, message.seq);
+        let held = self.hold_back.entry(conv).or_default();
+        if held.contains_key(&seq) {
+            self.emit(Event::DuplicateDropped { conv, seq });
+            return;
+        }
+        if held.len() >= self.config.hold_back_max as usize {
+            // Keep the lowest seqs: they are displayed first. The dropped one is pulled later.
+            let highest = *held.keys().next_back().expect("a full buffer is not empty");
+            if seq > highest {
+                self.emit(Event::HoldBackOverflow { conv, seq });
+                return;
+            }
+            held.remove(&highest);
+            self.emit(Event::HoldBackOverflow { conv, seq: highest });
+        }
+        self.hold_back.entry(conv).or_default().insert(seq, message);
+        self.emit(Event::HeldBack { conv, seq });
+    }
+
+    /// After a packet for `conv` was placed: report and ack cursor progress, track the hole.
+    fn after_accept(&mut self, now: Time, conv: ConvId, before: Seq) {
+        let cursor = self.cursor(conv);
+        if cursor > before {
+            self.emit(Event::CursorAdvanced { conv, cursor });
+        }
+        if self.is_online() {
+            self.transmit(Packet::Ack {
+                conv,
+                watermark: cursor,
+            });
+        }
+        let hole_open = self
+            .hold_back
+            .get(&conv)
+            .is_some_and(|held| !held.is_empty());
+        if !hole_open {
+            self.gap_since.remove(&conv);
+        } else if cursor > before || !self.gap_since.contains_key(&conv) {
+            self.gap_since.insert(conv, now);
+        }
+    }
+
+    fn gap_timeouts(&mut self, now: Time) {
+        let due: Vec<ConvId> = self
+            .gap_since
+            .iter()
+            .filter(|(_, since)| now.since_ms(**since) >= self.config.gap_timeout_ms)
+            .map(|(conv, _)| *conv)
+            .collect();
+        for conv in due {
+            self.gap_since.insert(conv, now);
+            self.pull(now, conv, PullReason::Gap);
+        }
+    }
+
+    fn pull_behind(&mut self, now: Time, heads: &[Head]) {
+        for head in heads {
+            let conversation = self.store.conversations.entry(head.conv).or_default();
+            if head.seq > conversation.cursor {
+                self.pull(now, head.conv, PullReason::Resume);
+            }
+        }
+    }
+
+    fn pull(&mut self, now: Time, conv: ConvId, reason: PullReason) {
+        if !self.is_online() || self.pull_deadline.contains_key(&conv) {
+            return;
+        }
+        let after = self.cursor(conv);
+        self.transmit(Packet::Pull {
+            conv,
+            after,
+            limit: self.config.pull_page_max,
+        });
+        self.pull_deadline
+            .insert(conv, now.plus_ms(self.config.pull_timeout_ms));
+        self.emit(Event::PullSent {
+            conv,
+            after,
+            reason,
+        });
+    }
+
+    fn handle_pull_response(&mut self, now: Time, conv: ConvId, messages: Vec<Message>, head: Seq) {
+        self.pull_deadline.remove(&conv);
+        let before = self.cursor(conv);
+        for message in messages.into_iter().filter(|m| m.conv == conv) {
+            self.accept(message);
+        }
+        self.after_accept(now, conv, before);
+        if self.cursor(conv) < head {
+            self.pull(now, conv, PullReason::NextPage);
+        }
+    }
+
+    fn pull_timeouts(&mut self, now: Time) {
+        let due: Vec<ConvId> = self
+            .pull_deadline
+            .iter()
+            .filter(|(_, deadline)| now >= **deadline)
+            .map(|(conv, _)| *conv)
+            .collect();
+        for conv in due {
+            self.pull_deadline.remove(&conv);
+            self.pull(now, conv, PullReason::Retry);
+        }
+    }
+
+    // ---- outputs ----
+
+    fn transmit(&mut self, packet: Packet) {
+        self.outputs.push_back(Output::Transmit {
+            to: self.identity.server,
+            packet,
+        });
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    /// The earliest moment anything is due.
+    fn next_deadline(&self) -> Option<Time> {
+        let link = match self.link {
+            Link::Offline => None,
+            Link::Waiting { retry_at, .. } => Some(retry_at),
+            Link::LoggingIn { deadline, .. } => Some(deadline),
+            Link::Online {
+                last_heard,
+                next_heartbeat,
+                ..
+            } => {
+                Some(next_heartbeat.min(last_heard.plus_ms(self.config.server_silence_timeout_ms)))
+            }
+        };
+        if !self.is_online() {
+            return link;
+        }
+        let retransmit = self.retransmit.values().map(|r| r.deadline);
+        let pulls = self.pull_deadline.values().copied();
+        let gaps = self
+            .gap_since
+            .values()
+            .map(|since| since.plus_ms(self.config.gap_timeout_ms));
+        link.into_iter()
+            .chain(retransmit)
+            .chain(pulls)
+            .chain(gaps)
+            .min()
+    }
+
+    fn rearm(&mut self) {
+        let deadline = self.next_deadline();
+        if deadline != self.armed {
+            self.armed = deadline;
+            if let Some(at) = deadline {
+                self.outputs.push_back(Output::ArmTimer { at });
+            }
+        }
+    }
+}
+
+fn send_packet(conv: ConvId, sender: UserId, outgoing: &Outgoing) -> Packet {
+    Packet::Send {
+        conv,
+        sender,
+        client_msg_id: outgoing.client_msg_id,
+        client_seq: outgoing.client_seq,
+        body: outgoing.body.clone(),
+        client_time_ms: outgoing.client_time_ms,
+    }
+}

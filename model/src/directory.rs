@@ -1,0 +1,63 @@
+//! The directory: who the users are, their devices' credentials, and who is in which
+//! conversation. In a real system this is the account and relation service; here it is given to
+//! the server when it starts and is not part of what a crash can lose.
+
+use crate::ids::{ConvId, DeviceId, UserId};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Directory {
+    /// user → device → login token.
+    devices: BTreeMap<UserId, BTreeMap<DeviceId, u64>>,
+    members: BTreeMap<ConvId, Vec<UserId>>,
+    conversations_of: BTreeMap<UserId, BTreeSet<ConvId>>,
+}
+
+impl Directory {
+    pub fn new() -> Directory {
+        Directory::default()
+    }
+
+    pub fn add_device(&mut self, user: UserId, device: DeviceId, token: u64) {
+        self.devices.entry(user).or_default().insert(device, token);
+    }
+
+    pub fn add_conversation(&mut self, conv: ConvId, members: Vec<UserId>) {
+        for user in &members {
+            self.conversations_of.entry(*user).or_default().insert(conv);
+        }
+        self.members.insert(conv, members);
+    }
+
+    pub fn token(&self, user: UserId, device: DeviceId) -> Option<u64> {
+        self.devices.get(&user)?.get(&device).copied()
+    }
+
+    pub fn is_member(&self, conv: ConvId, user: UserId) -> bool {
+        self.members
+            .get(&conv)
+            .is_some_and(|members| members.contains(&user))
+    }
+
+    pub fn members(&self, conv: ConvId) -> &[UserId] {
+        self.members.get(&conv).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn devices(&self, user: UserId) -> impl Iterator<Item = DeviceId> + '_ {
+        self.devices
+            .get(&user)
+            .into_iter()
+            .flat_map(|devices| devices.keys().copied())
+    }
+
+    pub fn conversations_of(&self, user: UserId) -> impl Iterator<Item = ConvId> + '_ {
+        self.conversations_of
+            .get(&user)
+            .into_iter()
+            .flat_map(|convs| convs.iter().copied())
+    }
+
+    pub fn conversations(&self) -> impl Iterator<Item = ConvId> + '_ {
+        self.members.keys().copied()
+    }
+}
