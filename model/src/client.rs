@@ -240,6 +240,8 @@ impl Client {
     }
 
     pub fn handle_timeout(&mut self, now: Time) {
+        // The driver's timer is spent: whatever is due next must be armed again.
+        self.armed = None;
         self.link_timeouts(now);
         if self.is_online() {
             self.retransmit_timeouts(now);

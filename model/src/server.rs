@@ -225,6 +225,8 @@ impl Server {
     }
 
     pub fn handle_timeout(&mut self, now: Time) {
+        // The driver's timer is spent: whatever is due next must be armed again.
+        self.armed = None;
         if now >= self.next_tick {
             self.expire_sessions(now);
             self.retry_pushes(now);

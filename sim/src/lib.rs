@@ -2,7 +2,23 @@
 //!
 //! Runs the `imsim-model` state machines on a seeded madsim network with fault injection, records
 //! the history of what every node observed, and checks the invariants on it.
+//!
+//! - [`scenario`]: the TOML scenario format and its validation;
+//! - [`workload`]: topology and the per-device plan, derived from the seed;
+//! - [`faults`]: the fault profile (swarm or scripted) and the packet rules;
+//! - [`node`] and [`run`]: the madsim driver and the run's two phases;
+//! - [`history`]: what a run records; [`check`]: the invariants over it.
 
 pub mod check;
 pub mod faults;
 pub mod history;
+mod node;
+pub mod run;
+pub mod scenario;
+pub mod workload;
+
+pub use check::{check_all, Class, Invariant, Violation};
+pub use history::History;
+pub use node::PacketStats;
+pub use run::{run, simulate, RunOutcome, RunStats, Setup};
+pub use scenario::{Scenario, ScenarioError};

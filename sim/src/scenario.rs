@@ -1,0 +1,291 @@
+//! Scenarios are data: a TOML file holds the topology, the workload, the faults and the protocol
+//! settings of a run. Parsing rejects unknown fields; [`Scenario::validate`] rejects values that
+//! make no sense or exceed the limits, naming the field. The shipped scenarios are embedded in the
+//! binary so `imsim run` works from any directory.
+
+use crate::faults::{FaultClass, FaultProfile};
+use imsim_model::ProtocolConfig;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::Path;
+
+/// The scenarios shipped in `scenarios/`, embedded: (name, file contents). The first is the
+/// default.
+pub const SHIPPED: &[(&str, &str)] = &[
+    (
+        "one-to-one",
+        include_str!("../../scenarios/one-to-one.toml"),
+    ),
+    (
+        "lossy-network",
+        include_str!("../../scenarios/lossy-network.toml"),
+    ),
+    (
+        "server-crash",
+        include_str!("../../scenarios/server-crash.toml"),
+    ),
+    (
+        "offline-resume",
+        include_str!("../../scenarios/offline-resume.toml"),
+    ),
+    (
+        "sender-retry-order",
+        include_str!("../../scenarios/sender-retry-order.toml"),
+    ),
+];
+
+/// Limits that keep a run within this machine's means; a scenario beyond them is refused.
+pub const USERS_MAX: u32 = 100_000;
+pub const DEVICES_PER_USER_MAX: u32 = 8;
+pub const MESSAGES_MAX: u32 = 1_000_000;
+pub const DURATION_MS_MAX: u64 = 24 * 3_600_000;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub topology: TopologySpec,
+    pub workload: WorkloadSpec,
+    #[serde(default)]
+    pub faults: FaultSpec,
+    #[serde(default)]
+    pub protocol: ProtocolConfig,
+    #[serde(default)]
+    pub liveness: LivenessSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySpec {
+    pub users: u32,
+    #[serde(default = "one")]
+    pub devices_per_user: u32,
+    /// 1:1 conversations: `"all-pairs"`, or a number of distinct random pairs.
+    #[serde(default)]
+    pub conversations: Conversations,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Conversations {
+    #[default]
+    #[serde(with = "all_pairs")]
+    AllPairs,
+    Pairs(u32),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// Length of the safety phase: workload and faults run together this long.
+    pub duration_ms: u64,
+    /// Messages sent during the safety phase, at uniformly random times.
+    pub messages: u32,
+    /// A send is a burst of 1..=`burst_max` messages from one device in one conversation, a
+    /// millisecond apart (the pattern that exposes sender-order bugs).
+    #[serde(default = "one")]
+    pub burst_max: u32,
+    /// Times each device goes offline (the user logs out) during the safety phase.
+    #[serde(default)]
+    pub offline_periods_per_device: u32,
+    /// Longest offline period.
+    #[serde(default = "default_offline_ms_max")]
+    pub offline_ms_max: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Draw a fault profile per seed: each class in `swarm_classes` on or off, parameters drawn.
+    #[serde(default = "yes")]
+    pub swarm: bool,
+    #[serde(default = "FaultClass::all")]
+    pub swarm_classes: Vec<FaultClass>,
+    /// Faults applied in every seed (in swarm mode, in addition to the drawn ones): the same
+    /// format a run prints in its header, so a drawn profile can be pasted here and replayed.
+    #[serde(default)]
+    pub profile: FaultProfile,
+}
+
+impl Default for FaultSpec {
+    fn default() -> Self {
+        FaultSpec {
+            swarm: true,
+            swarm_classes: FaultClass::all(),
+            profile: FaultProfile::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LivenessSpec {
+    /// How long the liveness phase waits, healed and quiet, before convergence must hold.
+    /// Defaults to the protocol's own bound (`ProtocolConfig::convergence_bound_ms`).
+    pub quiet_period_ms: Option<u64>,
+}
+
+/// A scenario that could not be loaded: which file, which field, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioError {
+    pub source: String,
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+impl Scenario {
+    /// A path to a TOML file, or the name of a shipped scenario (`one-to-one`, …).
+    pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
+        let path = Path::new(name_or_path);
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|error| ScenarioError {
+                source: name_or_path.to_string(),
+                message: format!("cannot read: {error}"),
+            })?;
+            return Scenario::parse(name_or_path, &text);
+        }
+        let stem = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or(name_or_path);
+        match SHIPPED.iter().find(|(name, _)| *name == stem) {
+            Some((name, text)) => Scenario::parse(&format!("scenarios/{name}.toml"), text),
+            None => Err(ScenarioError {
+                source: name_or_path.to_string(),
+                message: format!(
+                    "no such file, and not a shipped scenario (shipped: {})",
+                    SHIPPED
+                        .iter()
+                        .map(|(name, _)| *name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
+
+    /// The default scenario (the first shipped one).
+    pub fn default_scenario() -> Scenario {
+        let (name, _) = SHIPPED[0];
+        // The shipped scenarios are parsed and validated by a test, so this cannot fail.
+        Scenario::load(name).expect("the default scenario is valid")
+    }
+
+    /// Parses and validates `text`; `source` names the file in errors.
+    pub fn parse(source: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        let error = |message: String| ScenarioError {
+            source: source.to_string(),
+            message,
+        };
+        let scenario: Scenario =
+            toml::from_str(text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+        scenario.validate().map_err(error)?;
+        Ok(scenario)
+    }
+
+    /// The number of devices in the run.
+    pub fn device_count(&self) -> u32 {
+        self.topology.users * self.topology.devices_per_user
+    }
+
+    /// How long the liveness phase waits.
+    pub fn quiet_period_ms(&self) -> u64 {
+        self.liveness
+            .quiet_period_ms
+            .unwrap_or_else(|| self.protocol.convergence_bound_ms())
+    }
+
+    /// Checks every value, naming the field that is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.topology;
+        let w = &self.workload;
+        check_range("topology.users", t.users.into(), 2, USERS_MAX.into())?;
+        check_range(
+            "topology.devices_per_user",
+            t.devices_per_user.into(),
+            1,
+            DEVICES_PER_USER_MAX.into(),
+        )?;
+        if let Conversations::Pairs(pairs) = t.conversations {
+            let possible = u64::from(t.users) * u64::from(t.users - 1) / 2;
+            check_range("topology.conversations", pairs.into(), 1, possible)?;
+        }
+        check_range("workload.duration_ms", w.duration_ms, 1, DURATION_MS_MAX)?;
+        check_range(
+            "workload.messages",
+            w.messages.into(),
+            0,
+            MESSAGES_MAX.into(),
+        )?;
+        check_range("workload.burst_max", w.burst_max.into(), 1, 1_000)?;
+        check_range(
+            "workload.offline_periods_per_device",
+            w.offline_periods_per_device.into(),
+            0,
+            100,
+        )?;
+        check_range(
+            "workload.offline_ms_max",
+            w.offline_ms_max,
+            1,
+            DURATION_MS_MAX,
+        )?;
+        self.protocol.validate()?;
+        if let Some(quiet_ms) = self.liveness.quiet_period_ms {
+            check_range("liveness.quiet_period_ms", quiet_ms, 1, DURATION_MS_MAX)?;
+        }
+        self.faults
+            .profile
+            .validate("faults.profile", self.device_count(), w.duration_ms)
+    }
+}
+
+pub(crate) fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
+    if value < min || value > max {
+        return Err(format!(
+            "{field} = {value} is out of range: it must be between {min} and {max}"
+        ));
+    }
+    Ok(())
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_offline_ms_max() -> u64 {
+    10_000
+}
+
+/// `conversations = "all-pairs"` in TOML.
+mod all_pairs {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("all-pairs")
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(), D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "all-pairs" {
+            Ok(())
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "expected \"all-pairs\" or a number, found \"{text}\""
+            )))
+        }
+    }
+}

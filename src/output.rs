@@ -1,0 +1,124 @@
+//! How runs are shown: a summary per run (text or one JSON object per line), violations with
+//! their witness and the command that replays them, and the event trace of a replay.
+
+use imsim_sim::history::{Entry, Record};
+use imsim_sim::{History, RunOutcome, Violation};
+use serde_json::{json, Value};
+
+/// The exact command that reproduces a run.
+pub fn replay_command(scenario: &str, seed: u64) -> String {
+    format!("imsim replay {scenario} --seed {seed}")
+}
+
+pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome) {
+    let setup = &outcome.setup;
+    let stats = &outcome.stats;
+    let faults = serde_json::to_string(&setup.faults).expect("a fault profile serialises");
+    println!("== {scenario} seed {} faults {faults}", setup.seed);
+    println!(
+        "   {}: sends {} committed {} acked {} displayed {} | packets {} dropped {} duplicated {} delayed {} held {} \
+         | server crashes {} device restarts {} | simulated {:.1}s | invariants checked {}",
+        if outcome.ok() { "ok" } else { "FAILED" },
+        stats.sends,
+        stats.committed,
+        stats.acked,
+        stats.displayed,
+        stats.packets.sent,
+        stats.packets.dropped,
+        stats.packets.duplicated,
+        stats.packets.delayed,
+        stats.packets.held,
+        stats.server_crashes,
+        stats.device_restarts,
+        stats.simulated_ms as f64 / 1000.0,
+        imsim_sim::Invariant::ALL.len(),
+    );
+    for violation in &outcome.violations {
+        print_violation(&outcome.history, violation);
+        println!("     replay: {}", replay_command(scenario, setup.seed));
+    }
+}
+
+fn print_violation(history: &History, violation: &Violation) {
+    let class = format!("{:?}", violation.class()).to_lowercase();
+    println!(
+        "   VIOLATION {} ({class}): {}",
+        violation.invariant, violation.explanation
+    );
+    for index in &violation.witness {
+        if let Some(record) = history.records.get(*index) {
+            println!("     [{index}] {}", format_record(record));
+        }
+    }
+}
+
+pub fn print_outcome_json(scenario: &str, outcome: &RunOutcome) {
+    let violations: Vec<Value> = outcome
+        .violations
+        .iter()
+        .map(|v| {
+            let witness: Vec<Value> = v
+                .witness
+                .iter()
+                .filter_map(|i| outcome.history.records.get(*i))
+                .map(|r| serde_json::to_value(r).expect("a record serialises"))
+                .collect();
+            json!({
+                "invariant": v.invariant.to_string(),
+                "code": v.invariant.code(),
+                "name": v.invariant.name(),
+                "class": v.class(),
+                "explanation": v.explanation,
+                "witness": witness,
+            })
+        })
+        .collect();
+    let line = json!({
+        "scenario": scenario,
+        "seed": outcome.setup.seed,
+        "ok": outcome.ok(),
+        "violations": violations,
+        "faults": outcome.setup.faults,
+        "stats": outcome.stats,
+        "replay": replay_command(scenario, outcome.setup.seed),
+    });
+    println!("{line}");
+}
+
+/// One record as a line: time, node, event type, then the event's fields as compact JSON.
+pub fn format_record(record: &Record) -> String {
+    let mut fields = match &record.entry {
+        Entry::Protocol(event) => serde_json::to_value(event),
+        Entry::Harness(event) => serde_json::to_value(event),
+    }
+    .expect("an event serialises");
+    let kind = fields
+        .as_object_mut()
+        .and_then(|o| o.remove("type"))
+        .unwrap_or(Value::Null);
+    let kind = kind.as_str().unwrap_or("?").to_string();
+    let seconds = record.t_ms as f64 / 1000.0;
+    format!(
+        "{seconds:>9.3}s {:<10} {kind:<24} {fields}",
+        record.node.to_string()
+    )
+}
+
+/// The trace of a replay, optionally only one device's or one conversation's events (harness
+/// events are always shown: they say what the faults were doing).
+pub fn print_trace(outcome: &RunOutcome, device: Option<u32>, conv: Option<u32>) {
+    for record in &outcome.history.records {
+        let harness = matches!(record.entry, Entry::Harness(_));
+        let device_ok =
+            device.is_none_or(|d| harness || record.node.to_string() == format!("device-{d}"));
+        let conv_ok = conv.is_none_or(|c| {
+            harness || {
+                let value = serde_json::to_value(&record.entry).expect("an event serialises");
+                value.get("conv").and_then(Value::as_u64) == Some(u64::from(c))
+            }
+        });
+        if device_ok && conv_ok {
+            println!("{}", format_record(record));
+        }
+    }
+}
