@@ -4,9 +4,10 @@
 mod output;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use imsim_sim::replay_command;
 use imsim_sim::scenario::SHIPPED;
 use imsim_sim::{run, RunOutcome, Scenario};
-use output::{print_outcome_json, print_outcome_text, print_trace, replay_command};
+use output::{print_outcome_json, print_outcome_text, print_trace};
 use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};

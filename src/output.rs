@@ -1,14 +1,9 @@
 //! How runs are shown: a summary per run (text or one JSON object per line), violations with
 //! their witness and the command that replays them, and the event trace of a replay.
 
-use imsim_sim::history::{Entry, Record};
-use imsim_sim::{History, RunOutcome, Violation};
+use imsim_sim::history::Entry;
+use imsim_sim::{replay_command, RunOutcome};
 use serde_json::{json, Value};
-
-/// The exact command that reproduces a run.
-pub fn replay_command(scenario: &str, seed: u64) -> String {
-    format!("imsim replay {scenario} --seed {seed}")
-}
 
 pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome) {
     let setup = &outcome.setup;
@@ -33,21 +28,9 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome) {
         stats.simulated_ms as f64 / 1000.0,
         imsim_sim::Invariant::ALL.len(),
     );
-    for violation in &outcome.violations {
-        print_violation(&outcome.history, violation);
-        println!("     replay: {}", replay_command(scenario, setup.seed));
-    }
-}
-
-fn print_violation(history: &History, violation: &Violation) {
-    let class = format!("{:?}", violation.class()).to_lowercase();
-    println!(
-        "   VIOLATION {} ({class}): {}",
-        violation.invariant, violation.explanation
-    );
-    for index in &violation.witness {
-        if let Some(record) = history.records.get(*index) {
-            println!("     [{index}] {}", format_record(record));
+    if !outcome.ok() {
+        for line in outcome.failure_report(scenario).lines() {
+            println!("   {line}");
         }
     }
 }
@@ -85,25 +68,6 @@ pub fn print_outcome_json(scenario: &str, outcome: &RunOutcome) {
     println!("{line}");
 }
 
-/// One record as a line: time, node, event type, then the event's fields as compact JSON.
-pub fn format_record(record: &Record) -> String {
-    let mut fields = match &record.entry {
-        Entry::Protocol(event) => serde_json::to_value(event),
-        Entry::Harness(event) => serde_json::to_value(event),
-    }
-    .expect("an event serialises");
-    let kind = fields
-        .as_object_mut()
-        .and_then(|o| o.remove("type"))
-        .unwrap_or(Value::Null);
-    let kind = kind.as_str().unwrap_or("?").to_string();
-    let seconds = record.t_ms as f64 / 1000.0;
-    format!(
-        "{seconds:>9.3}s {:<10} {kind:<24} {fields}",
-        record.node.to_string()
-    )
-}
-
 /// The trace of a replay, optionally only one device's or one conversation's events (harness
 /// events are always shown: they say what the faults were doing).
 pub fn print_trace(outcome: &RunOutcome, device: Option<u32>, conv: Option<u32>) {
@@ -118,7 +82,7 @@ pub fn print_trace(outcome: &RunOutcome, device: Option<u32>, conv: Option<u32>)
             }
         });
         if device_ok && conv_ok {
-            println!("{}", format_record(record));
+            println!("{record}");
         }
     }
 }

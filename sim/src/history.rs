@@ -39,6 +39,25 @@ pub struct Record {
     pub entry: Entry,
 }
 
+impl fmt::Display for Record {
+    /// One line: time, node, event type, then the event's fields as compact JSON.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut fields = match &self.entry {
+            Entry::Protocol(event) => serde_json::to_value(event),
+            Entry::Harness(event) => serde_json::to_value(event),
+        }
+        .map_err(|_| fmt::Error)?;
+        let kind = fields.as_object_mut().and_then(|o| o.remove("type"));
+        let kind = kind.as_ref().and_then(|k| k.as_str()).unwrap_or("?");
+        let seconds = self.t_ms as f64 / 1000.0;
+        write!(
+            f,
+            "{seconds:>9.3}s {:<10} {kind:<24} {fields}",
+            self.node.to_string()
+        )
+    }
+}
+
 /// A protocol event (from the model) or a harness event (from the simulator).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -20,5 +20,5 @@ pub mod workload;
 pub use check::{check_all, Class, Invariant, Violation};
 pub use history::History;
 pub use node::PacketStats;
-pub use run::{run, simulate, RunOutcome, RunStats, Setup};
+pub use run::{replay_command, run, simulate, RunOutcome, RunStats, Setup};
 pub use scenario::{Scenario, ScenarioError};

@@ -96,6 +96,34 @@ impl RunOutcome {
     pub fn ok(&self) -> bool {
         self.violations.is_empty()
     }
+
+    /// Every violation with its witness records, then the command that replays the run.
+    /// `scenario_ref` is how the user named the scenario (a path or a shipped name).
+    pub fn failure_report(&self, scenario_ref: &str) -> String {
+        let mut report = String::new();
+        for violation in &self.violations {
+            let class = format!("{:?}", violation.class()).to_lowercase();
+            report += &format!(
+                "VIOLATION {} ({class}): {}\n",
+                violation.invariant, violation.explanation
+            );
+            for index in &violation.witness {
+                if let Some(record) = self.history.records.get(*index) {
+                    report += &format!("  [{index}] {record}\n");
+                }
+            }
+        }
+        report += &format!(
+            "replay: {}\n",
+            replay_command(scenario_ref, self.setup.seed)
+        );
+        report
+    }
+}
+
+/// The exact command that reproduces a run.
+pub fn replay_command(scenario_ref: &str, seed: u64) -> String {
+    format!("imsim replay {scenario_ref} --seed {seed}")
 }
 
 /// Runs one seed on a fresh OS thread and checks it.

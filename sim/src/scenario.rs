@@ -192,6 +192,12 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// The scenario as a TOML file that `Scenario::parse` reads back unchanged.
+    pub fn to_toml(&self) -> String {
+        // Every field is a plain value, a table or an array of tables: serialising cannot fail.
+        toml::to_string(self).expect("a scenario serialises to TOML")
+    }
+
     /// The number of devices in the run.
     pub fn device_count(&self) -> u32 {
         self.topology.users * self.topology.devices_per_user

@@ -1,0 +1,173 @@
+//! The command-line contract (DESIGN.md §7): exit 0 when every invariant held, 1 on a violation,
+//! 2 on bad input with a message naming the file, the field and the problem — never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn imsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imsim"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run imsim")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Writes the default scenario with one line replaced (or appended) and runs it.
+fn run_edited(name: &str, find: &str, replace: &str) -> (i32, String) {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/one-to-one.toml"),
+    )
+    .unwrap();
+    let edited = if find.is_empty() {
+        format!("{text}\n{replace}\n")
+    } else {
+        text.replacen(find, replace, 1)
+    };
+    assert_ne!(edited, text, "the edit must change the scenario");
+    let path = scratch(name);
+    std::fs::write(&path, edited).unwrap();
+    let output = imsim(&["run", path.to_str().unwrap(), "--seed", "1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "imsim panicked: {stderr}");
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn default_scenario_runs_and_exits_zero() {
+    let output = imsim(&["run", "--seeds", "0..3"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("0 failed"), "{stdout}");
+}
+
+#[test]
+fn json_format_is_one_object_per_run() {
+    let output = imsim(&["run", "one-to-one", "--seeds", "0..4", "--format", "json"]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for (seed, line) in lines.iter().enumerate() {
+        assert_eq!(line["seed"], seed as u64);
+        assert_eq!(line["scenario"], "one-to-one");
+        assert_eq!(line["ok"], true);
+        assert!(line["violations"].as_array().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn unknown_field_is_named() {
+    let (code, stderr) = run_edited(
+        "unknown.toml",
+        "messages = 60",
+        "messages = 60\nmesages = 3",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("unknown.toml") && stderr.contains("mesages"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn negative_value_is_named() {
+    let (code, stderr) = run_edited("negative.toml", "users = 6", "users = -6");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("negative.toml") && stderr.contains("users"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn absurd_values_are_named() {
+    let cases = [
+        ("users = 6", "users = 4000000000", "users"),
+        ("users = 6", "users = 1", "topology.users"),
+        ("messages = 60", "messages = 99999999", "workload.messages"),
+        ("duration_ms = 30_000", "duration_ms = 0", "workload.duration_ms"),
+        ("", "[protocol]\nheartbeat_interval_ms = 0", "protocol.heartbeat_interval_ms"),
+        ("", "[protocol]\nretransmit_initial_ms = 9000\nretransmit_max_ms = 10", "retransmit"),
+        ("", "[faults.profile]\nloss = { probability = 1.5, devices = [1] }", "faults.profile.loss.probability"),
+        ("", "[[faults.profile.partitions]]\ndevice = 99\ndirection = \"both\"\nstart_ms = 0\nduration_ms = 10", "partitions[0].device"),
+        ("", "[[faults.profile.server_crashes]]\nat_ms = 29000\ndowntime_ms = 5000", "server_crashes[0]"),
+    ];
+    for (i, (find, replace, field)) in cases.iter().enumerate() {
+        let (code, stderr) = run_edited(&format!("absurd-{i}.toml"), find, replace);
+        assert_eq!(code, 2, "case {replace}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "case {replace}: the message must name {field}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn missing_scenario_exits_two() {
+    let output = imsim(&["run", "no-such-scenario.toml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-scenario.toml"));
+}
+
+#[test]
+fn bad_seed_range_exits_two() {
+    assert_eq!(imsim(&["run", "--seeds", "5..2"]).status.code(), Some(2));
+    assert_eq!(imsim(&["run", "--seeds", "abc"]).status.code(), Some(2));
+}
+
+#[test]
+fn replay_prints_the_trace_and_its_hash() {
+    let output = imsim(&["replay", "one-to-one", "--seed", "2", "--device", "1"]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("run_started"));
+    assert!(stdout.contains("device-1"));
+    assert!(
+        !stdout.contains(" device-2 "),
+        "--device 1 hides other devices' events"
+    );
+    assert!(stdout.lines().last().unwrap().starts_with("trace-hash: "));
+}
+
+#[test]
+fn history_out_never_overwrites() {
+    let path = scratch("existing-history.jsonl");
+    std::fs::write(&path, "precious").unwrap();
+    let output = imsim(&[
+        "replay",
+        "one-to-one",
+        "--seed",
+        "1",
+        "--history-out",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+    let fresh = scratch("fresh-history.jsonl");
+    let _ = std::fs::remove_file(&fresh);
+    let output = imsim(&[
+        "replay",
+        "one-to-one",
+        "--seed",
+        "1",
+        "--history-out",
+        fresh.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = std::fs::read_to_string(&fresh).unwrap();
+    assert!(imsim_sim::History::from_jsonl(&text).unwrap().is_complete());
+}

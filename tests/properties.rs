@@ -1,0 +1,73 @@
+//! Property tests: proptest generates whole scenarios (topology, workload, protocol bounds, swarm
+//! fault classes) and a seed; every invariant must hold. On a failure proptest shrinks the
+//! scenario, and the message names a scenario file written for it and the command that replays
+//! the failing run.
+
+use imsim_sim::faults::FaultClass;
+use imsim_sim::scenario::Conversations;
+use imsim_sim::{run, Scenario};
+use proptest::prelude::*;
+
+fn scenarios() -> impl Strategy<Value = (Scenario, u64)> {
+    let topology = (2u32..7, 1u32..3, prop::option::of(1u32..6));
+    let workload = (1_000u64..30_000, 0u32..80, 1u32..8, 0u32..3, 500u64..10_000);
+    let protocol = (1u32..9, 1u32..9, 1u32..20, 50u64..2_000);
+    let classes = prop::sample::subsequence(FaultClass::all(), 0..=8);
+    (topology, workload, protocol, classes, any::<u64>()).prop_map(
+        |((users, devices, pairs), workload, protocol, classes, seed)| {
+            let mut scenario = Scenario::default_scenario();
+            scenario.name = "property".to_string();
+            scenario.topology.users = users;
+            scenario.topology.devices_per_user = devices;
+            scenario.topology.conversations = match pairs {
+                Some(pairs) => Conversations::Pairs(pairs.min(users * (users - 1) / 2)),
+                None => Conversations::AllPairs,
+            };
+            let (duration_ms, messages, burst_max, offline_periods, offline_ms_max) = workload;
+            scenario.workload.duration_ms = duration_ms;
+            scenario.workload.messages = messages;
+            scenario.workload.burst_max = burst_max;
+            scenario.workload.offline_periods_per_device = offline_periods;
+            scenario.workload.offline_ms_max = offline_ms_max;
+            let (send_window, hold_back, page, gap_timeout_ms) = protocol;
+            scenario.protocol.send_window_max = send_window;
+            scenario.protocol.hold_back_max = hold_back;
+            scenario.protocol.pull_page_max = page;
+            scenario.protocol.gap_timeout_ms = gap_timeout_ms;
+            scenario.faults.swarm_classes = classes;
+            (scenario, seed)
+        },
+    )
+}
+
+/// Writes a failing scenario where a person can replay it, and says how.
+fn replay_hint(scenario: &Scenario, seed: u64) -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("proptest-failures");
+    std::fs::create_dir_all(&dir).expect("create the failures folder");
+    let path = dir.join(format!("property-{seed}.toml"));
+    std::fs::write(&path, scenario.to_toml()).expect("write the failing scenario");
+    path.display().to_string()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_invariant_holds_under_swarm_faults((scenario, seed) in scenarios()) {
+        scenario.validate().expect("generated scenarios are valid");
+        let outcome = run(&scenario, seed);
+        if !outcome.ok() {
+            let path = replay_hint(&scenario, seed);
+            prop_assert!(false, "{}", outcome.failure_report(&path));
+        }
+    }
+
+    /// A scenario written out as TOML reads back as the same scenario, so a shrunk or generated
+    /// failure can be saved and replayed exactly.
+    #[test]
+    fn scenarios_round_trip_through_toml((scenario, _seed) in scenarios()) {
+        let text = scenario.to_toml();
+        let parsed = Scenario::parse("round-trip.toml", &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(parsed, scenario);
+    }
+}

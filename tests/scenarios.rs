@@ -1,0 +1,73 @@
+//! Named scenarios: every shipped scenario holds every invariant over a band of seeds. The full
+//! sweeps (`imsim run --seeds 0..200`) are commands, not tests; these seeds keep `cargo test`
+//! fast while still crossing crashes, partitions and swarm faults.
+
+use imsim_sim::{run, Scenario};
+
+const SEEDS: std::ops::Range<u64> = 0..60;
+
+fn holds_over_seeds(name: &str) {
+    let scenario = Scenario::load(name).expect("shipped scenarios are valid");
+    for seed in SEEDS {
+        let outcome = run(&scenario, seed);
+        assert!(
+            outcome.ok(),
+            "{name} seed {seed}:\n{}",
+            outcome.failure_report(name)
+        );
+        assert_eq!(
+            outcome.stats.sends, outcome.stats.committed,
+            "{name} seed {seed}: every send commits"
+        );
+    }
+}
+
+#[test]
+fn one_to_one() {
+    holds_over_seeds("one-to-one");
+}
+
+#[test]
+fn lossy_network() {
+    holds_over_seeds("lossy-network");
+}
+
+#[test]
+fn server_crash() {
+    holds_over_seeds("server-crash");
+}
+
+#[test]
+fn offline_resume() {
+    holds_over_seeds("offline-resume");
+}
+
+#[test]
+fn sender_retry_order() {
+    holds_over_seeds("sender-retry-order");
+}
+
+/// The faults a scenario promises actually happen: a harness whose faults never fire proves
+/// nothing.
+#[test]
+fn faults_reach_the_run() {
+    let lossy = run(&Scenario::load("lossy-network").unwrap(), 1);
+    let packets = lossy.stats.packets;
+    assert!(
+        packets.dropped > 0 && packets.duplicated > 0 && packets.delayed > 0 && packets.held > 0,
+        "{packets:?}"
+    );
+    let crashes = run(&Scenario::load("server-crash").unwrap(), 1);
+    assert_eq!(crashes.stats.server_crashes, 3);
+    let offline = run(&Scenario::load("offline-resume").unwrap(), 1);
+    let resumed_by_pages = offline
+        .history
+        .records
+        .iter()
+        .filter(|r| r.to_string().contains("next_page"))
+        .count();
+    assert!(
+        resumed_by_pages > 0,
+        "offline-resume must resume in several pages"
+    );
+}
