@@ -112,7 +112,8 @@ impl FinalTimeline {
 /// The shared index; see the module documentation.
 #[derive(Clone, Debug, Default)]
 pub struct HistoryIndex {
-    topology_known: bool,
+    /// The record of the `RunStarted` whose topology this index holds.
+    run_started: Option<usize>,
     user_of_device: BTreeMap<DeviceId, UserId>,
     member_devices: BTreeMap<ConvId, Vec<DeviceId>>,
     /// In history order.
@@ -156,7 +157,8 @@ impl HistoryIndex {
 
     fn add_harness(&mut self, record: usize, event: &HarnessEvent) {
         match event {
-            HarnessEvent::RunStarted { topology, .. } if !self.topology_known => {
+            HarnessEvent::RunStarted { topology, .. } if self.run_started.is_none() => {
+                self.run_started = Some(record);
                 self.add_topology(topology);
             }
             HarnessEvent::FinalTimeline { conv, entries } => {
@@ -172,7 +174,6 @@ impl HistoryIndex {
     }
 
     fn add_topology(&mut self, topology: &Topology) {
-        self.topology_known = true;
         let mut devices_of_user: BTreeMap<UserId, &[DeviceId]> = BTreeMap::new();
         for spec in &topology.users {
             devices_of_user.insert(spec.user, &spec.devices);
@@ -263,7 +264,12 @@ impl HistoryIndex {
 
     /// Whether the history has a `RunStarted` with a topology.
     pub fn topology_known(&self) -> bool {
-        self.topology_known
+        self.run_started.is_some()
+    }
+
+    /// The record of `RunStarted`, which holds the topology.
+    pub fn run_started(&self) -> Option<usize> {
+        self.run_started
     }
 
     /// The user a device belongs to, from the topology.
