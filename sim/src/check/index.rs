@@ -485,6 +485,7 @@ pub(super) mod testkit {
         /// The server's timeline as committed so far (the last commit at a seq wins).
         committed: BTreeMap<(ConvId, Seq), (DeviceId, ClientMsgId)>,
         final_timelines_written: Vec<ConvId>,
+        liveness_started: bool,
     }
 
     impl Story {
@@ -527,6 +528,7 @@ pub(super) mod testkit {
                 sent: BTreeMap::new(),
                 committed: BTreeMap::new(),
                 final_timelines_written: Vec::new(),
+                liveness_started: false,
             };
             story.harness(HarnessEvent::RunStarted {
                 scenario: "hand-made".to_string(),
@@ -762,6 +764,7 @@ pub(super) mod testkit {
         }
 
         pub fn liveness_phase(&mut self) -> usize {
+            self.liveness_started = true;
             self.harness(HarnessEvent::LivenessPhaseStarted {
                 quiet_period_ms: 5_000,
             })
@@ -788,7 +791,9 @@ pub(super) mod testkit {
         /// Ends the run: the liveness phase, a final timeline per conversation (what was committed,
         /// unless the test wrote one already) and `RunEnded`, whose record is returned.
         pub fn finish(&mut self) -> usize {
-            self.liveness_phase();
+            if !self.liveness_started {
+                self.liveness_phase();
+            }
             let convs: Vec<ConvId> = self
                 .topology
                 .conversations
