@@ -530,4 +530,18 @@ mod tests {
              failed."
         );
     }
+
+    #[test]
+    fn a_flood_of_lost_sends_is_capped() {
+        let mut story = Story::one_to_one();
+        for id in 1..=30 {
+            story.send(D1, C1, m(id)); // the server is down for good: nothing commits
+        }
+        story.finish();
+        let violations = durability(&story);
+        assert_eq!(violations.len(), 20);
+        assert!(violations[19]
+            .explanation
+            .ends_with("(10 more D4 violations not shown.)"));
+    }
 }

@@ -830,14 +830,6 @@ pub(super) mod testkit {
         assert_eq!(violations[0].invariant, invariant, "{violations:#?}");
         violations.into_iter().next().expect("length checked above")
     }
-
-    /// The violations of one invariant, for stories that break others on the way.
-    pub fn of(violations: Vec<Violation>, invariant: Invariant) -> Vec<Violation> {
-        violations
-            .into_iter()
-            .filter(|violation| violation.invariant == invariant)
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -911,6 +903,22 @@ mod tests {
         assert_eq!(timeline.at(Seq(1)), Some(MessageKey::new(D1, m(7))));
         assert_eq!(timeline.seq_of(MessageKey::new(D1, m(7))), Some(Seq(1)));
         assert_eq!(index.run_ended(), Some(ended));
+    }
+
+    #[test]
+    fn a_correct_run_with_crashes_breaks_no_invariant() {
+        let mut story = Story::group();
+        story.message(D1, C1, m(1));
+        story.crash(Node::Server);
+        story.restart(Node::Server);
+        story.message(D4, C1, m(1));
+        story.message(D5, C2, m(1));
+        story.crash(Node::Device(D3));
+        story.restart(Node::Device(D3));
+        story.message(D3, C1, m(1));
+        story.message(D2, C2, m(1));
+        story.finish();
+        assert_eq!(crate::check::check_all(story.history()), vec![]);
     }
 
     #[test]
