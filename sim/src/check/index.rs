@@ -1,8 +1,952 @@
-//! Indices over a history shared by the checkers (placeholder until the checkers land).
-use crate::history::History;
-pub struct HistoryIndex;
+//! What several checkers need from a history, gathered in one pass so that no checker scans the
+//! history again to answer "who is this device's user", "what was committed at c1 #4" or "what
+//! did device-3 show in c1, in order". The index holds record indices and small copyable keys,
+//! never message bodies: a checker that needs a body reads it from the record. Building it is
+//! O(n log n) in the length of the history.
+//!
+//! The file also holds [`Findings`], the violation collector every checker reports through (it
+//! caps each invariant so a broken run stays readable), and, for tests, the history builder the
+//! checkers' tests share.
+
+use super::{Invariant, Violation};
+use crate::history::{Entry, HarnessEvent, History, Node, TimelineEntry, Topology};
+use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, Seq, UserId};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Bound;
+
+/// How many violations of one invariant a checker reports; beyond that it only counts them.
+/// One broken mechanism usually breaks the same invariant many times, and twenty examples are
+/// more than enough to see the pattern.
+pub const VIOLATIONS_PER_INVARIANT_MAX: usize = 20;
+
+/// A message's identity across the whole run: its sender device's own name for it
+/// (`client_msg_id` is unique per device, so the pair is unique in the run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageKey {
+    pub sender_device: DeviceId,
+    pub client_msg_id: ClientMsgId,
+}
+
+impl MessageKey {
+    pub fn new(sender_device: DeviceId, client_msg_id: ClientMsgId) -> MessageKey {
+        MessageKey {
+            sender_device,
+            client_msg_id,
+        }
+    }
+}
+
+impl fmt::Display for MessageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} from {}", self.client_msg_id, self.sender_device)
+    }
+}
+
+/// One `Committed` event of the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Commit {
+    pub record: usize,
+    pub conv: ConvId,
+    pub seq: Seq,
+    pub message: MessageKey,
+    pub client_seq: ClientSeq,
+}
+
+/// One `SendRequested` event of a device (the message's sender).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Send {
+    pub record: usize,
+    pub conv: ConvId,
+    pub client_seq: ClientSeq,
+}
+
+/// One `Displayed` event; the device and conversation are the key it is filed under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shown {
+    pub record: usize,
+    pub seq: Seq,
+    pub message: MessageKey,
+}
+
+/// A conversation's `FinalTimeline`, looked up both ways.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FinalTimeline {
+    pub record: usize,
+    by_seq: BTreeMap<Seq, MessageKey>,
+    by_message: BTreeMap<MessageKey, Seq>,
+}
+
+impl FinalTimeline {
+    fn new(record: usize, entries: &[TimelineEntry]) -> FinalTimeline {
+        let mut timeline = FinalTimeline {
+            record,
+            ..FinalTimeline::default()
+        };
+        for entry in entries {
+            let message = MessageKey::new(entry.sender_device, entry.client_msg_id);
+            // A duplicated seq or message in storage is not ours to judge here; keep the first
+            // so lookups are deterministic.
+            timeline.by_seq.entry(entry.seq).or_insert(message);
+            timeline.by_message.entry(message).or_insert(entry.seq);
+        }
+        timeline
+    }
+
+    /// The message stored at `seq`.
+    pub fn at(&self, seq: Seq) -> Option<MessageKey> {
+        self.by_seq.get(&seq).copied()
+    }
+
+    /// Where `message` is stored.
+    pub fn seq_of(&self, message: MessageKey) -> Option<Seq> {
+        self.by_message.get(&message).copied()
+    }
+
+    /// Every entry, in seq order.
+    pub fn entries(&self) -> impl Iterator<Item = (Seq, MessageKey)> + '_ {
+        self.by_seq.iter().map(|(seq, message)| (*seq, *message))
+    }
+}
+
+/// The shared index; see the module documentation.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryIndex {
+    /// The record of the `RunStarted` whose topology this index holds.
+    run_started: Option<usize>,
+    user_of_device: BTreeMap<DeviceId, UserId>,
+    member_devices: BTreeMap<ConvId, Vec<DeviceId>>,
+    /// In history order.
+    commits: Vec<Commit>,
+    /// Positions in `commits`, sorted by (conv, seq, history order).
+    commits_by_seq: Vec<usize>,
+    /// Position in `commits` of each message's first commit.
+    first_commit: BTreeMap<MessageKey, usize>,
+    /// Each message's first `SendRequested`.
+    sends: BTreeMap<MessageKey, Send>,
+    /// Record of each message's first `SendFailed`.
+    failures: BTreeMap<MessageKey, usize>,
+    /// Each device's displays per conversation, in history order.
+    displays: BTreeMap<(ConvId, DeviceId), Vec<Shown>>,
+    final_timelines: BTreeMap<ConvId, FinalTimeline>,
+    run_ended: Option<usize>,
+}
+
 impl HistoryIndex {
-    pub fn new(_history: &History) -> HistoryIndex {
-        HistoryIndex
+    pub fn new(history: &History) -> HistoryIndex {
+        let mut index = HistoryIndex::default();
+        for (record, line) in history.records.iter().enumerate() {
+            match &line.entry {
+                Entry::Harness(harness) => index.add_harness(record, harness),
+                Entry::Protocol(event) => match line.node {
+                    Node::Server => index.add_server(record, event),
+                    Node::Device(device) => index.add_device(record, device, event),
+                    // The harness reports no protocol events; nothing to learn from one.
+                    Node::Harness => {}
+                },
+            }
+        }
+        let commits = &index.commits;
+        index.commits_by_seq = (0..commits.len()).collect();
+        // A stable sort keeps history order among commits that share (conv, seq).
+        index
+            .commits_by_seq
+            .sort_by_key(|&at| (commits[at].conv, commits[at].seq));
+        index
+    }
+
+    fn add_harness(&mut self, record: usize, event: &HarnessEvent) {
+        match event {
+            HarnessEvent::RunStarted { topology, .. } if self.run_started.is_none() => {
+                self.run_started = Some(record);
+                self.add_topology(topology);
+            }
+            HarnessEvent::FinalTimeline { conv, entries } => {
+                self.final_timelines
+                    .entry(*conv)
+                    .or_insert_with(|| FinalTimeline::new(record, entries));
+            }
+            HarnessEvent::RunEnded => {
+                self.run_ended.get_or_insert(record);
+            }
+            _ => {}
+        }
+    }
+
+    fn add_topology(&mut self, topology: &Topology) {
+        let mut devices_of_user: BTreeMap<UserId, &[DeviceId]> = BTreeMap::new();
+        for spec in &topology.users {
+            devices_of_user.insert(spec.user, &spec.devices);
+            for device in &spec.devices {
+                self.user_of_device.insert(*device, spec.user);
+            }
+        }
+        for spec in &topology.conversations {
+            let mut devices: Vec<DeviceId> = spec
+                .members
+                .iter()
+                .flat_map(|user| devices_of_user.get(user).copied().unwrap_or_default())
+                .copied()
+                .collect();
+            devices.sort();
+            devices.dedup();
+            self.member_devices.insert(spec.conv, devices);
+        }
+    }
+
+    fn add_server(&mut self, record: usize, event: &Event) {
+        if let Event::Committed {
+            conv,
+            seq,
+            sender_device,
+            client_msg_id,
+            client_seq,
+            ..
+        } = event
+        {
+            let message = MessageKey::new(*sender_device, *client_msg_id);
+            self.first_commit
+                .entry(message)
+                .or_insert(self.commits.len());
+            self.commits.push(Commit {
+                record,
+                conv: *conv,
+                seq: *seq,
+                message,
+                client_seq: *client_seq,
+            });
+        }
+    }
+
+    fn add_device(&mut self, record: usize, device: DeviceId, event: &Event) {
+        match event {
+            Event::SendRequested {
+                conv,
+                client_msg_id,
+                client_seq,
+                ..
+            } => {
+                let send = Send {
+                    record,
+                    conv: *conv,
+                    client_seq: *client_seq,
+                };
+                self.sends
+                    .entry(MessageKey::new(device, *client_msg_id))
+                    .or_insert(send);
+            }
+            Event::SendFailed { client_msg_id, .. } => {
+                self.failures
+                    .entry(MessageKey::new(device, *client_msg_id))
+                    .or_insert(record);
+            }
+            Event::Displayed {
+                conv,
+                seq,
+                sender_device,
+                client_msg_id,
+                ..
+            } => {
+                let message = MessageKey::new(*sender_device, *client_msg_id);
+                let shown = Shown {
+                    record,
+                    seq: *seq,
+                    message,
+                };
+                self.displays
+                    .entry((*conv, device))
+                    .or_default()
+                    .push(shown);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the history has a `RunStarted` with a topology.
+    pub fn topology_known(&self) -> bool {
+        self.run_started.is_some()
+    }
+
+    /// The record of `RunStarted`, which holds the topology.
+    pub fn run_started(&self) -> Option<usize> {
+        self.run_started
+    }
+
+    /// The user a device belongs to, from the topology.
+    pub fn user_of(&self, device: DeviceId) -> Option<UserId> {
+        self.user_of_device.get(&device).copied()
+    }
+
+    /// The conversations of the topology, in id order.
+    pub fn conversations(&self) -> impl Iterator<Item = ConvId> + '_ {
+        self.member_devices.keys().copied()
+    }
+
+    /// Every device of every member user of `conv`, sorted.
+    pub fn member_devices(&self, conv: ConvId) -> &[DeviceId] {
+        self.member_devices.get(&conv).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every `Committed` event, in history order.
+    pub fn commits(&self) -> &[Commit] {
+        &self.commits
+    }
+
+    /// The commits of `conv` at `seq`, in history order (more than one only if O1 is broken).
+    pub fn commits_at(&self, conv: ConvId, seq: Seq) -> impl Iterator<Item = &Commit> + '_ {
+        let key = |at: &usize| (self.commits[*at].conv, self.commits[*at].seq);
+        let start = self
+            .commits_by_seq
+            .partition_point(|at| key(at) < (conv, seq));
+        self.commits_by_seq[start..]
+            .iter()
+            .take_while(move |at| key(at) == (conv, seq))
+            .map(|at| &self.commits[*at])
+    }
+
+    /// The commits of `conv` sorted by seq (history order among equal seqs).
+    pub fn commits_of(&self, conv: ConvId) -> impl Iterator<Item = &Commit> + '_ {
+        let start = self
+            .commits_by_seq
+            .partition_point(|at| self.commits[*at].conv < conv);
+        self.commits_by_seq[start..]
+            .iter()
+            .map(|at| &self.commits[*at])
+            .take_while(move |commit| commit.conv == conv)
+    }
+
+    /// The first commit of `message`.
+    pub fn first_commit(&self, message: MessageKey) -> Option<&Commit> {
+        self.first_commit.get(&message).map(|at| &self.commits[*at])
+    }
+
+    /// The first `SendRequested` of `message`.
+    pub fn send(&self, message: MessageKey) -> Option<&Send> {
+        self.sends.get(&message)
+    }
+
+    /// The record of the first `SendFailed` of `message`.
+    pub fn failure(&self, message: MessageKey) -> Option<usize> {
+        self.failures.get(&message).copied()
+    }
+
+    /// Every device's displays, per (conversation, device), each in history order.
+    pub fn displays(&self) -> impl Iterator<Item = (ConvId, DeviceId, &[Shown])> + '_ {
+        self.displays
+            .iter()
+            .map(|((conv, device), shown)| (*conv, *device, shown.as_slice()))
+    }
+
+    /// The displays in `conv`, per device.
+    pub fn displays_in(&self, conv: ConvId) -> impl Iterator<Item = (DeviceId, &[Shown])> + '_ {
+        let from = (conv, DeviceId(u32::MIN));
+        let to = (conv, DeviceId(u32::MAX));
+        self.displays
+            .range((Bound::Included(from), Bound::Included(to)))
+            .map(|((_, device), shown)| (*device, shown.as_slice()))
+    }
+
+    /// What `device` displayed in `conv`, in history order.
+    pub fn displays_of(&self, conv: ConvId, device: DeviceId) -> &[Shown] {
+        self.displays
+            .get(&(conv, device))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The final durable timeline of `conv`, if the history got that far.
+    pub fn final_timeline(&self, conv: ConvId) -> Option<&FinalTimeline> {
+        self.final_timelines.get(&conv)
+    }
+
+    /// The record of `RunEnded`; `None` for an incomplete history.
+    pub fn run_ended(&self) -> Option<usize> {
+        self.run_ended
+    }
+}
+
+/// The protocol event of a record, for checkers that need a field the index does not keep.
+pub(super) fn event_at(history: &History, record: usize) -> Option<&Event> {
+    match &history.records.get(record)?.entry {
+        Entry::Protocol(event) => Some(event),
+        Entry::Harness(_) => None,
+    }
+}
+
+/// How a device is named in explanations (`device-3`), as in the history's `node` field.
+pub(super) fn device_name(device: DeviceId) -> Node {
+    Node::Device(device)
+}
+
+/// Collects violations, at most [`VIOLATIONS_PER_INVARIANT_MAX`] per invariant; the last one
+/// reported says how many more were found.
+#[derive(Debug, Default)]
+pub(super) struct Findings {
+    violations: Vec<Violation>,
+    found: BTreeMap<Invariant, usize>,
+}
+
+impl Findings {
+    pub(super) fn new() -> Findings {
+        Findings::default()
+    }
+
+    /// Whether `invariant` has reached its cap (a checker whose detection is expensive may stop).
+    pub(super) fn is_full(&self, invariant: Invariant) -> bool {
+        self.found.get(&invariant).copied().unwrap_or(0) >= VIOLATIONS_PER_INVARIANT_MAX
+    }
+
+    /// Reports a violation. `describe` returns the explanation and the witness records; it only
+    /// runs below the cap, so a flood costs a counter increment per violation.
+    pub(super) fn report(
+        &mut self,
+        invariant: Invariant,
+        describe: impl FnOnce() -> (String, Vec<usize>),
+    ) {
+        let full = self.is_full(invariant);
+        *self.found.entry(invariant).or_insert(0) += 1;
+        if full {
+            return;
+        }
+        let (explanation, mut witness) = describe();
+        witness.sort_unstable();
+        witness.dedup();
+        self.violations.push(Violation {
+            invariant,
+            explanation,
+            witness,
+        });
+    }
+
+    pub(super) fn into_violations(mut self) -> Vec<Violation> {
+        for (invariant, found) in &self.found {
+            let more = found.saturating_sub(VIOLATIONS_PER_INVARIANT_MAX);
+            let last = self
+                .violations
+                .iter_mut()
+                .rev()
+                .find(|violation| violation.invariant == *invariant);
+            if let (true, Some(last)) = (more > 0, last) {
+                last.explanation.push_str(&format!(
+                    " ({more} more {} violations not shown.)",
+                    invariant.code()
+                ));
+            }
+        }
+        self.violations
+    }
+}
+
+/// A builder for hand-made histories, so checker tests read as a story: who sent what, what the
+/// server committed, what each device showed. Every call appends one record (10 ms after the
+/// previous one) and returns its index, which tests compare with a violation's witness.
+#[cfg(test)]
+pub(super) mod testkit {
+    use super::HistoryIndex;
+    use crate::check::{Invariant, Violation};
+    use crate::faults::FaultProfile;
+    use crate::history::{ConversationSpec, Entry, HarnessEvent, History, Node, TimelineEntry};
+    use crate::history::{Topology, UserSpec};
+    use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, Rejection, SendFailure};
+    use imsim_model::{Seq, UserId};
+    use std::collections::BTreeMap;
+
+    pub const U1: UserId = UserId(1);
+    pub const U2: UserId = UserId(2);
+    pub const U3: UserId = UserId(3);
+    pub const D1: DeviceId = DeviceId(1);
+    pub const D2: DeviceId = DeviceId(2);
+    pub const D3: DeviceId = DeviceId(3);
+    pub const D4: DeviceId = DeviceId(4);
+    pub const D5: DeviceId = DeviceId(5);
+    pub const C1: ConvId = ConvId(1);
+    pub const C2: ConvId = ConvId(2);
+
+    /// A message id: `m(4)` reads like the history's `m4`.
+    pub fn m(id: u64) -> ClientMsgId {
+        ClientMsgId(id)
+    }
+
+    /// The body a device types for a message, unless a test says otherwise.
+    pub fn body_of(device: DeviceId, id: ClientMsgId) -> String {
+        format!("hello from {device} ({id})")
+    }
+
+    /// A checker's signature, so tests can run any family on a story.
+    pub type Checker = fn(&History, &HistoryIndex) -> Vec<Violation>;
+
+    pub struct Story {
+        history: History,
+        t_ms: u64,
+        topology: Topology,
+        next_seq: BTreeMap<ConvId, Seq>,
+        next_client_seq: BTreeMap<(DeviceId, ConvId), ClientSeq>,
+        /// What each send carried, so commits and displays can repeat it.
+        sent: BTreeMap<(DeviceId, ClientMsgId), (ClientSeq, String)>,
+        /// The server's timeline as committed so far (the last commit at a seq wins).
+        committed: BTreeMap<(ConvId, Seq), (DeviceId, ClientMsgId)>,
+        final_timelines_written: Vec<ConvId>,
+        liveness_started: bool,
+    }
+
+    impl Story {
+        /// u1 owns d1 and d2, u2 owns d3; c1 is the 1:1 conversation of u1 and u2.
+        pub fn one_to_one() -> Story {
+            Story::new(
+                vec![(U1, vec![D1, D2]), (U2, vec![D3])],
+                vec![(C1, vec![U1, U2])],
+            )
+        }
+
+        /// As `one_to_one`, plus u3 with d4 and d5; c1 has all three users, c2 is u1 and u3.
+        pub fn group() -> Story {
+            Story::new(
+                vec![(U1, vec![D1, D2]), (U2, vec![D3]), (U3, vec![D4, D5])],
+                vec![(C1, vec![U1, U2, U3]), (C2, vec![U1, U3])],
+            )
+        }
+
+        pub fn new(
+            users: Vec<(UserId, Vec<DeviceId>)>,
+            conversations: Vec<(ConvId, Vec<UserId>)>,
+        ) -> Story {
+            let topology = Topology {
+                users: users
+                    .into_iter()
+                    .map(|(user, devices)| UserSpec { user, devices })
+                    .collect(),
+                conversations: conversations
+                    .into_iter()
+                    .map(|(conv, members)| ConversationSpec { conv, members })
+                    .collect(),
+            };
+            let mut story = Story {
+                history: History::default(),
+                t_ms: 0,
+                topology: topology.clone(),
+                next_seq: BTreeMap::new(),
+                next_client_seq: BTreeMap::new(),
+                sent: BTreeMap::new(),
+                committed: BTreeMap::new(),
+                final_timelines_written: Vec::new(),
+                liveness_started: false,
+            };
+            story.harness(HarnessEvent::RunStarted {
+                scenario: "hand-made".to_string(),
+                seed: 0,
+                variant: "default".to_string(),
+                topology,
+                faults: FaultProfile::default(),
+            });
+            story
+        }
+
+        pub fn history(&self) -> &History {
+            &self.history
+        }
+
+        fn push(&mut self, node: Node, entry: Entry) -> usize {
+            self.t_ms += 10;
+            self.history.push(self.t_ms, node, entry);
+            self.history.records.len() - 1
+        }
+
+        fn harness(&mut self, event: HarnessEvent) -> usize {
+            self.push(Node::Harness, Entry::Harness(event))
+        }
+
+        fn device(&mut self, device: DeviceId, event: Event) -> usize {
+            self.push(Node::Device(device), Entry::Protocol(event))
+        }
+
+        fn user_of(&self, device: DeviceId) -> UserId {
+            let spec = self
+                .topology
+                .users
+                .iter()
+                .find(|spec| spec.devices.contains(&device));
+            spec.map_or(UserId(0), |spec| spec.user)
+        }
+
+        /// The user presses send: the message gets the device's next client_seq in `conv`.
+        pub fn send(&mut self, device: DeviceId, conv: ConvId, id: ClientMsgId) -> usize {
+            let client_seq = self
+                .next_client_seq
+                .entry((device, conv))
+                .or_insert(ClientSeq(1));
+            let this = *client_seq;
+            *client_seq = this.next();
+            self.send_as(device, conv, id, this, &body_of(device, id))
+        }
+
+        /// A send with an explicit client_seq and body.
+        pub fn send_as(
+            &mut self,
+            device: DeviceId,
+            conv: ConvId,
+            id: ClientMsgId,
+            client_seq: ClientSeq,
+            body: &str,
+        ) -> usize {
+            self.sent
+                .insert((device, id), (client_seq, body.to_string()));
+            let client_time_ms = self.t_ms;
+            let body = body.to_string();
+            self.device(
+                device,
+                Event::SendRequested {
+                    conv,
+                    client_msg_id: id,
+                    client_seq,
+                    body,
+                    client_time_ms,
+                },
+            )
+        }
+
+        /// The server commits a sent message at the conversation's next seq.
+        pub fn commit(&mut self, conv: ConvId, sender: DeviceId, id: ClientMsgId) -> usize {
+            let seq = *self.next_seq.get(&conv).unwrap_or(&Seq(1));
+            self.commit_at(conv, seq.0, sender, id)
+        }
+
+        /// The server commits a sent message at an explicit seq (the next seq follows it).
+        pub fn commit_at(
+            &mut self,
+            conv: ConvId,
+            seq: u64,
+            sender: DeviceId,
+            id: ClientMsgId,
+        ) -> usize {
+            let seq = Seq(seq);
+            let (client_seq, body) = self
+                .sent
+                .get(&(sender, id))
+                .cloned()
+                .unwrap_or((ClientSeq(0), body_of(sender, id)));
+            self.next_seq.insert(conv, seq.next());
+            self.committed.insert((conv, seq), (sender, id));
+            let sender_user = self.user_of(sender);
+            let event = Event::Committed {
+                conv,
+                seq,
+                sender_user,
+                sender_device: sender,
+                client_msg_id: id,
+                client_seq,
+                body,
+            };
+            self.push(Node::Server, Entry::Protocol(event))
+        }
+
+        pub fn ack(&mut self, device: DeviceId, conv: ConvId, id: ClientMsgId, seq: u64) -> usize {
+            self.device(
+                device,
+                Event::SendAcked {
+                    conv,
+                    client_msg_id: id,
+                    seq: Seq(seq),
+                },
+            )
+        }
+
+        pub fn fail(&mut self, device: DeviceId, conv: ConvId, id: ClientMsgId) -> usize {
+            let reason = SendFailure::Rejected(Rejection::BodyTooLarge);
+            self.device(
+                device,
+                Event::SendFailed {
+                    conv,
+                    client_msg_id: id,
+                    reason,
+                },
+            )
+        }
+
+        /// The device shows what the server committed at `seq`.
+        pub fn display(&mut self, device: DeviceId, conv: ConvId, seq: u64) -> usize {
+            let (sender, id) = self.committed[&(conv, Seq(seq))];
+            let body = self
+                .sent
+                .get(&(sender, id))
+                .map_or_else(|| body_of(sender, id), |sent| sent.1.clone());
+            self.display_as(device, conv, seq, sender, id, &body)
+        }
+
+        /// The device shows anything at all at `seq`, claimed to come from `sender`.
+        pub fn display_as(
+            &mut self,
+            device: DeviceId,
+            conv: ConvId,
+            seq: u64,
+            sender: DeviceId,
+            id: ClientMsgId,
+            body: &str,
+        ) -> usize {
+            let sender_user = self.user_of(sender);
+            self.display_from(device, conv, seq, sender_user, sender, id, body)
+        }
+
+        /// As `display_as`, with the sender's user given too.
+        #[allow(clippy::too_many_arguments)] // mirrors the event's fields one to one
+        pub fn display_from(
+            &mut self,
+            device: DeviceId,
+            conv: ConvId,
+            seq: u64,
+            sender_user: UserId,
+            sender: DeviceId,
+            id: ClientMsgId,
+            body: &str,
+        ) -> usize {
+            let body = body.to_string();
+            let event = Event::Displayed {
+                conv,
+                seq: Seq(seq),
+                sender_user,
+                sender_device: sender,
+                client_msg_id: id,
+                body,
+            };
+            self.device(device, event)
+        }
+
+        pub fn cursor(&mut self, device: DeviceId, conv: ConvId, seq: u64) -> usize {
+            self.device(
+                device,
+                Event::CursorAdvanced {
+                    conv,
+                    cursor: Seq(seq),
+                },
+            )
+        }
+
+        pub fn crash(&mut self, node: Node) -> usize {
+            self.harness(HarnessEvent::NodeCrashed { crashed: node })
+        }
+
+        pub fn restart(&mut self, node: Node) -> usize {
+            self.harness(HarnessEvent::NodeRestarted { restarted: node })
+        }
+
+        /// Every member device of `conv` shows `seq` and moves its cursor to it.
+        pub fn deliver(&mut self, conv: ConvId, seq: u64) {
+            let members = self.member_devices(conv);
+            for device in members {
+                self.display(device, conv, seq);
+                self.cursor(device, conv, seq);
+            }
+        }
+
+        /// The whole happy path of one message: sent, committed, acked, shown everywhere.
+        pub fn message(&mut self, sender: DeviceId, conv: ConvId, id: ClientMsgId) -> u64 {
+            self.send(sender, conv, id);
+            self.commit(conv, sender, id);
+            let seq = self.next_seq[&conv].0 - 1;
+            self.ack(sender, conv, id, seq);
+            self.deliver(conv, seq);
+            seq
+        }
+
+        fn member_devices(&self, conv: ConvId) -> Vec<DeviceId> {
+            let spec = self
+                .topology
+                .conversations
+                .iter()
+                .find(|spec| spec.conv == conv);
+            let members = spec.map_or(&[][..], |spec| &spec.members[..]);
+            let users = self
+                .topology
+                .users
+                .iter()
+                .filter(|user| members.contains(&user.user));
+            users
+                .flat_map(|user| user.devices.iter().copied())
+                .collect()
+        }
+
+        pub fn liveness_phase(&mut self) -> usize {
+            self.liveness_started = true;
+            self.harness(HarnessEvent::LivenessPhaseStarted {
+                quiet_period_ms: 5_000,
+            })
+        }
+
+        /// A final timeline stating exactly these (seq, sender, id) entries.
+        pub fn final_timeline(
+            &mut self,
+            conv: ConvId,
+            entries: &[(u64, DeviceId, ClientMsgId)],
+        ) -> usize {
+            self.final_timelines_written.push(conv);
+            let entries = entries
+                .iter()
+                .map(|(seq, sender_device, client_msg_id)| TimelineEntry {
+                    seq: Seq(*seq),
+                    sender_device: *sender_device,
+                    client_msg_id: *client_msg_id,
+                })
+                .collect();
+            self.harness(HarnessEvent::FinalTimeline { conv, entries })
+        }
+
+        /// Ends the run: the liveness phase, a final timeline per conversation (what was committed,
+        /// unless the test wrote one already) and `RunEnded`, whose record is returned.
+        pub fn finish(&mut self) -> usize {
+            if !self.liveness_started {
+                self.liveness_phase();
+            }
+            let convs: Vec<ConvId> = self
+                .topology
+                .conversations
+                .iter()
+                .map(|spec| spec.conv)
+                .collect();
+            for conv in convs {
+                if !self.final_timelines_written.contains(&conv) {
+                    let entries: Vec<(u64, DeviceId, ClientMsgId)> = self
+                        .committed
+                        .range((conv, Seq::ZERO)..=(conv, Seq(u64::MAX)))
+                        .map(|((_, seq), (sender, id))| (seq.0, *sender, *id))
+                        .collect();
+                    self.final_timeline(conv, &entries);
+                }
+            }
+            self.harness(HarnessEvent::RunEnded)
+        }
+    }
+
+    /// Runs one checker family on a story.
+    pub fn run(story: &Story, checker: Checker) -> Vec<Violation> {
+        let index = HistoryIndex::new(story.history());
+        checker(story.history(), &index)
+    }
+
+    /// The one violation a test expects, of the invariant it expects.
+    pub fn single(violations: Vec<Violation>, invariant: Invariant) -> Violation {
+        assert_eq!(
+            violations.len(),
+            1,
+            "expected exactly one violation: {violations:#?}"
+        );
+        assert_eq!(violations[0].invariant, invariant, "{violations:#?}");
+        violations.into_iter().next().expect("length checked above")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use super::*;
+
+    #[test]
+    fn member_devices_come_from_the_topology() {
+        let story = Story::group();
+        let index = HistoryIndex::new(story.history());
+        assert!(index.topology_known());
+        assert_eq!(index.member_devices(C1), &[D1, D2, D3, D4, D5]);
+        assert_eq!(index.member_devices(C2), &[D1, D2, D4, D5]);
+        assert_eq!(index.member_devices(ConvId(9)), &[] as &[DeviceId]);
+        assert_eq!(index.user_of(D5), Some(U3));
+        assert_eq!(index.conversations().collect::<Vec<_>>(), vec![C1, C2]);
+    }
+
+    #[test]
+    fn commits_are_found_by_seq_and_by_message() {
+        let mut story = Story::one_to_one();
+        story.send(D1, C1, m(1));
+        story.send(D3, C1, m(1));
+        let second = story.commit_at(C1, 2, D3, m(1));
+        let first = story.commit_at(C1, 1, D1, m(1));
+        let again = story.commit_at(C1, 2, D1, m(1));
+        let index = HistoryIndex::new(story.history());
+
+        let at_two: Vec<usize> = index
+            .commits_at(C1, Seq(2))
+            .map(|commit| commit.record)
+            .collect();
+        assert_eq!(
+            at_two,
+            vec![second, again],
+            "history order among equal seqs"
+        );
+        let by_seq: Vec<usize> = index.commits_of(C1).map(|commit| commit.record).collect();
+        assert_eq!(by_seq, vec![first, second, again]);
+        assert_eq!(index.commits_of(C2).count(), 0);
+        let first_of_d1 = index
+            .first_commit(MessageKey::new(D1, m(1)))
+            .map(|commit| commit.record);
+        assert_eq!(first_of_d1, Some(first));
+    }
+
+    #[test]
+    fn displays_are_filed_per_conversation_and_device() {
+        let mut story = Story::group();
+        let seq = story.message(D1, C2, m(1));
+        let index = HistoryIndex::new(story.history());
+        let devices: Vec<DeviceId> = index.displays_in(C2).map(|(device, _)| device).collect();
+        assert_eq!(devices, vec![D1, D2, D4, D5]);
+        assert_eq!(index.displays_in(C1).count(), 0);
+        let shown = index.displays_of(C2, D4);
+        assert_eq!(shown.len(), 1);
+        assert_eq!(
+            (shown[0].seq, shown[0].message),
+            (Seq(seq), MessageKey::new(D1, m(1)))
+        );
+    }
+
+    #[test]
+    fn final_timeline_and_run_end_are_indexed() {
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(7));
+        let ended = story.finish();
+        let index = HistoryIndex::new(story.history());
+        let timeline = index.final_timeline(C1).expect("finish writes one");
+        assert_eq!(timeline.at(Seq(1)), Some(MessageKey::new(D1, m(7))));
+        assert_eq!(timeline.seq_of(MessageKey::new(D1, m(7))), Some(Seq(1)));
+        assert_eq!(index.run_ended(), Some(ended));
+    }
+
+    #[test]
+    fn a_correct_run_with_crashes_breaks_no_invariant() {
+        let mut story = Story::group();
+        story.message(D1, C1, m(1));
+        story.crash(Node::Server);
+        story.restart(Node::Server);
+        story.message(D4, C1, m(1));
+        story.message(D5, C2, m(1));
+        story.crash(Node::Device(D3));
+        story.restart(Node::Device(D3));
+        story.message(D3, C1, m(1));
+        story.message(D2, C2, m(1));
+        story.finish();
+        assert_eq!(crate::check::check_all(story.history()), vec![]);
+    }
+
+    #[test]
+    fn findings_are_capped_per_invariant_and_say_how_many_were_left_out() {
+        let mut findings = Findings::new();
+        for record in 0..VIOLATIONS_PER_INVARIANT_MAX + 5 {
+            findings.report(Invariant::O2DisplayOrder, || {
+                (format!("gap {record}."), vec![record, 0])
+            });
+        }
+        findings.report(Invariant::E1NoDuplicateDisplay, || {
+            ("twice.".to_string(), vec![3])
+        });
+        let violations = findings.into_violations();
+        assert_eq!(violations.len(), VIOLATIONS_PER_INVARIANT_MAX + 1);
+        assert_eq!(
+            violations[0].witness,
+            vec![0],
+            "witness sorted and deduplicated"
+        );
+        let last_o2 = &violations[VIOLATIONS_PER_INVARIANT_MAX - 1];
+        assert_eq!(
+            last_o2.explanation,
+            "gap 19. (5 more O2 violations not shown.)"
+        );
+        assert_eq!(
+            violations[VIOLATIONS_PER_INVARIANT_MAX].explanation,
+            "twice."
+        );
     }
 }
