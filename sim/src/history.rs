@@ -104,18 +104,24 @@ pub enum Direction {
     FromServer,
 }
 
+/// The first record of every run: what was run, who is in it and which faults it has.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunStart {
+    pub scenario: String,
+    pub seed: u64,
+    pub variant: String,
+    pub topology: Topology,
+    pub faults: FaultProfile,
+}
+
 /// What the simulator records: the run's setup, faults as they start and end, the phase change
 /// and the final durable state that liveness invariants compare against.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HarnessEvent {
-    RunStarted {
-        scenario: String,
-        seed: u64,
-        variant: String,
-        topology: Topology,
-        faults: FaultProfile,
-    },
+    /// Boxed: it is the largest event by far and occurs once, while every record of a history
+    /// is as large as the largest variant.
+    RunStarted(Box<RunStart>),
     PartitionStarted {
         device: DeviceId,
         direction: Direction,
@@ -197,7 +203,7 @@ impl History {
     /// The run's topology, from its `RunStarted` record.
     pub fn topology(&self) -> Option<&Topology> {
         self.records.iter().find_map(|record| match &record.entry {
-            Entry::Harness(HarnessEvent::RunStarted { topology, .. }) => Some(topology),
+            Entry::Harness(HarnessEvent::RunStarted(start)) => Some(&start.topology),
             _ => None,
         })
     }

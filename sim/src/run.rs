@@ -10,7 +10,7 @@
 
 use crate::check::{check_all, Violation};
 use crate::faults::FaultProfile;
-use crate::history::{Entry, HarnessEvent, History, Node, TimelineEntry, Topology};
+use crate::history::{Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology};
 use crate::node::{
     device_address, device_ip, lock, run_device, run_server, server_ip, DeviceSlot, PacketStats,
     ServerSlot, World,
@@ -165,13 +165,13 @@ async fn control(setup: Setup) -> (History, PacketStats) {
     let world = Arc::new(World::new(setup.faults.rules(), fault_rng, safety_end_ms));
     world.record(
         Node::Harness,
-        Entry::Harness(HarnessEvent::RunStarted {
+        Entry::Harness(HarnessEvent::RunStarted(Box::new(RunStart {
             scenario: scenario.name.clone(),
             seed: setup.seed,
             variant: "correct".to_string(),
             topology: setup.topology.clone(),
             faults: setup.faults.clone(),
-        }),
+        }))),
     );
     let handle = Handle::current();
     let (server_node, server_slot) = start_server(&handle, &world, &setup);

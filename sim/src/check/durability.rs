@@ -330,7 +330,7 @@ fn lost(device: DeviceId, conv: ConvId, id: ClientMsgId) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::index::testkit::*;
+    use super::super::testkit::*;
     use super::*;
     use crate::check::check_all;
 

@@ -218,7 +218,7 @@ fn preview(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::index::testkit::*;
+    use super::super::testkit::*;
     use super::*;
     use imsim_model::ClientSeq;
 

@@ -6,6 +6,8 @@ mod exactly_once;
 mod index;
 mod multi_device;
 mod ordering;
+#[cfg(test)]
+mod testkit;
 
 pub use index::HistoryIndex;
 

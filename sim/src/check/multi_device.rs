@@ -44,7 +44,7 @@ fn cursor_monotonic(history: &History, findings: &mut Findings) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::index::testkit::*;
+    use super::super::testkit::*;
     use super::*;
 
     fn multi_device(story: &Story) -> Vec<Violation> {

@@ -340,7 +340,7 @@ fn opposite_orders(
 
 #[cfg(test)]
 mod tests {
-    use super::super::index::testkit::*;
+    use super::super::testkit::*;
     use super::*;
     use crate::history::Node;
 
