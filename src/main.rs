@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use imsim_sim::replay_command;
 use imsim_sim::scenario::SHIPPED;
 use imsim_sim::{run, RunOutcome, Scenario};
-use output::{print_outcome_json, print_outcome_text, print_trace};
+use output::{print_outcome_json, print_outcome_text, print_trace, say};
 use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,7 +159,7 @@ fn command_run(
     let wall_s = started.elapsed().as_secs_f64();
     if format == Format::Text {
         let rate = runs as f64 / wall_s.max(1e-9);
-        println!(
+        say!(
             "run: {runs} runs ({} scenarios x {} seeds), {} passed, {} failed, {rate:.1} seeds/s, wall {wall_s:.2}s",
             scenarios.len(),
             seeds.end - seeds.start,
@@ -167,7 +167,7 @@ fn command_run(
             failed.len()
         );
         for command in &failed {
-            println!("  failed: {command}");
+            say!("  failed: {command}");
         }
     }
     Ok(failed.is_empty())
@@ -231,6 +231,6 @@ fn command_replay(
             .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
     }
     print_outcome_text(name, &outcome);
-    println!("trace-hash: {:016x}", outcome.history.trace_hash());
+    say!("trace-hash: {:016x}", outcome.history.trace_hash());
     Ok(outcome.ok())
 }

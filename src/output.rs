@@ -2,6 +2,23 @@
 //! their witness and the command that replays them, and the event trace of a replay.
 
 use imsim_sim::history::Entry;
+use std::io::Write;
+
+/// `println!` that ends the process quietly when stdout is closed (`imsim run | head`), instead
+/// of panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+pub fn write_line(line: std::fmt::Arguments) {
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{line}").is_err() {
+        std::process::exit(0);
+    }
+}
 use imsim_sim::{replay_command, RunOutcome};
 use serde_json::{json, Value};
 
@@ -9,8 +26,8 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome) {
     let setup = &outcome.setup;
     let stats = &outcome.stats;
     let faults = serde_json::to_string(&setup.faults).expect("a fault profile serialises");
-    println!("== {scenario} seed {} faults {faults}", setup.seed);
-    println!(
+    say!("== {scenario} seed {} faults {faults}", setup.seed);
+    say!(
         "   {}: sends {} committed {} acked {} displayed {} | packets {} dropped {} duplicated {} delayed {} held {} \
          | server crashes {} device restarts {} | simulated {:.1}s | invariants checked {}",
         if outcome.ok() { "ok" } else { "FAILED" },
@@ -30,7 +47,7 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome) {
     );
     if !outcome.ok() {
         for line in outcome.failure_report(scenario).lines() {
-            println!("   {line}");
+            say!("   {line}");
         }
     }
 }
@@ -65,7 +82,7 @@ pub fn print_outcome_json(scenario: &str, outcome: &RunOutcome) {
         "stats": outcome.stats,
         "replay": replay_command(scenario, outcome.setup.seed),
     });
-    println!("{line}");
+    say!("{line}");
 }
 
 /// The trace of a replay, optionally only one device's or one conversation's events (harness
@@ -82,7 +99,7 @@ pub fn print_trace(outcome: &RunOutcome, device: Option<u32>, conv: Option<u32>)
             }
         });
         if device_ok && conv_ok {
-            println!("{record}");
+            say!("{record}");
         }
     }
 }
