@@ -160,9 +160,8 @@ fn command_run(
     if format == Format::Text {
         let rate = runs as f64 / wall_s.max(1e-9);
         say!(
-            "run: {runs} runs ({} scenarios x {} seeds), {} passed, {} failed, {rate:.1} seeds/s, wall {wall_s:.2}s",
+            "run: {runs} runs ({} scenarios), {} passed, {} failed, {rate:.1} seeds/s, wall {wall_s:.2}s",
             scenarios.len(),
-            seeds.end - seeds.start,
             runs - failed.len() as u64,
             failed.len()
         );

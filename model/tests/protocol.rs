@@ -5,8 +5,8 @@
 mod support;
 
 use imsim_model::{
-    Address, ClientMsgId, Command, ConvId, DeviceId, Event, Packet, ProtocolConfig, PullReason,
-    Rejection, SendFailure, Seq, SessionEnd, Time, UserId,
+    Address, Client, ClientMsgId, ClientSeq, Command, ConvId, DeviceId, Event, Packet,
+    ProtocolConfig, PullReason, Rejection, SendFailure, Seq, SessionEnd, Time, UserId,
 };
 use support::{Fate, Flight, Net, SERVER};
 
@@ -14,10 +14,46 @@ const ALICE: u32 = 1;
 const BOB: u32 = 2;
 const CONV: ConvId = ConvId(1);
 
+/// Users 1 and 2 with one device each, sharing `CONV`; nobody online yet.
+fn one_to_one(config: ProtocolConfig) -> Net {
+    let users = [UserId(1), UserId(2)];
+    Net::new(config, &users, &[(CONV, &users)])
+}
+
+/// `one_to_one`, with both devices logged in.
 fn online(config: ProtocolConfig) -> Net {
-    let mut net = Net::one_to_one(config);
-    net.go_online_all();
+    let mut net = one_to_one(config);
+    net.command(ALICE, Command::GoOnline);
+    net.command(BOB, Command::GoOnline);
+    net.run_until_quiet();
     net
+}
+
+/// (seq, body) of every message device `d` displayed in `conv`, in display order.
+fn displayed(net: &Net, d: u32, conv: ConvId) -> Vec<(u64, String)> {
+    let events = net.events_of(Address(d));
+    let displayed = events.filter_map(|event| match event {
+        Event::Displayed {
+            conv: c, seq, body, ..
+        } if *c == conv => Some((seq.0, body.clone())),
+        _ => None,
+    });
+    displayed.collect()
+}
+
+/// (seq, client_seq, body) of every `Committed` event of `conv`, across server restarts.
+fn committed(net: &Net, conv: ConvId) -> Vec<(u64, u64, String)> {
+    let committed = net.events_of(SERVER).filter_map(|event| match event {
+        Event::Committed {
+            conv: c,
+            seq,
+            client_seq,
+            body,
+            ..
+        } if *c == conv => Some((seq.0, client_seq.0, body.clone())),
+        _ => None,
+    });
+    committed.collect()
 }
 
 fn bodies(prefix: &str, count: u64) -> Vec<(u64, String)> {
@@ -49,7 +85,7 @@ fn login_from(d: u32) -> impl Fn(&Flight) -> bool {
     move |f| f.from == Address(d) && matches!(f.packet, Packet::Login { .. })
 }
 
-/// Whether any packet that left the server mentions `seq` of `CONV` (ack, push or pull page).
+/// Whether any packet that left the server names `seq` (in an ack, a push or a pull page).
 fn server_revealed(net: &Net, seq: u64) -> bool {
     let reveals = |f: &Flight| match &f.packet {
         Packet::SendAck { seq: s, .. } => s.0 == seq,
@@ -77,7 +113,7 @@ fn send_is_committed_acked_and_displayed_on_both_devices() {
     net.send(ALICE, CONV, "hi");
     net.run_until_quiet();
 
-    assert_eq!(net.committed(CONV), vec![(1, 1, "hi".to_string())]);
+    assert_eq!(committed(&net, CONV), vec![(1, 1, "hi".to_string())]);
     let server_order: Vec<&str> = net
         .events_of(SERVER)
         .filter(|e| matches!(e, Event::Committed { .. } | Event::AckSent { .. }))
@@ -86,14 +122,14 @@ fn send_is_committed_acked_and_displayed_on_both_devices() {
     assert_eq!(server_order, ["committed", "ack_sent"], "store, then ack");
     let acked = |e: &Event| matches!(e, Event::SendAcked { seq: Seq(1), .. });
     assert_eq!(net.count(Address(ALICE), acked), 1);
-    assert_eq!(net.displayed(BOB, CONV), vec![(1, "hi".to_string())]);
+    assert_eq!(displayed(&net, BOB, CONV), vec![(1, "hi".to_string())]);
     assert_eq!(
-        net.displayed(ALICE, CONV),
+        displayed(&net, ALICE, CONV),
         vec![(1, "hi".to_string())],
         "the sender shows its own message at its seq"
     );
-    assert_eq!(net.cursor(ALICE, CONV), Seq(1));
-    assert_eq!(net.cursor(BOB, CONV), Seq(1));
+    assert_eq!(net.client(ALICE).cursor(CONV), Seq(1));
+    assert_eq!(net.client(BOB).cursor(CONV), Seq(1));
     assert_eq!(net.client(ALICE).outbox_len(), 0);
 }
 
@@ -102,10 +138,10 @@ fn send_is_committed_acked_and_displayed_on_both_devices() {
 // A device that cannot prove who it is must never get a session.
 #[test]
 fn login_with_wrong_token_is_refused_with_bad_credentials() {
-    let mut net = Net::one_to_one(ProtocolConfig::default());
+    let mut net = one_to_one(ProtocolConfig::default());
     let mut identity = net.client(ALICE).identity();
     identity.token += 1;
-    net.clients[0] = imsim_model::Client::new(net.config.clone(), identity);
+    net.clients[0] = Client::new(net.config.clone(), identity);
     net.command(ALICE, Command::GoOnline);
     net.advance(10_000);
 
@@ -196,7 +232,7 @@ fn send_claiming_another_user_is_refused_with_wrong_user_and_never_committed() {
         conv: CONV,
         sender: UserId(2),
         client_msg_id: ClientMsgId(1),
-        client_seq: imsim_model::ClientSeq(1),
+        client_seq: ClientSeq(1),
         body: "forged".to_string(),
         client_time_ms: 0,
     };
@@ -219,14 +255,14 @@ fn send_claiming_another_user_is_refused_with_wrong_user_and_never_committed() {
         )
     };
     assert_eq!(net.count(SERVER, rejected), 1);
-    assert!(net.committed(CONV).is_empty());
+    assert!(committed(&net, CONV).is_empty());
     assert!(net.server.durable_timeline(CONV).is_empty());
     assert_eq!(
         net.server.storage().written(),
         0,
         "nothing was even written"
     );
-    assert!(net.displayed(BOB, CONV).is_empty());
+    assert!(displayed(&net, BOB, CONV).is_empty());
     // The refusal does not cost Alice her session.
     assert!(net.client(ALICE).is_online());
 }
@@ -240,7 +276,7 @@ fn retransmit_of_committed_message_gets_original_seq_and_commits_once() {
     net.drop_next(send_ack_to(ALICE));
     net.send(ALICE, CONV, "once");
     net.run_until_quiet();
-    assert_eq!(net.committed(CONV).len(), 1);
+    assert_eq!(committed(&net, CONV).len(), 1);
     assert_eq!(net.client(ALICE).outbox_len(), 1, "the ack was lost");
 
     net.advance(net.config.retransmit_initial_ms);
@@ -260,7 +296,7 @@ fn retransmit_of_committed_message_gets_original_seq_and_commits_once() {
         )
     };
     assert_eq!(net.count(SERVER, dedup), 1);
-    assert_eq!(net.committed(CONV), vec![(1, 1, "once".to_string())]);
+    assert_eq!(committed(&net, CONV), vec![(1, 1, "once".to_string())]);
     let acked: Vec<Seq> = net
         .events_of(Address(ALICE))
         .filter_map(|e| match e {
@@ -270,8 +306,8 @@ fn retransmit_of_committed_message_gets_original_seq_and_commits_once() {
         .collect();
     assert_eq!(acked, [Seq(1)]);
     assert_eq!(net.client(ALICE).outbox_len(), 0);
-    assert_eq!(net.displayed(ALICE, CONV), vec![(1, "once".to_string())]);
-    assert_eq!(net.displayed(BOB, CONV), vec![(1, "once".to_string())]);
+    assert_eq!(displayed(&net, ALICE, CONV), vec![(1, "once".to_string())]);
+    assert_eq!(displayed(&net, BOB, CONV), vec![(1, "once".to_string())]);
 }
 
 // ---- 4. sender FIFO ----
@@ -298,7 +334,7 @@ fn later_sends_arriving_before_a_lost_first_are_dropped_and_window_commits_in_or
         })
         .collect();
     assert_eq!(dropped, [(2, 1), (3, 1)]);
-    assert!(net.committed(CONV).is_empty());
+    assert!(committed(&net, CONV).is_empty());
 
     net.advance(net.config.retransmit_initial_ms);
 
@@ -307,9 +343,9 @@ fn later_sends_arriving_before_a_lost_first_are_dropped_and_window_commits_in_or
         (2, 2, "m2".to_string()),
         (3, 3, "m3".to_string()),
     ];
-    assert_eq!(net.committed(CONV), expected);
-    assert_eq!(net.displayed(BOB, CONV), bodies("m", 3));
-    assert_eq!(net.displayed(ALICE, CONV), bodies("m", 3));
+    assert_eq!(committed(&net, CONV), expected);
+    assert_eq!(displayed(&net, BOB, CONV), bodies("m", 3));
+    assert_eq!(displayed(&net, ALICE, CONV), bodies("m", 3));
 }
 
 // ---- 5. hold-back and gap pull ----
@@ -323,7 +359,7 @@ fn message_after_a_lost_push_is_held_back_and_the_gap_is_pulled() {
     net.send(ALICE, CONV, "m2");
     net.run_until_quiet();
 
-    assert!(net.displayed(BOB, CONV).is_empty());
+    assert!(displayed(&net, BOB, CONV).is_empty());
     assert_eq!(
         net.count(Address(BOB), |e| matches!(
             e,
@@ -334,7 +370,7 @@ fn message_after_a_lost_push_is_held_back_and_the_gap_is_pulled() {
 
     net.advance(net.config.gap_timeout_ms - 1);
     assert!(
-        net.displayed(BOB, CONV).is_empty(),
+        displayed(&net, BOB, CONV).is_empty(),
         "no pull before the gap timeout"
     );
     net.advance(1);
@@ -350,13 +386,40 @@ fn message_after_a_lost_push_is_held_back_and_the_gap_is_pulled() {
         )
     };
     assert_eq!(net.count(Address(BOB), gap_pull), 1);
-    assert_eq!(net.displayed(BOB, CONV), bodies("m", 2));
+    assert_eq!(displayed(&net, BOB, CONV), bodies("m", 2));
     net.advance(60_000);
     assert_eq!(
-        net.displayed(BOB, CONV),
+        displayed(&net, BOB, CONV),
         bodies("m", 2),
         "each shown once, also after push retries"
     );
+}
+
+// A hole filled by a late push must be displayed in order without waiting for a pull (O2).
+#[test]
+fn pushes_delivered_in_reverse_order_are_displayed_in_seq_order_without_a_pull() {
+    let mut net = online(ProtocolConfig::default());
+    net.hold_all(any_deliver_to(BOB));
+    net.send(ALICE, CONV, "m1");
+    net.send(ALICE, CONV, "m2");
+    net.run_until_quiet();
+    assert_eq!(net.held.len(), 2);
+
+    net.release_held();
+    assert!(net.deliver_first(deliver_to(BOB, 2)));
+    assert!(
+        displayed(&net, BOB, CONV).is_empty(),
+        "seq 2 waits for seq 1"
+    );
+    net.run_until_quiet();
+
+    assert_eq!(displayed(&net, BOB, CONV), bodies("m", 2));
+    assert_eq!(
+        net.count(Address(BOB), |e| matches!(e, Event::PullSent { .. })),
+        0
+    );
+    net.advance(60_000);
+    assert_eq!(displayed(&net, BOB, CONV), bodies("m", 2));
 }
 
 // ---- 6. duplicate push ----
@@ -369,7 +432,12 @@ fn duplicate_push_is_dropped_by_the_device() {
     net.send(ALICE, CONV, "once");
     net.run_until_quiet();
 
-    assert_eq!(net.packets(Fate::Delivered, deliver_to(BOB, 1)).len(), 2);
+    assert_eq!(net.packets(Fate::Duplicated, deliver_to(BOB, 1)).len(), 1);
+    assert_eq!(
+        net.packets(Fate::Delivered, deliver_to(BOB, 1)).len(),
+        1,
+        "the copy"
+    );
     assert_eq!(
         net.count(Address(BOB), |e| matches!(
             e,
@@ -377,7 +445,7 @@ fn duplicate_push_is_dropped_by_the_device() {
         )),
         1
     );
-    assert_eq!(net.displayed(BOB, CONV), vec![(1, "once".to_string())]);
+    assert_eq!(displayed(&net, BOB, CONV), vec![(1, "once".to_string())]);
 }
 
 // ---- 7. offline and resume ----
@@ -409,9 +477,9 @@ fn offline_device_pulls_missed_messages_in_pages_from_its_cursor() {
         net.send(ALICE, CONV, &format!("m{i}"));
     }
     net.advance(1_000);
-    assert_eq!(net.committed(CONV).len(), 8);
+    assert_eq!(committed(&net, CONV).len(), 8);
     assert_eq!(
-        net.displayed(BOB, CONV),
+        displayed(&net, BOB, CONV),
         bodies("m", 1),
         "nothing reaches an offline device"
     );
@@ -432,7 +500,7 @@ fn offline_device_pulls_missed_messages_in_pages_from_its_cursor() {
         (7, PullReason::NextPage),
     ];
     assert_eq!(pulls, expected);
-    assert_eq!(net.displayed(BOB, CONV), bodies("m", 8));
+    assert_eq!(displayed(&net, BOB, CONV), bodies("m", 8));
 }
 
 // ---- 8. crash between write and sync ----
@@ -453,7 +521,7 @@ fn crash_before_sync_loses_only_an_invisible_write_and_retransmit_commits_it() {
     net.run_until_quiet();
     assert_eq!(net.server.storage().written(), 2);
     assert_eq!(net.server.storage().synced(), 1);
-    assert_eq!(net.committed(CONV).len(), 1);
+    assert_eq!(committed(&net, CONV).len(), 1);
     assert!(
         !server_revealed(&net, 2),
         "nothing about seq 2 leaves before it is durable"
@@ -480,7 +548,7 @@ fn crash_before_sync_loses_only_an_invisible_write_and_retransmit_commits_it() {
     net.advance(30_000);
 
     assert_eq!(
-        net.committed(CONV),
+        committed(&net, CONV),
         vec![(1, 1, "m1".to_string()), (2, 2, "m2".to_string())]
     );
     let acked: Vec<u64> = net
@@ -491,9 +559,39 @@ fn crash_before_sync_loses_only_an_invisible_write_and_retransmit_commits_it() {
         })
         .collect();
     assert_eq!(acked, [1, 2]);
-    assert_eq!(net.displayed(ALICE, CONV), bodies("m", 2));
-    assert_eq!(net.displayed(BOB, CONV), bodies("m", 2));
+    assert_eq!(displayed(&net, ALICE, CONV), bodies("m", 2));
+    assert_eq!(displayed(&net, BOB, CONV), bodies("m", 2));
     assert_eq!(net.client(ALICE).outbox_len(), 0);
+}
+
+// A seq lost with an unsynced write may go to another sender; every device must still agree (O1, O4).
+#[test]
+fn seq_of_a_lost_write_taken_by_another_sender_is_seen_the_same_everywhere() {
+    let mut net = online(ProtocolConfig::default());
+    net.send(ALICE, CONV, "a1");
+    net.run_until_quiet();
+    net.hold_syncs = true;
+    net.send(ALICE, CONV, "a2");
+    net.run_until_quiet();
+    net.crash_server();
+    net.hold_syncs = false;
+
+    // Bob's app restarts (so he logs in at once) and sends before Alice's retransmit comes back.
+    net.restart_client(BOB);
+    net.run_until_quiet();
+    net.send(BOB, CONV, "b1");
+    net.run_until_quiet();
+    net.advance(30_000);
+
+    let expected = vec![
+        (1, 1, "a1".to_string()),
+        (2, 1, "b1".to_string()),
+        (3, 2, "a2".to_string()),
+    ];
+    assert_eq!(committed(&net, CONV), expected);
+    let timeline = [(1, "a1"), (2, "b1"), (3, "a2")].map(|(seq, body)| (seq, body.to_string()));
+    assert_eq!(displayed(&net, ALICE, CONV), timeline);
+    assert_eq!(displayed(&net, BOB, CONV), timeline);
 }
 
 // ---- 9. server restart ----
@@ -535,22 +633,27 @@ fn devices_log_in_again_after_server_restart_and_continue() {
         1,
         "Bob's heartbeat revealed the restart"
     );
+    let heartbeat_refused = |f: &Flight| {
+        f.to == Address(BOB)
+            && matches!(&f.packet, Packet::Error { reason: Rejection::NotLoggedIn, refused } if refused == "heartbeat")
+    };
+    assert_eq!(net.packets(Fate::Delivered, heartbeat_refused).len(), 1);
     for d in [ALICE, BOB] {
         assert!(net.client(d).is_online());
         assert_eq!(
             net.count(Address(d), |e| matches!(e, Event::LoggedIn { .. })),
             2
         );
-        assert_eq!(net.displayed(d, CONV), bodies("m", 2));
+        assert_eq!(displayed(&net, d, CONV), bodies("m", 2));
     }
     assert_eq!(
-        net.committed(CONV),
+        committed(&net, CONV),
         vec![(1, 1, "m1".to_string()), (2, 2, "m2".to_string())]
     );
 
     net.send(BOB, CONV, "m3");
     net.run_until_quiet();
-    assert_eq!(net.displayed(ALICE, CONV), bodies("m", 3));
+    assert_eq!(displayed(&net, ALICE, CONV), bodies("m", 3));
 }
 
 // ---- 10. heartbeats and silence ----
@@ -639,7 +742,7 @@ fn silence_expires_the_session_on_both_sides_and_the_device_reconnects_with_back
     );
     net.send(ALICE, CONV, "back");
     net.run_until_quiet();
-    assert_eq!(net.displayed(BOB, CONV), vec![(1, "back".to_string())]);
+    assert_eq!(displayed(&net, BOB, CONV), vec![(1, "back".to_string())]);
 }
 
 // ---- 11. outbox bound ----
@@ -651,7 +754,7 @@ fn send_beyond_outbox_max_while_offline_is_refused_at_once() {
         outbox_max: 3,
         ..ProtocolConfig::default()
     };
-    let mut net = Net::one_to_one(config);
+    let mut net = one_to_one(config);
     net.command(BOB, Command::GoOnline);
     net.run_until_quiet();
     for i in 1..=4 {
@@ -675,14 +778,14 @@ fn send_beyond_outbox_max_while_offline_is_refused_at_once() {
     net.command(ALICE, Command::GoOnline);
     net.run_until_quiet();
     assert_eq!(
-        net.displayed(BOB, CONV),
+        displayed(&net, BOB, CONV),
         bodies("m", 3),
         "the refused message never commits"
     );
     net.send(ALICE, CONV, "m4");
     net.run_until_quiet();
     assert_eq!(
-        net.displayed(BOB, CONV),
+        displayed(&net, BOB, CONV),
         bodies("m", 4),
         "room again once acked"
     );
@@ -704,7 +807,7 @@ fn more_out_of_order_messages_than_hold_back_max_all_display_in_order() {
     }
     net.run_until_quiet();
 
-    assert!(net.displayed(BOB, CONV).is_empty());
+    assert!(displayed(&net, BOB, CONV).is_empty());
     let held: Vec<u64> = net
         .events_of(Address(BOB))
         .filter_map(|e| match e {
@@ -722,7 +825,45 @@ fn more_out_of_order_messages_than_hold_back_max_all_display_in_order() {
     );
 
     net.advance(60_000);
-    assert_eq!(net.displayed(BOB, CONV), bodies("m", 6));
+    assert_eq!(displayed(&net, BOB, CONV), bodies("m", 6));
+}
+
+// A full buffer must evict its highest message, not the one that closes the hole (O2, D2).
+#[test]
+fn full_hold_back_evicts_its_highest_message_and_still_displays_everything_in_order() {
+    let config = ProtocolConfig {
+        hold_back_max: 2,
+        ..ProtocolConfig::default()
+    };
+    let mut net = online(config);
+    net.hold_all(any_deliver_to(BOB));
+    for i in 1..=5 {
+        net.send(ALICE, CONV, &format!("m{i}"));
+    }
+    net.run_until_quiet();
+    net.release_held();
+    for seq in [5, 4, 3, 2] {
+        assert!(net.deliver_first(deliver_to(BOB, seq)));
+    }
+
+    let evicted: Vec<u64> = net
+        .events_of(Address(BOB))
+        .filter_map(|e| match e {
+            Event::HoldBackOverflow { seq, .. } => Some(seq.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        evicted,
+        [5, 4],
+        "each lower arrival pushes out the highest held"
+    );
+    assert!(displayed(&net, BOB, CONV).is_empty());
+
+    net.run_until_quiet(); // seq 1 arrives: 1, 2, 3 show at once
+    assert_eq!(displayed(&net, BOB, CONV), bodies("m", 3));
+    net.advance(60_000); // 4 and 5 come back by push retry or pull
+    assert_eq!(displayed(&net, BOB, CONV), bodies("m", 5));
 }
 
 // ---- 13. the sync key ----
@@ -751,7 +892,7 @@ fn a_last_message_whose_pushes_all_failed_arrives_through_the_sync_key() {
     };
     assert_eq!(net.count(SERVER, abandoned), 1);
     assert_eq!(net.packets(Fate::Dropped, any_deliver_to(BOB)).len(), 3);
-    assert!(net.displayed(BOB, CONV).is_empty());
+    assert!(displayed(&net, BOB, CONV).is_empty());
 
     net.advance(net.config.heartbeat_interval_ms);
 
@@ -770,7 +911,7 @@ fn a_last_message_whose_pushes_all_failed_arrives_through_the_sync_key() {
         )
     };
     assert_eq!(net.count(Address(BOB), resume), 1);
-    assert_eq!(net.displayed(BOB, CONV), vec![(1, "last".to_string())]);
+    assert_eq!(displayed(&net, BOB, CONV), vec![(1, "last".to_string())]);
 }
 
 // ---- 14. app restart ----
@@ -786,18 +927,18 @@ fn app_restart_keeps_cursor_and_outbox_and_resends_unacked_messages_once() {
     net.send(ALICE, CONV, "m2");
     net.send(ALICE, CONV, "m3");
     net.run_until_quiet();
-    assert_eq!(net.committed(CONV).len(), 2);
+    assert_eq!(committed(&net, CONV).len(), 2);
 
     net.restart_client(ALICE);
     assert!(!net.client(ALICE).is_online());
-    assert_eq!(net.cursor(ALICE, CONV), Seq(1));
+    assert_eq!(net.client(ALICE).cursor(CONV), Seq(1));
     assert_eq!(net.client(ALICE).outbox_len(), 2);
 
     net.run_until_quiet();
 
     assert!(net.client(ALICE).is_online());
     let expected: Vec<(u64, u64, String)> = (1..=3).map(|i| (i, i, format!("m{i}"))).collect();
-    assert_eq!(net.committed(CONV), expected);
+    assert_eq!(committed(&net, CONV), expected);
     assert_eq!(
         net.count(SERVER, |e| matches!(
             e,
@@ -807,9 +948,9 @@ fn app_restart_keeps_cursor_and_outbox_and_resends_unacked_messages_once() {
     );
     assert_eq!(net.client(ALICE).outbox_len(), 0);
     assert_eq!(
-        net.displayed(ALICE, CONV),
+        displayed(&net, ALICE, CONV),
         bodies("m", 3),
         "nothing shown twice after the restart"
     );
-    assert_eq!(net.displayed(BOB, CONV), bodies("m", 3));
+    assert_eq!(displayed(&net, BOB, CONV), bodies("m", 3));
 }

@@ -54,6 +54,8 @@ pub struct Scenario {
     pub protocol: ProtocolConfig,
     #[serde(default)]
     pub liveness: LivenessSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<Pinned>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,7 +64,8 @@ pub struct TopologySpec {
     pub users: u32,
     #[serde(default = "one")]
     pub devices_per_user: u32,
-    /// 1:1 conversations: `"all-pairs"`, or a number of distinct random pairs.
+    /// 1:1 conversations: `"all-pairs"`, a number of distinct random pairs, or an explicit list
+    /// of member lists (`[[1, 2], [2, 3]]`, user numbers), numbered c1, c2 … in order.
     #[serde(default)]
     pub conversations: Conversations,
 }
@@ -74,6 +77,7 @@ pub enum Conversations {
     #[serde(with = "all_pairs")]
     AllPairs,
     Pairs(u32),
+    List(Vec<Vec<u32>>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,6 +97,48 @@ pub struct WorkloadSpec {
     /// Longest offline period.
     #[serde(default = "default_offline_ms_max")]
     pub offline_ms_max: u64,
+    /// An explicit schedule. When given it is the whole workload (the random one above must be
+    /// switched off: `messages = 0`, `offline_periods_per_device = 0`), so a shrunk or
+    /// hand-written failure replays the same user actions whatever the seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub script: Vec<ScriptedAction>,
+}
+
+/// One user action at a fixed time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedAction {
+    pub at_ms: u64,
+    pub device: u32,
+    pub action: Action,
+    /// The conversation of a `send`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv: Option<u32>,
+    /// The body of a `send`; defaults to a unique text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Send,
+    GoOnline,
+    GoOffline,
+}
+
+/// A scenario saved for one seed: `imsim run FILE` without `--seed` runs this seed, and the
+/// regression tests check that exactly the `expect`ed invariants fail (none: all hold).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pinned {
+    pub seed: u64,
+    /// Invariant codes (`O3`, `D1` …) that this run is expected to violate.
+    #[serde(default)]
+    pub expect: Vec<String>,
+    /// Why this case is kept: a one-line postmortem.
+    #[serde(default)]
+    pub note: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -221,9 +267,24 @@ impl Scenario {
             1,
             DEVICES_PER_USER_MAX.into(),
         )?;
-        if let Conversations::Pairs(pairs) = t.conversations {
-            let possible = u64::from(t.users) * u64::from(t.users - 1) / 2;
-            check_range("topology.conversations", pairs.into(), 1, possible)?;
+        match &t.conversations {
+            Conversations::AllPairs => {}
+            Conversations::Pairs(pairs) => {
+                let possible = u64::from(t.users) * u64::from(t.users - 1) / 2;
+                check_range("topology.conversations", (*pairs).into(), 1, possible)?;
+            }
+            Conversations::List(lists) => {
+                check_range("topology.conversations (count)", lists.len() as u64, 1, USERS_MAX.into())?;
+                for (i, members) in lists.iter().enumerate() {
+                    check_range(&format!("topology.conversations[{i}] (members)"), members.len() as u64, 2, 2)?;
+                    for user in members {
+                        check_range(&format!("topology.conversations[{i}][]"), (*user).into(), 1, t.users.into())?;
+                    }
+                    if members[0] == members[1] {
+                        return Err(format!("topology.conversations[{i}] names user {} twice", members[0]));
+                    }
+                }
+            }
         }
         check_range("workload.duration_ms", w.duration_ms, 1, DURATION_MS_MAX)?;
         check_range(
@@ -245,6 +306,7 @@ impl Scenario {
             1,
             DURATION_MS_MAX,
         )?;
+        self.validate_script()?;
         self.protocol.validate()?;
         if let Some(quiet_ms) = self.liveness.quiet_period_ms {
             check_range("liveness.quiet_period_ms", quiet_ms, 1, DURATION_MS_MAX)?;
@@ -252,6 +314,36 @@ impl Scenario {
         self.faults
             .profile
             .validate("faults.profile", self.device_count(), w.duration_ms)
+    }
+}
+
+impl Scenario {
+    fn validate_script(&self) -> Result<(), String> {
+        let w = &self.workload;
+        if w.script.is_empty() {
+            return Ok(());
+        }
+        if w.messages > 0 || w.offline_periods_per_device > 0 {
+            return Err("workload.script replaces the random workload: set workload.messages = 0 and \
+                        workload.offline_periods_per_device = 0"
+                .to_string());
+        }
+        let conversations = match &self.topology.conversations {
+            Conversations::List(lists) => lists.len() as u64,
+            _ => return Err("workload.script needs an explicit topology.conversations list".to_string()),
+        };
+        for (i, action) in w.script.iter().enumerate() {
+            let field = format!("workload.script[{i}]");
+            check_range(&format!("{field}.at_ms"), action.at_ms, 0, w.duration_ms - 1)?;
+            check_range(&format!("{field}.device"), action.device.into(), 1, self.device_count().into())?;
+            match (action.action, action.conv) {
+                (Action::Send, Some(conv)) => check_range(&format!("{field}.conv"), conv.into(), 1, conversations)?,
+                (Action::Send, None) => return Err(format!("{field}: a send needs a conv")),
+                (_, Some(_)) => return Err(format!("{field}: only a send has a conv")),
+                (_, None) => {}
+            }
+        }
+        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 //! depends on how the run unfolds, only on the seed.
 
 use crate::history::{ConversationSpec, Topology, UserSpec};
-use crate::scenario::{Conversations, Scenario};
+use crate::scenario::{Action, Conversations, Scenario, ScriptedAction};
 use imsim_model::{Command, ConvId, DeviceId, UserId};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -37,26 +37,29 @@ pub fn topology(scenario: &Scenario, rng: &mut impl Rng) -> Topology {
         })
         .collect();
     let mut pairs: Vec<(u32, u32)> = Vec::new();
-    match spec.conversations {
+    match &spec.conversations {
         Conversations::AllPairs => {
             for a in 1..=spec.users {
                 pairs.extend((a + 1..=spec.users).map(|b| (a, b)));
             }
         }
+        Conversations::List(lists) => {
+            pairs = lists.iter().map(|members| (members[0], members[1])).collect();
+        }
         Conversations::Pairs(count) => {
             // Rejection sampling is fine: validation caps `count` at the number of pairs, and
             // dense requests fall back to a shuffle of all pairs.
             let possible = u64::from(spec.users) * u64::from(spec.users - 1) / 2;
-            if u64::from(count) * 2 > possible {
+            if u64::from(*count) * 2 > possible {
                 for a in 1..=spec.users {
                     pairs.extend((a + 1..=spec.users).map(|b| (a, b)));
                 }
                 pairs.shuffle(rng);
-                pairs.truncate(count as usize);
+                pairs.truncate(*count as usize);
                 pairs.sort();
             } else {
                 let mut chosen = std::collections::BTreeSet::new();
-                while chosen.len() < count as usize {
+                while chosen.len() < *count as usize {
                     let a = rng.gen_range(1..=spec.users);
                     let b = rng.gen_range(1..=spec.users);
                     if a != b {
@@ -67,6 +70,7 @@ pub fn topology(scenario: &Scenario, rng: &mut impl Rng) -> Topology {
             }
         }
     }
+    // Pairs keep their listed order (a scripted scenario names conversations by position).
     let conversations = pairs
         .into_iter()
         .enumerate()
@@ -85,6 +89,9 @@ pub fn topology(scenario: &Scenario, rng: &mut impl Rng) -> Topology {
 /// from a random device of a random member of a random conversation; offline periods.
 pub fn plan(scenario: &Scenario, topology: &Topology, rng: &mut impl Rng) -> Plan {
     let workload = &scenario.workload;
+    if !workload.script.is_empty() {
+        return scripted(&workload.script);
+    }
     let duration_ms = workload.duration_ms;
     let mut commands: BTreeMap<DeviceId, Vec<(u64, Command)>> = BTreeMap::new();
     let devices_of: BTreeMap<UserId, &[DeviceId]> = topology
@@ -129,6 +136,27 @@ pub fn plan(scenario: &Scenario, topology: &Topology, rng: &mut impl Rng) -> Pla
         }
     }
     // A stable sort keeps same-time commands in the order they were drawn (a burst stays in order).
+    for device_commands in commands.values_mut() {
+        device_commands.sort_by_key(|(at_ms, _)| *at_ms);
+    }
+    Plan { commands }
+}
+
+/// The plan of a scripted workload: exactly its actions, in time order.
+fn scripted(script: &[ScriptedAction]) -> Plan {
+    let mut commands: BTreeMap<DeviceId, Vec<(u64, Command)>> = BTreeMap::new();
+    for (i, action) in script.iter().enumerate() {
+        let command = match action.action {
+            Action::GoOnline => Command::GoOnline,
+            Action::GoOffline => Command::GoOffline,
+            Action::Send => Command::Send {
+                // Validation guarantees a send has a conv.
+                conv: ConvId(action.conv.expect("a validated send has a conv")),
+                body: action.body.clone().unwrap_or_else(|| format!("d{} #{}", action.device, i + 1)),
+            },
+        };
+        commands.entry(DeviceId(action.device)).or_default().push((action.at_ms, command));
+    }
     for device_commands in commands.values_mut() {
         device_commands.sort_by_key(|(at_ms, _)| *at_ms);
     }

@@ -1,25 +1,17 @@
 //! A tiny deterministic network for protocol tests: one [`Server`] at `Address(0)`, device `d` at
-//! `Address(d)`, one virtual clock, and a queue of packets in flight that the test controls. No
-//! madsim, async, threads or randomness: a test does the same thing on every run.
-//!
-//! Links take no time; only timers move the clock. When a packet leaves the queue, the rules are
-//! checked in the order they were added and the first that matches decides its fate (drop,
-//! duplicate or hold), like the simulator's fault layer. Storage syncs complete at once unless
-//! `hold_syncs` is set, so a test can crash the server between a write and its sync.
-
-// Each test binary that includes this module uses its own subset of the helpers.
-#![allow(dead_code)]
+//! `Address(d)`, one virtual clock and a queue of packets in flight that the test controls. No
+//! madsim, async, threads or randomness. Links take no time; only timers move the clock. When a
+//! packet leaves the queue, the first rule that matches it (in the order they were added) decides
+//! its fate, like the simulator's fault layer. Storage syncs complete at once unless `hold_syncs`
+//! is set, so a test can crash the server between a write and its sync.
 
 use imsim_model::{
     Address, Client, Command, ConvId, DeviceId, DeviceIdentity, Directory, Event, Output, Packet,
-    ProtocolConfig, Seq, Server, Time, UserId,
+    ProtocolConfig, Server, Time, UserId,
 };
 use std::collections::{BTreeMap, VecDeque};
 
 pub const SERVER: Address = Address(0);
-
-/// Steps `run_until_quiet` takes before it decides the machines are livelocked.
-const QUIET_STEPS_MAX: usize = 100_000;
 
 /// A packet on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,26 +21,23 @@ pub struct Flight {
     pub packet: Packet,
 }
 
-/// What became of a packet that left the queue.
+/// What became of a packet that left the queue: a rule's verdict, or `Delivered`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fate {
     Delivered,
     Dropped,
+    /// Delivered, and a copy put first in the queue.
+    Duplicated,
     Held,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Verdict {
-    Drop,
-    Duplicate,
-    Hold,
-}
+type Matcher = Box<dyn Fn(&Flight) -> bool>;
 
 struct Rule {
-    verdict: Verdict,
+    fate: Fate,
     /// Packets it still applies to; `None` means until `clear_rules`.
     remaining: Option<u32>,
-    matches: Box<dyn Fn(&Flight) -> bool>,
+    matches: Matcher,
 }
 
 pub struct Net {
@@ -72,28 +61,25 @@ pub struct Net {
 }
 
 impl Net {
-    /// `device_users[d - 1]` owns device `d`; device `d`'s token is `1000 + d`. Nobody is online.
-    pub fn new(
-        config: ProtocolConfig,
-        device_users: &[UserId],
-        conversations: &[(ConvId, &[UserId])],
-    ) -> Net {
+    /// `owners[d - 1]` owns device `d`, whose token is `1000 + d`; `members` lists each
+    /// conversation's users. Nobody is online yet.
+    pub fn new(config: ProtocolConfig, owners: &[UserId], members: &[(ConvId, &[UserId])]) -> Net {
         config.validate().expect("test config is valid");
         let mut directory = Directory::new();
         let mut clients = Vec::new();
-        for (index, user) in device_users.iter().enumerate() {
-            let d = index as u32 + 1;
-            directory.add_device(*user, DeviceId(d), token(d));
+        for (d, user) in (1..).zip(owners.iter().copied()) {
+            let (device, token) = (DeviceId(d), 1000 + u64::from(d));
+            directory.add_device(user, device, token);
             let identity = DeviceIdentity {
-                user: *user,
-                device: DeviceId(d),
-                token: token(d),
+                user,
+                device,
+                token,
                 server: SERVER,
             };
             clients.push(Client::new(config.clone(), identity));
         }
-        for (conv, members) in conversations {
-            directory.add_conversation(*conv, members.to_vec());
+        for (conv, users) in members {
+            directory.add_conversation(*conv, users.to_vec());
         }
         let mut net = Net {
             now: Time(0),
@@ -113,12 +99,6 @@ impl Net {
         net
     }
 
-    /// Users 1 and 2 with one device each (devices 1 and 2) and a 1:1 conversation `ConvId(1)`.
-    pub fn one_to_one(config: ProtocolConfig) -> Net {
-        let users = [UserId(1), UserId(2)];
-        Net::new(config, &users, &[(ConvId(1), &users)])
-    }
-
     pub fn client(&self, d: u32) -> &Client {
         &self.clients[d as usize - 1]
     }
@@ -135,14 +115,6 @@ impl Net {
         self.command(d, Command::Send { conv, body });
     }
 
-    /// Every device goes online and logs in.
-    pub fn go_online_all(&mut self) {
-        for d in 1..=self.clients.len() as u32 {
-            self.command(d, Command::GoOnline);
-        }
-        self.run_until_quiet();
-    }
-
     /// Puts a hand-made packet on the wire, as if `from` had sent it.
     pub fn inject(&mut self, from: Address, to: Address, packet: Packet) {
         self.queue.push_back(Flight { from, to, packet });
@@ -151,16 +123,9 @@ impl Net {
     /// The server crashes and restarts at once: unsynced writes and pending syncs are lost.
     pub fn crash_server(&mut self) {
         let incarnation = self.server.incarnation() + 1;
-        let directory = self.server.directory().clone();
+        let (config, directory) = (self.config.clone(), self.server.directory().clone());
         let storage = self.server.storage();
-        let server = Server::recover(
-            self.config.clone(),
-            directory,
-            storage,
-            incarnation,
-            self.now,
-        );
-        self.server = server;
+        self.server = Server::recover(config, directory, storage, incarnation, self.now);
         self.syncs.clear();
         self.timers.remove(&SERVER);
         self.drain(SERVER);
@@ -176,69 +141,61 @@ impl Net {
     // ---- faults: rules apply when a packet leaves the queue ----
 
     pub fn drop_next(&mut self, matches: impl Fn(&Flight) -> bool + 'static) {
-        self.add_rule(Verdict::Drop, Some(1), matches);
+        self.add_rule(Fate::Dropped, Some(1), Box::new(matches));
     }
 
     pub fn drop_all(&mut self, matches: impl Fn(&Flight) -> bool + 'static) {
-        self.add_rule(Verdict::Drop, None, matches);
+        self.add_rule(Fate::Dropped, None, Box::new(matches));
     }
 
     pub fn duplicate_next(&mut self, matches: impl Fn(&Flight) -> bool + 'static) {
-        self.add_rule(Verdict::Duplicate, Some(1), matches);
+        self.add_rule(Fate::Duplicated, Some(1), Box::new(matches));
     }
 
     pub fn hold_all(&mut self, matches: impl Fn(&Flight) -> bool + 'static) {
-        self.add_rule(Verdict::Hold, None, matches);
+        self.add_rule(Fate::Held, None, Box::new(matches));
     }
 
     pub fn clear_rules(&mut self) {
         self.rules.clear();
     }
 
-    /// Held packets go back on the wire, in the order they were held.
+    /// Hold rules end; held packets go back on the wire, in the order they were held.
     pub fn release_held(&mut self) {
+        self.rules.retain(|rule| rule.fate != Fate::Held);
         self.queue.extend(self.held.drain(..));
     }
 
     /// Held syncs complete now, in order.
     pub fn release_syncs(&mut self) {
         while let Some(through) = self.syncs.pop_front() {
-            self.complete_sync(through);
+            self.server.handle_storage_synced(self.now, through);
+            self.drain(SERVER);
         }
     }
 
-    fn add_rule(
-        &mut self,
-        verdict: Verdict,
-        remaining: Option<u32>,
-        matches: impl Fn(&Flight) -> bool + 'static,
-    ) {
-        let matches = Box::new(matches);
-        self.rules.push(Rule {
-            verdict,
+    fn add_rule(&mut self, fate: Fate, remaining: Option<u32>, matches: Matcher) {
+        let rule = Rule {
+            fate,
             remaining,
             matches,
-        });
+        };
+        self.rules.push(rule);
     }
 
     // ---- running ----
 
-    /// Delivers the first queued packet matching `matches`, ahead of the others (explicit order).
+    /// Takes the first queued packet matching `matches` out of turn; the rules still apply.
     pub fn deliver_first(&mut self, matches: impl Fn(&Flight) -> bool) -> bool {
-        let Some(position) = self.queue.iter().position(matches) else {
-            return false;
-        };
-        let flight = self
-            .queue
-            .remove(position)
-            .expect("position is in the queue");
-        self.transfer(flight);
-        true
+        let position = self.queue.iter().position(matches);
+        let flight = position.and_then(|position| self.queue.remove(position));
+        flight.map(|flight| self.transfer(flight)).is_some()
     }
 
     /// Completes syncs, delivers packets and fires due timers until nothing is left to do at `now`.
     pub fn run_until_quiet(&mut self) {
-        for _ in 0..QUIET_STEPS_MAX {
+        // Far more steps than any test needs; beyond it the machines are livelocked.
+        for _ in 0..100_000 {
             if !self.hold_syncs && !self.syncs.is_empty() {
                 self.release_syncs();
             } else if let Some(flight) = self.queue.pop_front() {
@@ -249,7 +206,7 @@ impl Net {
                 return;
             }
         }
-        panic!("no quiet after {QUIET_STEPS_MAX} steps at {}", self.now);
+        panic!("no quiet at {}: livelock", self.now);
     }
 
     /// Lets `ms` pass, firing each timer when it comes due.
@@ -265,28 +222,21 @@ impl Net {
     }
 
     fn transfer(&mut self, flight: Flight) {
-        let rule = self.rules.iter_mut().find(|rule| (rule.matches)(&flight));
-        let verdict = rule.map(|rule| {
-            if let Some(remaining) = &mut rule.remaining {
-                *remaining -= 1;
-            }
-            rule.verdict
-        });
+        let mut fate = Fate::Delivered;
+        if let Some(rule) = self.rules.iter_mut().find(|rule| (rule.matches)(&flight)) {
+            fate = rule.fate;
+            rule.remaining = rule.remaining.map(|remaining| remaining - 1);
+        }
         self.rules.retain(|rule| rule.remaining != Some(0));
-        let fate = match verdict {
-            Some(Verdict::Drop) => Fate::Dropped,
-            Some(Verdict::Hold) => Fate::Held,
-            Some(Verdict::Duplicate) | None => Fate::Delivered,
-        };
         self.log.push((self.now, flight.clone(), fate));
-        match verdict {
-            Some(Verdict::Drop) => {}
-            Some(Verdict::Hold) => self.held.push(flight),
-            Some(Verdict::Duplicate) => {
+        match fate {
+            Fate::Delivered => self.deliver(flight),
+            Fate::Dropped => {}
+            Fate::Duplicated => {
                 self.queue.push_front(flight.clone());
                 self.deliver(flight);
             }
-            None => self.deliver(flight),
+            Fate::Held => self.held.push(flight),
         }
     }
 
@@ -311,11 +261,6 @@ impl Net {
         self.drain(node);
     }
 
-    fn complete_sync(&mut self, through: u64) {
-        self.server.handle_storage_synced(self.now, through);
-        self.drain(SERVER);
-    }
-
     fn drain(&mut self, node: Address) {
         loop {
             let output = if node == SERVER {
@@ -326,9 +271,7 @@ impl Net {
             match output {
                 None => return,
                 Some(Output::Transmit { to, packet }) => self.inject(node, to, packet),
-                Some(Output::ArmTimer { at }) => {
-                    self.timers.insert(node, at);
-                }
+                Some(Output::ArmTimer { at }) => _ = self.timers.insert(node, at),
                 Some(Output::SyncStorage { through }) => self.syncs.push_back(through),
                 Some(Output::Event(event)) => {
                     self.events.entry(node).or_default().push((self.now, event));
@@ -347,46 +290,10 @@ impl Net {
         self.events_of(node).filter(|e| matches(e)).count()
     }
 
-    /// (seq, body) of every message device `d` displayed in `conv`, in display order.
-    pub fn displayed(&self, d: u32, conv: ConvId) -> Vec<(u64, String)> {
-        let displayed = self.events_of(Address(d)).filter_map(|event| match event {
-            Event::Displayed {
-                conv: c, seq, body, ..
-            } if *c == conv => Some((seq.0, body.clone())),
-            _ => None,
-        });
-        displayed.collect()
-    }
-
-    /// (seq, client_seq, body) of every `Committed` event of `conv`, across server restarts.
-    pub fn committed(&self, conv: ConvId) -> Vec<(u64, u64, String)> {
-        let committed = self.events_of(SERVER).filter_map(|event| match event {
-            Event::Committed {
-                conv: c,
-                seq,
-                client_seq,
-                body,
-                ..
-            } if *c == conv => Some((seq.0, client_seq.0, body.clone())),
-            _ => None,
-        });
-        committed.collect()
-    }
-
     /// The packets that left the queue with `fate` and match, with the time they did.
     pub fn packets(&self, fate: Fate, matches: impl Fn(&Flight) -> bool) -> Vec<(Time, &Flight)> {
-        let log = self
-            .log
-            .iter()
-            .filter(|(_, flight, f)| *f == fate && matches(flight));
-        log.map(|(at, flight, _)| (*at, flight)).collect()
+        let log = self.log.iter();
+        let found = log.filter(|(_, flight, f)| *f == fate && matches(flight));
+        found.map(|(at, flight, _)| (*at, flight)).collect()
     }
-
-    pub fn cursor(&self, d: u32, conv: ConvId) -> Seq {
-        self.client(d).cursor(conv)
-    }
-}
-
-pub fn token(d: u32) -> u64 {
-    1000 + u64::from(d)
 }
