@@ -106,9 +106,12 @@ enum Link {
         deadline: Time,
         backoff_ms: u64,
     },
+    /// `next_heartbeat` is `heartbeat_interval_ms` after the last heartbeat while the server
+    /// answers, and `heartbeat_probe_ms` after it while the last one is unanswered.
     Online {
         session: SessionId,
         last_heard: Time,
+        last_heartbeat: Time,
         next_heartbeat: Time,
     },
 }
@@ -201,11 +204,21 @@ impl Client {
     }
 
     pub fn handle_packet(&mut self, now: Time, from: Address, packet: Packet) {
-        if from != self.identity.server {
+        // A logged-out device listens to nothing; only the server speaks to a device.
+        if from != self.identity.server || self.link == Link::Offline {
             return;
         }
-        if let Link::Online { last_heard, .. } = &mut self.link {
+        let heartbeat_interval_ms = self.config.heartbeat_interval_ms;
+        if let Link::Online {
+            last_heard,
+            last_heartbeat,
+            next_heartbeat,
+            ..
+        } = &mut self.link
+        {
+            // The server answered: the next heartbeat is a regular one, not a probe.
             *last_heard = now;
+            *next_heartbeat = last_heartbeat.plus_ms(heartbeat_interval_ms);
         }
         match packet {
             Packet::LoginOk { session, heads } => self.handle_login_ok(now, session, heads),
@@ -303,18 +316,20 @@ impl Client {
                 next_heartbeat,
                 ..
             } => {
-                let silence_ms = now.since_ms(last_heard);
-                if silence_ms >= self.config.server_silence_timeout_ms {
+                if now.since_ms(last_heard) >= self.config.server_silence_timeout_ms {
                     self.lose_session(now, SessionEnd::Timeout);
                 } else if now >= next_heartbeat {
                     self.transmit(Packet::Heartbeat);
-                    let interval_ms = if silence_ms >= self.config.heartbeat_interval_ms {
-                        self.config.heartbeat_probe_ms
-                    } else {
-                        self.config.heartbeat_interval_ms
-                    };
-                    if let Link::Online { next_heartbeat, .. } = &mut self.link {
-                        *next_heartbeat = now.plus_ms(interval_ms);
+                    // Until an answer comes, probe; an answer moves this back to the interval.
+                    let probe_at = now.plus_ms(self.config.heartbeat_probe_ms);
+                    if let Link::Online {
+                        last_heartbeat,
+                        next_heartbeat,
+                        ..
+                    } = &mut self.link
+                    {
+                        *last_heartbeat = now;
+                        *next_heartbeat = probe_at;
                     }
                 }
             }
@@ -330,6 +345,7 @@ impl Client {
         self.link = Link::Online {
             session,
             last_heard: now,
+            last_heartbeat: now,
             next_heartbeat,
         };
         self.emit(Event::LoggedIn { session });

@@ -423,15 +423,22 @@ impl Server {
         }
         match outcome.resolution {
             Resolution::Committed(seq) => {
+                let conv = outcome.conv;
                 self.emit(Event::RetransmitDeduplicated {
                     device,
+                    client_msg_id,
+                    seq,
+                });
+                self.emit(Event::AckSent {
+                    device,
+                    conv,
                     client_msg_id,
                     seq,
                 });
                 self.transmit(
                     from,
                     Packet::SendAck {
-                        conv: outcome.conv,
+                        conv,
                         client_msg_id,
                         seq,
                     },
