@@ -21,7 +21,7 @@ use crate::event::{Event, PullReason, SendFailure, SessionEnd};
 use crate::ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
 use crate::output::Output;
 use crate::time::Time;
-use crate::wire::{Head, Message, Packet, Rejection};
+use crate::wire::{Head, MembershipChange, Message, Packet, Rejection};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Who a device is and where its server is.
@@ -39,6 +39,12 @@ pub enum Command {
     Send {
         conv: ConvId,
         body: String,
+    },
+    /// Add or remove a member of a group, or leave it: sent like a message (same outbox, order
+    /// and idempotence), it takes its place in the group's timeline.
+    ChangeMembership {
+        conv: ConvId,
+        change: MembershipChange,
     },
     /// Open the app: connect and stay connected.
     GoOnline,
@@ -58,6 +64,8 @@ pub struct Client {
     gap_since: BTreeMap<ConvId, Time>,
     /// Per conversation with a pull in flight: when to give up waiting for its answer.
     pull_deadline: BTreeMap<ConvId, Time>,
+    /// Per conversation with displayed but unacknowledged messages: how many, since when.
+    ack_pending: BTreeMap<ConvId, (u32, Time)>,
     /// Per conversation with sends in flight: retransmission deadline and timeout.
     retransmit: BTreeMap<ConvId, Retransmit>,
     outputs: VecDeque<Output>,
@@ -83,6 +91,7 @@ struct Outgoing {
     client_seq: ClientSeq,
     body: String,
     client_time_ms: u64,
+    change: Option<MembershipChange>,
     /// Sent in the current session (reset when the session ends).
     sent: bool,
 }
@@ -127,6 +136,7 @@ impl Client {
             hold_back: BTreeMap::new(),
             gap_since: BTreeMap::new(),
             pull_deadline: BTreeMap::new(),
+            ack_pending: BTreeMap::new(),
             retransmit: BTreeMap::new(),
             outputs: VecDeque::new(),
             armed: None,
@@ -139,6 +149,7 @@ impl Client {
         self.hold_back.clear();
         self.gap_since.clear();
         self.pull_deadline.clear();
+        self.ack_pending.clear();
         self.retransmit.clear();
         self.outputs.clear();
         self.armed = None;
@@ -184,7 +195,15 @@ impl Client {
 
     pub fn handle_command(&mut self, now: Time, command: Command) {
         match command {
-            Command::Send { conv, body } => self.handle_send(now, conv, body),
+            Command::Send { conv, body } => self.handle_send(now, conv, body, None),
+            Command::ChangeMembership { conv, change } => {
+                let body = match change {
+                    MembershipChange::Add(user) => format!("adds {user}"),
+                    MembershipChange::Remove(user) => format!("removes {user}"),
+                    MembershipChange::Leave => "leaves".to_string(),
+                };
+                self.handle_send(now, conv, body, Some(change));
+            }
             Command::GoOnline => {
                 self.store.online_wanted = true;
                 if self.link == Link::Offline {
@@ -246,6 +265,11 @@ impl Client {
                 head,
             } => self.handle_pull_response(now, conv, messages, head),
             Packet::SyncState { heads } => self.pull_behind(now, &heads),
+            Packet::Notify { conv, head } => {
+                if head > self.cursor(conv) {
+                    self.pull(now, conv, PullReason::Notified);
+                }
+            }
             // Device-bound kinds only; a server never sends the others.
             _ => {}
         }
@@ -260,6 +284,7 @@ impl Client {
             self.retransmit_timeouts(now);
             self.pull_timeouts(now);
             self.gap_timeouts(now);
+            self.ack_timeouts(now);
         }
         self.rearm();
     }
@@ -397,7 +422,13 @@ impl Client {
 
     // ---- sending ----
 
-    fn handle_send(&mut self, now: Time, conv: ConvId, body: String) {
+    fn handle_send(
+        &mut self,
+        now: Time,
+        conv: ConvId,
+        body: String,
+        change: Option<MembershipChange>,
+    ) {
         if self.outbox_len() >= self.config.outbox_max as usize {
             self.emit(Event::SendRefused {
                 conv,
@@ -417,6 +448,7 @@ impl Client {
             client_seq,
             body: body.clone(),
             client_time_ms,
+            change,
             sent: false,
         });
         self.emit(Event::SendRequested {
@@ -425,6 +457,7 @@ impl Client {
             client_seq,
             body,
             client_time_ms,
+            change,
         });
         self.send_window(now, conv);
     }
@@ -517,6 +550,7 @@ impl Client {
             client_seq: outgoing.client_seq,
             body: outgoing.body,
             client_time_ms: outgoing.client_time_ms,
+            change: outgoing.change,
         };
         let before = self.cursor(conv);
         self.accept(message);
@@ -563,8 +597,16 @@ impl Client {
     /// it if it was displayed already.
     fn accept(&mut self, message: Message) {
         let conv = message.conv;
-        let conversation = self.store.conversations.entry(conv).or_default();
         let seq = message.seq;
+        let joins_me = message.change.is_some_and(|change| {
+            matches!(change, MembershipChange::Add(_))
+                && change.subject(message.sender_user) == self.identity.user
+        });
+        if joins_me {
+            // Our join point: nothing before it is ours to see (in this membership period).
+            self.raise_cursor(conv, Seq(seq.0 - 1));
+        }
+        let conversation = self.store.conversations.entry(conv).or_default();
         if seq <= conversation.cursor {
             self.emit(Event::DuplicateDropped { conv, seq });
             return;
@@ -584,6 +626,17 @@ impl Client {
                 break;
             };
             self.display(held);
+        }
+    }
+
+    /// Moves the cursor up to a join point (never down), dropping what is held below it.
+    fn raise_cursor(&mut self, conv: ConvId, floor: Seq) {
+        let conversation = self.store.conversations.entry(conv).or_default();
+        if floor > conversation.cursor {
+            conversation.cursor = floor;
+            if let Some(held) = self.hold_back.get_mut(&conv) {
+                held.retain(|seq, _| *seq > floor);
+            }
         }
     }
 
@@ -631,12 +684,16 @@ impl Client {
         let cursor = self.cursor(conv);
         if cursor > before {
             self.emit(Event::CursorAdvanced { conv, cursor });
-        }
-        if self.is_online() {
-            self.transmit(Packet::Ack {
-                conv,
-                watermark: cursor,
-            });
+            // Batched acks: every `ack_batch_max` new messages, or `ack_delay_ms` after the first.
+            let pending = self.ack_pending.entry(conv).or_insert((0, now));
+            pending.0 += (cursor.0 - before.0) as u32;
+            if pending.0 >= self.config.ack_batch_max {
+                self.send_ack(conv);
+            }
+        } else {
+            // Nothing new was displayed: a duplicate or a message ahead of a hole. Ack at once so
+            // the server stops retrying what we have.
+            self.send_ack(conv);
         }
         let hole_open = self
             .hold_back
@@ -646,6 +703,29 @@ impl Client {
             self.gap_since.remove(&conv);
         } else if cursor > before || !self.gap_since.contains_key(&conv) {
             self.gap_since.insert(conv, now);
+        }
+    }
+
+    fn send_ack(&mut self, conv: ConvId) {
+        self.ack_pending.remove(&conv);
+        if self.is_online() {
+            self.transmit(Packet::Ack {
+                conv,
+                watermark: self.cursor(conv),
+            });
+        }
+    }
+
+    fn ack_timeouts(&mut self, now: Time) {
+        let delay_ms = self.config.ack_delay_ms;
+        let due: Vec<ConvId> = self
+            .ack_pending
+            .iter()
+            .filter(|(_, (_, first))| now.since_ms(*first) >= delay_ms)
+            .map(|(c, _)| *c)
+            .collect();
+        for conv in due {
+            self.send_ack(conv);
         }
     }
 
@@ -664,8 +744,8 @@ impl Client {
 
     fn pull_behind(&mut self, now: Time, heads: &[Head]) {
         for head in heads {
-            let conversation = self.store.conversations.entry(head.conv).or_default();
-            if head.seq > conversation.cursor {
+            self.raise_cursor(head.conv, head.floor);
+            if head.seq > self.cursor(head.conv) {
                 self.pull(now, head.conv, PullReason::Resume);
             }
         }
@@ -751,9 +831,14 @@ impl Client {
             .gap_since
             .values()
             .map(|since| since.plus_ms(self.config.gap_timeout_ms));
+        let acks = self
+            .ack_pending
+            .values()
+            .map(|(_, first)| first.plus_ms(self.config.ack_delay_ms));
         link.into_iter()
             .chain(retransmit)
             .chain(pulls)
+            .chain(acks)
             .chain(gaps)
             .min()
     }
@@ -777,5 +862,6 @@ fn send_packet(conv: ConvId, sender: UserId, outgoing: &Outgoing) -> Packet {
         client_seq: outgoing.client_seq,
         body: outgoing.body.clone(),
         client_time_ms: outgoing.client_time_ms,
+        change: outgoing.change,
     }
 }

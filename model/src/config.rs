@@ -51,6 +51,15 @@ pub struct ProtocolConfig {
     pub sessions_max: u32,
     /// Longest message body accepted, in bytes.
     pub body_bytes_max: u32,
+    /// Groups with more members than this get notify-then-pull instead of a push per message.
+    pub notify_threshold_members: u32,
+    /// A device acks its cursor after this many newly displayed messages, or `ack_delay_ms` after
+    /// the first unacknowledged one, whichever comes first (1 = ack every advance at once).
+    pub ack_batch_max: u32,
+    pub ack_delay_ms: u64,
+    /// Fan-out write: copy every entry into each member's inbox (reads come from the inbox).
+    /// Off: store once, one shared timeline per conversation, filtered by membership on read.
+    pub fanout_write: bool,
 }
 
 impl Default for ProtocolConfig {
@@ -78,6 +87,10 @@ impl Default for ProtocolConfig {
             server_tick_ms: 250,
             sessions_max: 1_000_000,
             body_bytes_max: 4_096,
+            notify_threshold_members: 500,
+            ack_batch_max: 1,
+            ack_delay_ms: 200,
+            fanout_write: false,
         }
     }
 }
@@ -118,6 +131,8 @@ impl ProtocolConfig {
             ("push_attempts_max", self.push_attempts_max.into()),
             ("sessions_max", self.sessions_max.into()),
             ("body_bytes_max", self.body_bytes_max.into()),
+            ("ack_batch_max", self.ack_batch_max.into()),
+            ("ack_delay_ms", self.ack_delay_ms),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Directory {
     /// user → device → login token.
     devices: BTreeMap<UserId, BTreeMap<DeviceId, u64>>,
+    /// Founding members of every conversation.
     members: BTreeMap<ConvId, Vec<UserId>>,
-    conversations_of: BTreeMap<UserId, BTreeSet<ConvId>>,
+    groups: BTreeSet<ConvId>,
 }
 
 impl Directory {
@@ -23,10 +24,21 @@ impl Directory {
     }
 
     pub fn add_conversation(&mut self, conv: ConvId, members: Vec<UserId>) {
-        for user in &members {
-            self.conversations_of.entry(*user).or_default().insert(conv);
-        }
         self.members.insert(conv, members);
+    }
+
+    /// A group: its members change through membership entries in its timeline.
+    pub fn add_group(&mut self, conv: ConvId, founders: Vec<UserId>) {
+        self.groups.insert(conv);
+        self.add_conversation(conv, founders);
+    }
+
+    pub fn is_group(&self, conv: ConvId) -> bool {
+        self.groups.contains(&conv)
+    }
+
+    pub fn exists(&self, user: UserId) -> bool {
+        self.devices.contains_key(&user)
     }
 
     pub fn token(&self, user: UserId, device: DeviceId) -> Option<u64> {
@@ -39,6 +51,7 @@ impl Directory {
             .is_some_and(|members| members.contains(&user))
     }
 
+    /// The founding members (a group's current members are the server's business).
     pub fn members(&self, conv: ConvId) -> &[UserId] {
         self.members.get(&conv).map_or(&[], Vec::as_slice)
     }
@@ -48,13 +61,6 @@ impl Directory {
             .get(&user)
             .into_iter()
             .flat_map(|devices| devices.keys().copied())
-    }
-
-    pub fn conversations_of(&self, user: UserId) -> impl Iterator<Item = ConvId> + '_ {
-        self.conversations_of
-            .get(&user)
-            .into_iter()
-            .flat_map(|convs| convs.iter().copied())
     }
 
     pub fn conversations(&self) -> impl Iterator<Item = ConvId> + '_ {

@@ -3,7 +3,7 @@
 //! Checkers read nothing else, so every fact an invariant depends on must be an event here.
 
 use crate::ids::{ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
-use crate::wire::Rejection;
+use crate::wire::{MembershipChange, Rejection};
 use serde::{Deserialize, Serialize};
 
 /// Why a device's session ended.
@@ -42,6 +42,8 @@ pub enum PullReason {
     NextPage,
     /// The previous pull got no answer within `pull_timeout_ms`.
     Retry,
+    /// A large group's notice said there is news.
+    Notified,
 }
 
 /// Everything the model reports. Device events come from `Client`, the rest from `Server`.
@@ -62,6 +64,8 @@ pub enum Event {
         client_seq: ClientSeq,
         body: String,
         client_time_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        change: Option<MembershipChange>,
     },
     /// The user pressed send and was told at once that it failed; the message got no identity.
     SendRefused {
@@ -142,6 +146,8 @@ pub enum Event {
         client_msg_id: ClientMsgId,
         client_seq: ClientSeq,
         body: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        change: Option<MembershipChange>,
     },
     /// The server acknowledged a send to its device.
     AckSent {

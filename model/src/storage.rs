@@ -6,7 +6,7 @@
 //! takes and whether a crash comes first. That split is what makes "crash between store and ack"
 //! a schedule the simulator can produce.
 
-use crate::ids::{ClientMsgId, ClientSeq, ConvId, DeviceId};
+use crate::ids::{ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, UserId};
 use crate::wire::{Message, Rejection};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,12 @@ pub enum Record {
         client_msg_id: ClientMsgId,
         client_seq: ClientSeq,
         reason: Rejection,
+    },
+    /// Fan-out write: a committed entry copied to one user's inbox.
+    InboxCopy {
+        user: UserId,
+        conv: ConvId,
+        seq: Seq,
     },
 }
 

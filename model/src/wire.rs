@@ -16,13 +16,40 @@ pub struct Message {
     pub body: String,
     /// The sender's local clock when the user pressed send. Informational only: order is `seq`.
     pub client_time_ms: u64,
+    /// A group membership change instead of (or with) text: it takes its place in the timeline
+    /// like any message, so every device agrees on who was a member at which seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<MembershipChange>,
 }
 
-/// A head of a conversation: its highest durable seq.
+/// A change of a group's members, sent by a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipChange {
+    Add(UserId),
+    Remove(UserId),
+    /// The sender leaves.
+    Leave,
+}
+
+impl MembershipChange {
+    /// The user whose membership this changes, given who sent it.
+    pub fn subject(self, sender: UserId) -> UserId {
+        match self {
+            MembershipChange::Add(user) | MembershipChange::Remove(user) => user,
+            MembershipChange::Leave => sender,
+        }
+    }
+}
+
+/// What a user may see of a conversation: everything after `floor` up to `seq`. `seq` is the
+/// durable head, or the entry that removed the user; `floor` is the seq before the user's
+/// latest join (zero for a founding member or a 1:1 conversation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
     pub conv: ConvId,
     pub seq: Seq,
+    pub floor: Seq,
 }
 
 /// Why the server refused a packet. Every refusal is sent back to the peer, never swallowed.
@@ -41,6 +68,8 @@ pub enum Rejection {
     ServerFull,
     /// A message body longer than `body_bytes_max`.
     BodyTooLarge,
+    /// A membership change that changes nothing (adding a member, removing a non-member).
+    NoEffect,
     /// A packet that makes no sense in this state (a server-bound kind sent to a device, a
     /// `client_seq` reused with another `client_msg_id`).
     Unexpected,
@@ -66,6 +95,7 @@ pub enum Packet {
         client_seq: ClientSeq,
         body: String,
         client_time_ms: u64,
+        change: Option<MembershipChange>,
     },
     /// Cumulative: the device has displayed every seq of `conv` up to `watermark`.
     Ack {
@@ -111,6 +141,12 @@ pub enum Packet {
     Deliver {
         message: Message,
     },
+    /// Notify-then-pull for large groups: "`conv` has news up to `head`; pull it". At most one
+    /// is outstanding per device and group; later news merges into it.
+    Notify {
+        conv: ConvId,
+        head: Seq,
+    },
     PullResponse {
         conv: ConvId,
         messages: Vec<Message>,
@@ -138,6 +174,7 @@ impl Packet {
             Packet::SendAck { .. } => "send_ack",
             Packet::SendRejected { .. } => "send_rejected",
             Packet::Deliver { .. } => "deliver",
+            Packet::Notify { .. } => "notify",
             Packet::PullResponse { .. } => "pull_response",
             Packet::SyncState { .. } => "sync_state",
         }

@@ -235,6 +235,7 @@ fn send_claiming_another_user_is_refused_with_wrong_user_and_never_committed() {
         client_seq: ClientSeq(1),
         body: "forged".to_string(),
         client_time_ms: 0,
+        change: None,
     };
     net.inject(Address(ALICE), SERVER, forged);
     net.advance(5_000);

@@ -82,7 +82,10 @@ pub struct UserSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationSpec {
     pub conv: ConvId,
+    /// The founding members; a group's later changes are `committed` entries with a `change`.
     pub members: Vec<UserId>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group: bool,
 }
 
 /// One message of a conversation's durable timeline at the end of the run.

@@ -229,7 +229,12 @@ fn start_server(
         }
     }
     for conversation in &setup.topology.conversations {
-        directory.add_conversation(conversation.conv, conversation.members.clone());
+        let members = conversation.members.clone();
+        if conversation.group {
+            directory.add_group(conversation.conv, members);
+        } else {
+            directory.add_conversation(conversation.conv, members);
+        }
     }
     let config = setup.scenario.protocol.clone();
     let server = Server::new(config.clone(), directory.clone(), Time(0));

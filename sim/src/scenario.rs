@@ -68,6 +68,19 @@ pub struct TopologySpec {
     /// of member lists (`[[1, 2], [2, 3]]`, user numbers), numbered c1, c2 … in order.
     #[serde(default)]
     pub conversations: Conversations,
+    /// Groups, numbered after the 1:1 conversations; members drawn at random from the users.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// Founding members of each group.
+    pub size: u32,
+    /// How many groups of this size.
+    #[serde(default = "one")]
+    pub count: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -97,6 +110,13 @@ pub struct WorkloadSpec {
     /// Longest offline period.
     #[serde(default = "default_offline_ms_max")]
     pub offline_ms_max: u64,
+    /// Share of devices online at any moment of the safety phase: each device is online for one
+    /// window of this share of the phase, at a random place (1 = online from the start).
+    #[serde(default = "default_online_fraction")]
+    pub online_fraction: f64,
+    /// Group membership changes (add, remove, leave) at random times, by random members.
+    #[serde(default)]
+    pub membership_changes: u32,
     /// An explicit schedule. When given it is the whole workload (the random one above must be
     /// switched off: `messages = 0`, `offline_periods_per_device = 0`), so a shrunk or
     /// hand-written failure replays the same user actions whatever the seed.
@@ -271,22 +291,70 @@ impl Scenario {
             Conversations::AllPairs => {}
             Conversations::Pairs(pairs) => {
                 let possible = u64::from(t.users) * u64::from(t.users - 1) / 2;
-                check_range("topology.conversations", (*pairs).into(), 1, possible)?;
+                let min = if t.groups.is_empty() { 1 } else { 0 };
+                check_range("topology.conversations", (*pairs).into(), min, possible)?;
             }
             Conversations::List(lists) => {
-                check_range("topology.conversations (count)", lists.len() as u64, 1, USERS_MAX.into())?;
+                check_range(
+                    "topology.conversations (count)",
+                    lists.len() as u64,
+                    1,
+                    USERS_MAX.into(),
+                )?;
                 for (i, members) in lists.iter().enumerate() {
-                    check_range(&format!("topology.conversations[{i}] (members)"), members.len() as u64, 2, 2)?;
+                    check_range(
+                        &format!("topology.conversations[{i}] (members)"),
+                        members.len() as u64,
+                        2,
+                        2,
+                    )?;
                     for user in members {
-                        check_range(&format!("topology.conversations[{i}][]"), (*user).into(), 1, t.users.into())?;
+                        check_range(
+                            &format!("topology.conversations[{i}][]"),
+                            (*user).into(),
+                            1,
+                            t.users.into(),
+                        )?;
                     }
                     if members[0] == members[1] {
-                        return Err(format!("topology.conversations[{i}] names user {} twice", members[0]));
+                        return Err(format!(
+                            "topology.conversations[{i}] names user {} twice",
+                            members[0]
+                        ));
                     }
                 }
             }
         }
+        for (i, group) in t.groups.iter().enumerate() {
+            check_range(
+                &format!("topology.groups[{i}].size"),
+                group.size.into(),
+                2,
+                t.users.into(),
+            )?;
+            check_range(
+                &format!("topology.groups[{i}].count"),
+                group.count.into(),
+                1,
+                10_000,
+            )?;
+        }
         check_range("workload.duration_ms", w.duration_ms, 1, DURATION_MS_MAX)?;
+        if !(w.online_fraction > 0.0 && w.online_fraction <= 1.0) {
+            return Err(format!(
+                "workload.online_fraction = {} is out of range: it must be above 0 and at most 1",
+                w.online_fraction
+            ));
+        }
+        check_range(
+            "workload.membership_changes",
+            w.membership_changes.into(),
+            0,
+            MESSAGES_MAX.into(),
+        )?;
+        if w.membership_changes > 0 && t.groups.is_empty() {
+            return Err("workload.membership_changes needs topology.groups".to_string());
+        }
         check_range(
             "workload.messages",
             w.messages.into(),
@@ -324,20 +392,38 @@ impl Scenario {
             return Ok(());
         }
         if w.messages > 0 || w.offline_periods_per_device > 0 {
-            return Err("workload.script replaces the random workload: set workload.messages = 0 and \
+            return Err(
+                "workload.script replaces the random workload: set workload.messages = 0 and \
                         workload.offline_periods_per_device = 0"
-                .to_string());
+                    .to_string(),
+            );
         }
         let conversations = match &self.topology.conversations {
             Conversations::List(lists) => lists.len() as u64,
-            _ => return Err("workload.script needs an explicit topology.conversations list".to_string()),
+            _ => {
+                return Err(
+                    "workload.script needs an explicit topology.conversations list".to_string(),
+                )
+            }
         };
         for (i, action) in w.script.iter().enumerate() {
             let field = format!("workload.script[{i}]");
-            check_range(&format!("{field}.at_ms"), action.at_ms, 0, w.duration_ms - 1)?;
-            check_range(&format!("{field}.device"), action.device.into(), 1, self.device_count().into())?;
+            check_range(
+                &format!("{field}.at_ms"),
+                action.at_ms,
+                0,
+                w.duration_ms - 1,
+            )?;
+            check_range(
+                &format!("{field}.device"),
+                action.device.into(),
+                1,
+                self.device_count().into(),
+            )?;
             match (action.action, action.conv) {
-                (Action::Send, Some(conv)) => check_range(&format!("{field}.conv"), conv.into(), 1, conversations)?,
+                (Action::Send, Some(conv)) => {
+                    check_range(&format!("{field}.conv"), conv.into(), 1, conversations)?
+                }
                 (Action::Send, None) => return Err(format!("{field}: a send needs a conv")),
                 (_, Some(_)) => return Err(format!("{field}: only a send has a conv")),
                 (_, None) => {}
@@ -366,6 +452,10 @@ fn yes() -> bool {
 
 fn default_offline_ms_max() -> u64 {
     10_000
+}
+
+fn default_online_fraction() -> f64 {
+    1.0
 }
 
 /// `conversations = "all-pairs"` in TOML.

@@ -4,7 +4,7 @@
 
 use crate::history::{ConversationSpec, Topology, UserSpec};
 use crate::scenario::{Action, Conversations, Scenario, ScriptedAction};
-use imsim_model::{Command, ConvId, DeviceId, UserId};
+use imsim_model::{Command, ConvId, DeviceId, MembershipChange, UserId};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -44,7 +44,10 @@ pub fn topology(scenario: &Scenario, rng: &mut impl Rng) -> Topology {
             }
         }
         Conversations::List(lists) => {
-            pairs = lists.iter().map(|members| (members[0], members[1])).collect();
+            pairs = lists
+                .iter()
+                .map(|members| (members[0], members[1]))
+                .collect();
         }
         Conversations::Pairs(count) => {
             // Rejection sampling is fine: validation caps `count` at the number of pairs, and
@@ -71,14 +74,29 @@ pub fn topology(scenario: &Scenario, rng: &mut impl Rng) -> Topology {
         }
     }
     // Pairs keep their listed order (a scripted scenario names conversations by position).
-    let conversations = pairs
+    let mut conversations: Vec<ConversationSpec> = pairs
         .into_iter()
         .enumerate()
         .map(|(i, (a, b))| ConversationSpec {
             conv: ConvId(i as u32 + 1),
             members: vec![UserId(a), UserId(b)],
+            group: false,
         })
         .collect();
+    for group in &spec.groups {
+        for _ in 0..group.count {
+            let chosen = rand::seq::index::sample(rng, spec.users as usize, group.size as usize);
+            let mut members: Vec<UserId> =
+                chosen.into_iter().map(|i| UserId(i as u32 + 1)).collect();
+            members.sort();
+            let conv = ConvId(conversations.len() as u32 + 1);
+            conversations.push(ConversationSpec {
+                conv,
+                members,
+                group: true,
+            });
+        }
+    }
     Topology {
         users,
         conversations,
@@ -100,10 +118,19 @@ pub fn plan(scenario: &Scenario, topology: &Topology, rng: &mut impl Rng) -> Pla
         .map(|u| (u.user, u.devices.as_slice()))
         .collect();
     for device in devices_of.values().flat_map(|devices| devices.iter()) {
-        commands
-            .entry(*device)
-            .or_default()
-            .push((rng.gen_range(0..duration_ms.min(500)), Command::GoOnline));
+        if workload.online_fraction >= 1.0 {
+            commands
+                .entry(*device)
+                .or_default()
+                .push((rng.gen_range(0..duration_ms.min(500)), Command::GoOnline));
+        } else {
+            // One online window of the given share of the phase, placed at random.
+            let window_ms = ((duration_ms as f64) * workload.online_fraction) as u64;
+            let start_ms = rng.gen_range(0..=duration_ms - window_ms);
+            let entry = commands.entry(*device).or_default();
+            entry.push((start_ms, Command::GoOnline));
+            entry.push((start_ms + window_ms, Command::GoOffline));
+        }
         for _ in 0..workload.offline_periods_per_device {
             let start_ms = rng.gen_range(0..duration_ms);
             let end_ms = (start_ms + rng.gen_range(1..=workload.offline_ms_max)).min(duration_ms);
@@ -135,11 +162,55 @@ pub fn plan(scenario: &Scenario, topology: &Topology, rng: &mut impl Rng) -> Pla
             ));
         }
     }
+    membership_changes(
+        workload.membership_changes,
+        topology,
+        &devices_of,
+        duration_ms,
+        rng,
+        &mut commands,
+    );
     // A stable sort keeps same-time commands in the order they were drawn (a burst stays in order).
     for device_commands in commands.values_mut() {
         device_commands.sort_by_key(|(at_ms, _)| *at_ms);
     }
     Plan { commands }
+}
+
+/// Membership churn: a random founding member of a random group adds a random user, removes a
+/// random founder, or leaves. Changes that no longer make sense when they run (the actor was
+/// removed meanwhile, the subject is already a member) are refused by the server, and the user
+/// sees the refusal: that is part of what churn tests.
+fn membership_changes(
+    count: u32,
+    topology: &Topology,
+    devices_of: &BTreeMap<UserId, &[DeviceId]>,
+    duration_ms: u64,
+    rng: &mut impl Rng,
+    commands: &mut BTreeMap<DeviceId, Vec<(u64, Command)>>,
+) {
+    let groups: Vec<&ConversationSpec> =
+        topology.conversations.iter().filter(|c| c.group).collect();
+    let users = topology.users.len() as u32;
+    for _ in 0..count {
+        let group = groups[rng.gen_range(0..groups.len())];
+        let actor = group.members[rng.gen_range(0..group.members.len())];
+        let change = match rng.gen_range(0..5) {
+            0 | 1 => MembershipChange::Add(UserId(rng.gen_range(1..=users))),
+            2 | 3 => MembershipChange::Remove(group.members[rng.gen_range(0..group.members.len())]),
+            _ => MembershipChange::Leave,
+        };
+        let devices = devices_of[&actor];
+        let device = devices[rng.gen_range(0..devices.len())];
+        let at_ms = rng.gen_range(0..duration_ms);
+        commands.entry(device).or_default().push((
+            at_ms,
+            Command::ChangeMembership {
+                conv: group.conv,
+                change,
+            },
+        ));
+    }
 }
 
 /// The plan of a scripted workload: exactly its actions, in time order.
@@ -152,10 +223,16 @@ fn scripted(script: &[ScriptedAction]) -> Plan {
             Action::Send => Command::Send {
                 // Validation guarantees a send has a conv.
                 conv: ConvId(action.conv.expect("a validated send has a conv")),
-                body: action.body.clone().unwrap_or_else(|| format!("d{} #{}", action.device, i + 1)),
+                body: action
+                    .body
+                    .clone()
+                    .unwrap_or_else(|| format!("d{} #{}", action.device, i + 1)),
             },
         };
-        commands.entry(DeviceId(action.device)).or_default().push((action.at_ms, command));
+        commands
+            .entry(DeviceId(action.device))
+            .or_default()
+            .push((action.at_ms, command));
     }
     for device_commands in commands.values_mut() {
         device_commands.sort_by_key(|(at_ms, _)| *at_ms);

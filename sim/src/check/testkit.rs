@@ -77,7 +77,11 @@ impl Story {
                 .collect(),
             conversations: conversations
                 .into_iter()
-                .map(|(conv, members)| ConversationSpec { conv, members })
+                .map(|(conv, members)| ConversationSpec {
+                    conv,
+                    members,
+                    group: false,
+                })
                 .collect(),
         };
         let mut story = Story {
@@ -160,6 +164,7 @@ impl Story {
                 client_seq,
                 body,
                 client_time_ms,
+                change: None,
             },
         )
     }
@@ -195,6 +200,7 @@ impl Story {
             client_msg_id: id,
             client_seq,
             body,
+            change: None,
         };
         self.push(Node::Server, Entry::Protocol(event))
     }

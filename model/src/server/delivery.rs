@@ -1,0 +1,209 @@
+//! Rule 5 of the server and the reads: push (or, for large groups, notify-then-pull) each durable
+//! entry to the devices that may see it, retry what is not acknowledged, serve pulls, and tell a
+//! device what it may see (heads with their floors, and the sync key).
+
+use super::{Retry, Server};
+use crate::event::Event;
+use crate::ids::{Address, ConvId, DeviceId, Seq, UserId};
+use crate::time::Time;
+use crate::wire::{Head, Message, Packet, Rejection};
+
+impl Server {
+    /// Sends a newly durable entry to the online devices of its audience (not the sender's).
+    pub(super) fn deliver(&mut self, now: Time, message: &Message) {
+        let conversation = &self.conversations[&message.conv];
+        let notify = conversation.is_group
+            && conversation.membership.member_count()
+                > self.config.notify_threshold_members as usize;
+        let mut targets = Vec::new();
+        for user in conversation.membership.audience(message.seq) {
+            for device in self.directory.devices(user) {
+                if device == message.sender_device {
+                    continue;
+                }
+                if let Some(address) = self.session_of_device.get(&device) {
+                    targets.push(*address);
+                }
+            }
+        }
+        let retry_at = now.plus_ms(self.config.push_retry_initial_ms);
+        let head = conversation.durable_head;
+        for address in targets {
+            let Some(session) = self.sessions.get_mut(&address) else {
+                continue;
+            };
+            if notify {
+                // One notice outstanding per device and group: later news merges into it.
+                if session.notices.contains_key(&message.conv) {
+                    continue;
+                }
+                session.notices.insert(
+                    message.conv,
+                    Retry {
+                        attempts: 1,
+                        retry_at,
+                    },
+                );
+                self.transmit(
+                    address,
+                    Packet::Notify {
+                        conv: message.conv,
+                        head,
+                    },
+                );
+            } else {
+                if session.pushes.len() >= self.config.push_window_max as usize {
+                    // Window full: the device is far behind and will catch up by pull.
+                    continue;
+                }
+                session.pushes.insert(
+                    (message.conv, message.seq),
+                    Retry {
+                        attempts: 1,
+                        retry_at,
+                    },
+                );
+                self.transmit(
+                    address,
+                    Packet::Deliver {
+                        message: message.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Resends pushes and notices whose time has come, with backoff; gives up after
+    /// `push_attempts_max` tries (the heartbeat's sync key catches the device up).
+    pub(super) fn retry_deliveries(&mut self, now: Time) {
+        let config = &self.config;
+        let backoff = |attempts: u32| {
+            let backoff_ms = config.push_retry_initial_ms << attempts.min(16);
+            now.plus_ms(backoff_ms.min(config.push_retry_max_ms))
+        };
+        let mut resend = Vec::new();
+        let mut abandoned = Vec::new();
+        for (address, session) in &mut self.sessions {
+            let mut due = |key: (ConvId, Seq), retry: &mut Retry, notice: bool| {
+                if retry.retry_at > now {
+                    return true;
+                }
+                if retry.attempts >= config.push_attempts_max {
+                    abandoned.push((session.device, key.0, key.1));
+                    return false;
+                }
+                retry.retry_at = backoff(retry.attempts);
+                retry.attempts += 1;
+                resend.push((*address, key.0, key.1, notice));
+                true
+            };
+            session.pushes.retain(|&key, retry| due(key, retry, false));
+            session
+                .notices
+                .retain(|&conv, retry| due((conv, Seq::ZERO), retry, true));
+        }
+        for (device, conv, seq) in abandoned {
+            self.emit(Event::PushAbandoned { device, conv, seq });
+        }
+        for (address, conv, seq, notice) in resend {
+            let conversation = &self.conversations[&conv];
+            let packet = if notice {
+                Packet::Notify {
+                    conv,
+                    head: conversation.durable_head,
+                }
+            } else {
+                Packet::Deliver {
+                    message: conversation.messages[seq.0 as usize - 1].clone(),
+                }
+            };
+            self.transmit(address, packet);
+        }
+    }
+
+    /// Serves up to `limit` durable entries after `after` that the user may see.
+    pub(super) fn handle_pull(
+        &mut self,
+        from: Address,
+        user: UserId,
+        device: DeviceId,
+        conv: ConvId,
+        after: Seq,
+        limit: u32,
+    ) {
+        let Some((floor, cap)) = self.window(user, conv) else {
+            self.refuse(from, Some(device), Rejection::NotMember, "pull");
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.notices.remove(&conv);
+        }
+        let limit = limit.clamp(1, self.config.pull_page_max) as usize;
+        let conversation = &self.conversations[&conv];
+        let start = after.max(floor);
+        let seqs: Vec<Seq> = if self.config.fanout_write {
+            // Fan-out write reads the user's own inbox.
+            let inbox = self
+                .inboxes
+                .get(&(user, conv))
+                .map_or(&[][..], Vec::as_slice);
+            let first = inbox.partition_point(|seq| *seq <= start);
+            inbox[first..]
+                .iter()
+                .copied()
+                .take_while(|seq| *seq <= cap)
+                .take(limit)
+                .collect()
+        } else {
+            // Store once reads the shared timeline, filtered by membership.
+            (start.0 + 1..=cap.0)
+                .map(Seq)
+                .filter(|seq| conversation.membership.visible(user, *seq))
+                .take(limit)
+                .collect()
+        };
+        let messages = seqs
+            .iter()
+            .map(|seq| conversation.messages[seq.0 as usize - 1].clone())
+            .collect();
+        self.transmit(
+            from,
+            Packet::PullResponse {
+                conv,
+                messages,
+                head: cap,
+            },
+        );
+    }
+
+    /// What `user` may see of `conv` now: `(floor, cap)` over the durable timeline.
+    fn window(&self, user: UserId, conv: ConvId) -> Option<(Seq, Seq)> {
+        let conversation = self.conversations.get(&conv)?;
+        conversation
+            .membership
+            .window(user, conversation.durable_head)
+    }
+
+    pub(super) fn heads(&self, user: UserId) -> Vec<Head> {
+        let Some(conversations) = self.conversations_of.get(&user) else {
+            return Vec::new();
+        };
+        conversations
+            .iter()
+            .filter_map(|conv| {
+                self.window(user, *conv).map(|(floor, seq)| Head {
+                    conv: *conv,
+                    seq,
+                    floor,
+                })
+            })
+            .collect()
+    }
+
+    /// The sum of what the user may see of each conversation: it only grows while the user
+    /// stays in its groups, so a device whose sum of cursors is lower knows it is missing
+    /// something.
+    pub(super) fn sync_key(&self, user: UserId) -> u64 {
+        self.heads(user).iter().map(|head| head.seq.0).sum()
+    }
+}

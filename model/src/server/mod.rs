@@ -1,0 +1,391 @@
+//! The server: sessions, sequencing, durable commit, membership, push and pull.
+//!
+//! The rules it keeps, in the order a message meets them:
+//! 1. Only a logged-in session may send, and only as its own user, and only to a conversation the
+//!    user is a member of now. A membership change is a message like any other.
+//! 2. Sender FIFO: per (device, conversation) the server accepts `client_seq` `k + 1` only after
+//!    `k` is resolved (committed or refused). A later one arriving first is dropped; the device
+//!    retransmits in order. So a device's messages take seqs in the order the user sent them.
+//! 3. Idempotence: a retransmit of a resolved message gets the original answer (same seq).
+//! 4. Store, then ack: a seq is handed out when the write is issued, but nothing about the message
+//!    (ack, push, pull) leaves the server before the write is durable. A crash can lose an
+//!    unsynced write; its seq was never visible, so reusing it after recovery is safe.
+//! 5. Delivery: each durable entry goes to the devices of the users who may see it (members at
+//!    its seq), except the sending device: pushed, or for a group above
+//!    `notify_threshold_members` announced by a merged notice and pulled. Devices catch up on
+//!    anything else by pull, prompted by heads at login, the heartbeat's sync key or a gap.
+//!
+//! `commit.rs` holds rules 1–4, `delivery.rs` rule 5 and the reads.
+
+mod commit;
+mod delivery;
+
+use crate::config::ProtocolConfig;
+use crate::directory::Directory;
+use crate::event::{Event, SessionEnd};
+use crate::ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
+use crate::membership::Membership;
+use crate::output::Output;
+use crate::storage::Storage;
+use crate::time::Time;
+use crate::wire::{Message, Packet, Rejection};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+pub struct Server {
+    config: ProtocolConfig,
+    directory: Directory,
+    storage: Storage,
+    /// Restarts so far; session ids are unique across them.
+    incarnation: u64,
+    conversations: BTreeMap<ConvId, Conversation>,
+    /// Every conversation a user was ever a member of.
+    conversations_of: BTreeMap<UserId, BTreeSet<ConvId>>,
+    /// Fan-out write only: each user's inbox, the seqs copied to it per conversation.
+    inboxes: BTreeMap<(UserId, ConvId), Vec<Seq>>,
+    /// Per (device, conversation): the highest `client_seq` resolved (committed or refused).
+    resolved: BTreeMap<(DeviceId, ConvId), ClientSeq>,
+    /// Per (device, client_msg_id): how its send was resolved, for idempotent retransmits.
+    outcomes: BTreeMap<(DeviceId, ClientMsgId), Outcome>,
+    sync_in_flight: bool,
+    sessions: BTreeMap<Address, Session>,
+    session_of_device: BTreeMap<DeviceId, Address>,
+    sessions_opened: u64,
+    next_tick: Time,
+    outputs: VecDeque<Output>,
+    armed: Option<Time>,
+}
+
+/// A conversation's timeline (index = seq - 1, written entries, durable up to `durable_head`)
+/// and its membership as of the last written entry.
+struct Conversation {
+    messages: Vec<Message>,
+    durable_head: Seq,
+    membership: Membership,
+    is_group: bool,
+}
+
+/// How a send was resolved, and where in the log (durable once the log is synced past it).
+#[derive(Clone, Copy)]
+struct Outcome {
+    conv: ConvId,
+    resolution: Resolution,
+    log_position: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Resolution {
+    Committed(Seq),
+    Refused(Rejection),
+}
+
+struct Session {
+    id: SessionId,
+    user: UserId,
+    device: DeviceId,
+    last_heard: Time,
+    /// Pushes not yet covered by the device's cumulative ack.
+    pushes: BTreeMap<(ConvId, Seq), Retry>,
+    /// Large groups with a notice outstanding (cleared when the device pulls).
+    notices: BTreeMap<ConvId, Retry>,
+}
+
+struct Retry {
+    attempts: u32,
+    retry_at: Time,
+}
+
+impl Server {
+    /// A server with empty storage.
+    pub fn new(config: ProtocolConfig, directory: Directory, now: Time) -> Server {
+        Server::recover(config, directory, &Storage::new(), 0, now)
+    }
+
+    /// A server restarted after a crash: only the durable records of `storage_at_crash` survive,
+    /// every index is rebuilt from them, and sessions start empty.
+    pub fn recover(
+        config: ProtocolConfig,
+        directory: Directory,
+        storage_at_crash: &Storage,
+        incarnation: u64,
+        now: Time,
+    ) -> Server {
+        let (storage, lost_unsynced_writes) = storage_at_crash.crash();
+        let mut conversations = BTreeMap::new();
+        let mut conversations_of: BTreeMap<UserId, BTreeSet<ConvId>> = BTreeMap::new();
+        for conv in directory.conversations() {
+            let members = directory.members(conv);
+            for user in members {
+                conversations_of.entry(*user).or_default().insert(conv);
+            }
+            let conversation = Conversation {
+                messages: Vec::new(),
+                durable_head: Seq::ZERO,
+                membership: Membership::founded(members),
+                is_group: directory.is_group(conv),
+            };
+            conversations.insert(conv, conversation);
+        }
+        let mut server = Server {
+            config,
+            directory,
+            storage: Storage::new(),
+            incarnation,
+            conversations,
+            conversations_of,
+            inboxes: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            sync_in_flight: false,
+            sessions: BTreeMap::new(),
+            session_of_device: BTreeMap::new(),
+            sessions_opened: 0,
+            next_tick: now,
+            outputs: VecDeque::new(),
+            armed: None,
+        };
+        for (position, record) in storage.durable().iter().enumerate() {
+            server.apply(record, position as u64);
+        }
+        for conversation in server.conversations.values_mut() {
+            conversation.durable_head = Seq(conversation.messages.len() as u64);
+        }
+        server.storage = storage;
+        if incarnation > 0 {
+            let messages = server
+                .conversations
+                .values()
+                .map(|c| c.messages.len() as u64)
+                .sum();
+            server.emit(Event::Recovered {
+                messages,
+                lost_unsynced_writes,
+            });
+        }
+        server.rearm();
+        server
+    }
+
+    // ---- getters ----
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The durable entries of a conversation, in seq order.
+    pub fn durable_timeline(&self, conv: ConvId) -> &[Message] {
+        self.conversations
+            .get(&conv)
+            .map_or(&[], |c| &c.messages[..c.durable_head.0 as usize])
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    // ---- inputs ----
+
+    pub fn handle_packet(&mut self, now: Time, from: Address, packet: Packet) {
+        if let Packet::Login {
+            user,
+            device,
+            token,
+        } = packet
+        {
+            self.handle_login(now, from, user, device, token);
+            self.rearm();
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(&from) else {
+            self.refuse(from, None, Rejection::NotLoggedIn, packet.kind());
+            self.rearm();
+            return;
+        };
+        session.last_heard = now;
+        let (user, device) = (session.user, session.device);
+        match packet {
+            Packet::Logout => self.close_session(from, SessionEnd::Logout),
+            Packet::Heartbeat => {
+                let sync_key = self.sync_key(user);
+                self.transmit(from, Packet::HeartbeatAck { sync_key });
+            }
+            Packet::Send {
+                conv,
+                sender,
+                client_msg_id,
+                client_seq,
+                body,
+                client_time_ms,
+                change,
+            } => {
+                let send = commit::IncomingSend {
+                    conv,
+                    client_msg_id,
+                    client_seq,
+                    body,
+                    client_time_ms,
+                    change,
+                };
+                if sender != user {
+                    self.refuse(from, Some(device), Rejection::WrongUser, "send");
+                } else {
+                    self.handle_send(from, user, device, send);
+                }
+            }
+            Packet::Ack { conv, watermark } => {
+                if let Some(session) = self.sessions.get_mut(&from) {
+                    session
+                        .pushes
+                        .retain(|&(c, seq), _| c != conv || seq > watermark);
+                }
+            }
+            Packet::Pull { conv, after, limit } => {
+                self.handle_pull(from, user, device, conv, after, limit)
+            }
+            Packet::SyncRequest => {
+                let heads = self.heads(user);
+                self.transmit(from, Packet::SyncState { heads });
+            }
+            other => self.refuse(from, Some(device), Rejection::Unexpected, other.kind()),
+        }
+        self.rearm();
+    }
+
+    pub fn handle_timeout(&mut self, now: Time) {
+        // The driver's timer is spent: whatever is due next must be armed again.
+        self.armed = None;
+        if now >= self.next_tick {
+            self.expire_sessions(now);
+            self.retry_deliveries(now);
+            self.next_tick = now.plus_ms(self.config.server_tick_ms);
+        }
+        self.rearm();
+    }
+
+    /// The storage finished a sync requested by `Output::SyncStorage { through }`.
+    pub fn handle_storage_synced(&mut self, now: Time, through: u64) {
+        let newly_durable = self.storage.sync(through).to_vec();
+        self.sync_in_flight = false;
+        for record in newly_durable {
+            self.publish(now, record);
+        }
+        if self.storage.written() > self.storage.synced() {
+            self.request_sync();
+        }
+        self.rearm();
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    // ---- sessions ----
+
+    fn handle_login(
+        &mut self,
+        now: Time,
+        from: Address,
+        user: UserId,
+        device: DeviceId,
+        token: u64,
+    ) {
+        if self.directory.token(user, device) != Some(token) {
+            self.refuse(from, Some(device), Rejection::BadCredentials, "login");
+            return;
+        }
+        if let Some(old) = self.session_of_device.get(&device).copied() {
+            self.close_session(old, SessionEnd::Replaced);
+        }
+        if self.sessions.contains_key(&from) {
+            self.close_session(from, SessionEnd::Replaced);
+        }
+        if self.sessions.len() >= self.config.sessions_max as usize {
+            self.refuse(from, Some(device), Rejection::ServerFull, "login");
+            return;
+        }
+        self.sessions_opened += 1;
+        let session = SessionId((self.incarnation << 40) | self.sessions_opened);
+        let state = Session {
+            id: session,
+            user,
+            device,
+            last_heard: now,
+            pushes: BTreeMap::new(),
+            notices: BTreeMap::new(),
+        };
+        self.sessions.insert(from, state);
+        self.session_of_device.insert(device, from);
+        self.emit(Event::SessionOpened {
+            session,
+            user,
+            device,
+        });
+        let heads = self.heads(user);
+        self.transmit(from, Packet::LoginOk { session, heads });
+    }
+
+    fn close_session(&mut self, address: Address, reason: SessionEnd) {
+        if let Some(session) = self.sessions.remove(&address) {
+            self.session_of_device.remove(&session.device);
+            let (session, device) = (session.id, session.device);
+            self.emit(Event::SessionClosed {
+                session,
+                device,
+                reason,
+            });
+        }
+    }
+
+    fn expire_sessions(&mut self, now: Time) {
+        let timeout_ms = self.config.session_timeout_ms;
+        let expired: Vec<Address> = self
+            .sessions
+            .iter()
+            .filter(|(_, session)| now.since_ms(session.last_heard) >= timeout_ms)
+            .map(|(address, _)| *address)
+            .collect();
+        for address in expired {
+            self.close_session(address, SessionEnd::Timeout);
+        }
+    }
+
+    // ---- outputs ----
+
+    fn refuse(&mut self, to: Address, device: Option<DeviceId>, reason: Rejection, refused: &str) {
+        self.emit(Event::Rejected {
+            device,
+            refused: refused.to_string(),
+            reason,
+        });
+        self.transmit(
+            to,
+            Packet::Error {
+                reason,
+                refused: refused.to_string(),
+            },
+        );
+    }
+
+    fn transmit(&mut self, to: Address, packet: Packet) {
+        self.outputs.push_back(Output::Transmit { to, packet });
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    fn rearm(&mut self) {
+        if self.armed != Some(self.next_tick) {
+            self.armed = Some(self.next_tick);
+            self.outputs
+                .push_back(Output::ArmTimer { at: self.next_tick });
+        }
+    }
+}
