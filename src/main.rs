@@ -5,7 +5,7 @@ mod output;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use imsim_sim::replay_command;
-use imsim_sim::scenario::SHIPPED;
+use imsim_sim::scenario::default_set;
 use imsim_sim::{run, RunOutcome, Scenario};
 use output::{print_outcome_json, print_outcome_text, print_trace, say};
 use std::ops::Range;
@@ -121,7 +121,7 @@ fn parse_seed_range(text: &str) -> Result<Range<u64>, String> {
 /// Loads every scenario before running any, so a typo in the last one fails at once.
 fn load_all(names: Vec<String>) -> Result<Vec<(String, Scenario)>, String> {
     let names = if names.is_empty() {
-        SHIPPED.iter().map(|(name, _)| name.to_string()).collect()
+        default_set().map(str::to_string).collect()
     } else {
         names
     };

@@ -43,7 +43,19 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome) {
         stats.server_crashes,
         stats.device_restarts,
         stats.simulated_ms as f64 / 1000.0,
-        imsim_sim::Invariant::ALL.len(),
+                imsim_sim::Invariant::ALL.len(),
+    );
+    let latency = &stats.latency_ms;
+    say!(
+        "   cost: storage writes/msg {:.2} | packets/delivery {:.2} | notices/msg {:.2} | \
+         send->display p50 {} ms p90 {} ms p99 {} ms max {} ms",
+        stats.writes_per_message(),
+        stats.packets_per_delivery(),
+        stats.notices_per_message(),
+        latency.p50,
+        latency.p90,
+        latency.p99,
+        latency.max,
     );
     if !outcome.ok() {
         for line in outcome.failure_report(scenario).lines() {

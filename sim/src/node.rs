@@ -17,6 +17,7 @@ use madsim::time::{sleep, sleep_until, Duration, Instant};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
@@ -28,6 +29,10 @@ const CLOCK_BASE_MS: i64 = 1_000_000_000;
 /// A storage sync takes between these many milliseconds: long enough that a crash can fall
 /// between a write and its sync.
 const SYNC_MS_MIN: u64 = 1;
+/// Receive tasks per node (see `bind`): the server takes in up to about this many thousand
+/// datagrams per simulated second; a device needs few.
+const SERVER_RECEIVERS: usize = 256;
+const DEVICE_RECEIVERS: usize = 1;
 const SYNC_MS_MAX: u64 = 5;
 
 /// What every node of one run shares: the clock origin, the history and the fault layer.
@@ -46,13 +51,15 @@ struct FaultLayer {
 }
 
 /// What the fault layer did to the run's packets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PacketStats {
     pub sent: u64,
     pub dropped: u64,
     pub duplicated: u64,
     pub delayed: u64,
     pub held: u64,
+    /// Packets sent, by kind (`deliver`, `notify`, `pull` …).
+    pub by_kind: BTreeMap<&'static str, u64>,
 }
 
 /// Locks a mutex. The simulation runs on one thread and no lock is held across an `await`, so
@@ -90,7 +97,7 @@ impl World {
     }
 
     pub(crate) fn packet_stats(&self) -> PacketStats {
-        lock(&self.faults).stats
+        lock(&self.faults).stats.clone()
     }
 
     pub(crate) async fn sleep_until_ms(&self, at_ms: u64) {
@@ -110,6 +117,7 @@ impl World {
         let verdict = {
             let mut faults = lock(&self.faults);
             faults.stats.sent += 1;
+            *faults.stats.by_kind.entry(packet.kind()).or_default() += 1;
             let verdict = if now_ms < self.safety_end_ms {
                 faults.verdict(device, to_server, now_ms)
             } else {
@@ -191,31 +199,84 @@ pub(crate) fn device_address(device: DeviceId) -> Address {
     Address(device.0)
 }
 
-async fn bind(ip: IpAddr) -> (Arc<Endpoint>, mpsc::UnboundedReceiver<(Packet, Address)>) {
+/// Everything that can wake a node, in one channel: the node's loop awaits only this, so it
+/// never re-polls sleeps (each poll of a pending madsim `Sleep` registers another timer, and a
+/// loop that re-created its sleeps on every packet left millions of dead timers behind).
+enum Input {
+    Packet(Packet, Address),
+    /// The alarm set for this time (true ms) went off.
+    Alarm(u64),
+    /// The workload command at this index of the device's plan is due.
+    Command(usize),
+    /// The storage sync up to this record finished.
+    Synced(u64),
+}
+
+type Inputs = mpsc::UnboundedSender<Input>;
+
+/// Binds the node's address and starts `receivers` receive tasks feeding the node's inputs.
+///
+/// madsim's `recv_from_raw` sleeps a few microseconds per datagram, and madsim's timers have
+/// millisecond granularity, so one receive task takes in at most about 1,000 datagrams per
+/// simulated second. A server in front of thousands of devices needs many receive tasks, or the
+/// harness itself, not the protocol, would congest it (seen: a 10,000-member group collapsing
+/// into timeouts and retries with no fault injected).
+async fn bind(ip: IpAddr, receivers: usize, inputs: &Inputs) -> Arc<Endpoint> {
     // Binding a fresh node's own address cannot fail: each node binds once per incarnation.
     let endpoint = Arc::new(
         Endpoint::bind(SocketAddr::new(ip, PORT))
             .await
             .expect("bind node address"),
     );
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let receiving = endpoint.clone();
-    madsim::task::spawn(async move {
-        while let Ok((payload, from)) = receiving.recv_from_raw(TAG).await {
-            if let Ok(packet) = payload.downcast::<Packet>() {
-                if sender.send((*packet, address_of(from))).is_err() {
-                    break;
+    for _ in 0..receivers {
+        let (receiving, inputs) = (endpoint.clone(), inputs.clone());
+        madsim::task::spawn(async move {
+            while let Ok((payload, from)) = receiving.recv_from_raw(TAG).await {
+                if let Ok(packet) = payload.downcast::<Packet>() {
+                    if inputs
+                        .send(Input::Packet(*packet, address_of(from)))
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
             }
-        }
-    });
-    (endpoint, receiver)
+        });
+    }
+    endpoint
 }
 
-async fn wait_until(world: &World, at_ms: Option<u64>) {
-    match at_ms {
-        Some(at_ms) => world.sleep_until_ms(at_ms).await,
-        None => std::future::pending().await,
+/// The node's timer: one sleeper task per deadline that moves earlier. A later deadline waits
+/// for the pending alarm; the machine, woken early, simply arms its timer again.
+struct Alarm {
+    world: Arc<World>,
+    inputs: Inputs,
+    pending_ms: Option<u64>,
+}
+
+impl Alarm {
+    fn set(&mut self, at_ms: u64) {
+        if self
+            .pending_ms
+            .is_some_and(|pending_ms| pending_ms <= at_ms)
+        {
+            return;
+        }
+        self.pending_ms = Some(at_ms);
+        let (world, inputs) = (self.world.clone(), self.inputs.clone());
+        madsim::task::spawn(async move {
+            world.sleep_until_ms(at_ms).await;
+            let _ = inputs.send(Input::Alarm(at_ms));
+        });
+    }
+
+    /// Whether an alarm that went off is the pending one (a superseded one is ignored).
+    fn went_off(&mut self, at_ms: u64) -> bool {
+        let current = self.pending_ms == Some(at_ms);
+        if current {
+            self.pending_ms = None;
+        }
+        current
     }
 }
 
@@ -245,9 +306,13 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
         }
         slot.started = true;
     }
-    let (endpoint, mut packets) = bind(server_ip()).await;
-    let (synced_sender, mut synced) = mpsc::unbounded_channel();
-    let mut timer_ms = None;
+    let (inputs, mut received) = mpsc::unbounded_channel();
+    let endpoint = bind(server_ip(), SERVER_RECEIVERS, &inputs).await;
+    let mut alarm = Alarm {
+        world: world.clone(),
+        inputs: inputs.clone(),
+        pending_ms: None,
+    };
     loop {
         let outputs: Vec<Output> =
             std::iter::from_fn(|| lock(&slot).server.poll_output()).collect();
@@ -256,30 +321,29 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
                 Output::Transmit { to, packet } => {
                     world.transmit(&endpoint, DeviceId(to.0), false, socket_of(to), packet);
                 }
-                Output::ArmTimer { at } => timer_ms = Some(at.0),
+                Output::ArmTimer { at } => alarm.set(at.0),
                 Output::SyncStorage { through } => {
-                    let synced_sender = synced_sender.clone();
+                    let inputs = inputs.clone();
                     let sync_ms = madsim::rand::thread_rng().gen_range(SYNC_MS_MIN..=SYNC_MS_MAX);
                     madsim::task::spawn(async move {
                         sleep(Duration::from_millis(sync_ms)).await;
-                        let _ = synced_sender.send(through);
+                        let _ = inputs.send(Input::Synced(through));
                     });
                 }
                 Output::Event(event) => world.record(Node::Server, Entry::Protocol(event)),
             }
         }
-        tokio::select! {
-            biased;
-            Some((packet, from)) = packets.recv() => {
-                lock(&slot).server.handle_packet(Time(world.now_ms()), from, packet);
-            }
-            Some(through) = synced.recv() => {
-                lock(&slot).server.handle_storage_synced(Time(world.now_ms()), through);
-            }
-            _ = wait_until(&world, timer_ms) => {
-                timer_ms = None;
-                lock(&slot).server.handle_timeout(Time(world.now_ms()));
-            }
+        // The node holds a sender itself, so the channel never closes while the node runs.
+        let Some(input) = received.recv().await else {
+            return;
+        };
+        let now = Time(world.now_ms());
+        let mut slot = lock(&slot);
+        match input {
+            Input::Packet(packet, from) => slot.server.handle_packet(now, from, packet),
+            Input::Synced(through) => slot.server.handle_storage_synced(now, through),
+            Input::Alarm(at_ms) if alarm.went_off(at_ms) => slot.server.handle_timeout(now),
+            Input::Alarm(_) | Input::Command(_) => {}
         }
     }
 }
@@ -304,44 +368,57 @@ impl DeviceSlot {
     fn true_ms(&self, local: Time) -> u64 {
         (local.0 as i64 - CLOCK_BASE_MS - self.skew_ms).max(0) as u64
     }
+
+    /// After an app restart: the sends the user could not make while the app was dead are
+    /// skipped; whether they wanted to be online still follows the plan.
+    fn restart(&mut self, now_ms: u64) {
+        let local = self.local(now_ms);
+        self.client.restart(local);
+        while self.next_command < self.plan.len() && self.plan[self.next_command].0 < now_ms {
+            let command = self.plan[self.next_command].1.clone();
+            self.next_command += 1;
+            if !matches!(
+                command,
+                Command::Send { .. } | Command::ChangeMembership { .. }
+            ) {
+                self.client.handle_command(local, command);
+            }
+        }
+    }
 }
 
 pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) {
-    let device = {
+    let (inputs, mut received) = mpsc::unbounded_channel();
+    let (device, plan) = {
         let mut slot = lock(&slot);
-        let now_ms = world.now_ms();
         if slot.started {
-            let local = slot.local(now_ms);
-            slot.client.restart(local);
-            // While the app was dead the user could not send; whether they wanted to be online
-            // still follows the plan.
-            while slot.next_command < slot.plan.len() && slot.plan[slot.next_command].0 < now_ms {
-                let command = slot.plan[slot.next_command].1.clone();
-                slot.next_command += 1;
-                if !matches!(command, Command::Send { .. }) {
-                    slot.client.handle_command(local, command);
-                }
-            }
+            slot.restart(world.now_ms());
         }
         slot.started = true;
-        slot.device
+        let plan: Vec<u64> = slot.plan[slot.next_command..]
+            .iter()
+            .map(|(at_ms, _)| *at_ms)
+            .collect();
+        (slot.device, (slot.next_command, plan))
     };
-    let (endpoint, mut packets) = bind(device_ip(device)).await;
+    let endpoint = bind(device_ip(device), DEVICE_RECEIVERS, &inputs).await;
+    play_plan(&world, &inputs, plan);
     let server = socket_of(Address(0));
-    let mut timer_ms = None;
+    let mut alarm = Alarm {
+        world: world.clone(),
+        inputs: inputs.clone(),
+        pending_ms: None,
+    };
     loop {
-        let (outputs, command_ms) = {
+        let outputs: Vec<Output> = {
             let mut slot = lock(&slot);
             let outputs: Vec<Output> = std::iter::from_fn(|| slot.client.poll_output()).collect();
-            let timer = outputs.iter().rev().find_map(|o| match o {
-                Output::ArmTimer { at } => Some(slot.true_ms(*at)),
-                _ => None,
-            });
-            timer_ms = timer.or(timer_ms);
-            (
-                outputs,
-                slot.plan.get(slot.next_command).map(|(at_ms, _)| *at_ms),
-            )
+            for output in &outputs {
+                if let Output::ArmTimer { at } = output {
+                    alarm.set(slot.true_ms(*at));
+                }
+            }
+            outputs
         };
         for output in outputs {
             match output {
@@ -352,26 +429,36 @@ pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) 
                 Output::ArmTimer { .. } | Output::SyncStorage { .. } => {}
             }
         }
-        tokio::select! {
-            biased;
-            Some((packet, from)) = packets.recv() => {
-                let mut slot = lock(&slot);
-                let now = slot.local(world.now_ms());
-                slot.client.handle_packet(now, from, packet);
-            }
-            _ = wait_until(&world, timer_ms) => {
-                timer_ms = None;
-                let mut slot = lock(&slot);
-                let now = slot.local(world.now_ms());
-                slot.client.handle_timeout(now);
-            }
-            _ = wait_until(&world, command_ms) => {
-                let mut slot = lock(&slot);
-                let now = slot.local(world.now_ms());
-                let command = slot.plan[slot.next_command].1.clone();
+        let Some(input) = received.recv().await else {
+            return;
+        };
+        let mut slot = lock(&slot);
+        let now = slot.local(world.now_ms());
+        match input {
+            Input::Packet(packet, from) => slot.client.handle_packet(now, from, packet),
+            Input::Alarm(at_ms) if alarm.went_off(at_ms) => slot.client.handle_timeout(now),
+            Input::Command(index) if index == slot.next_command => {
                 slot.next_command += 1;
+                let command = slot.plan[index].1.clone();
                 slot.client.handle_command(now, command);
             }
+            Input::Alarm(_) | Input::Command(_) | Input::Synced(_) => {}
         }
     }
+}
+
+/// The user's plan on a task of its own: one sleep per command, each sent to the loop when due.
+fn play_plan(world: &Arc<World>, inputs: &Inputs, (first, times): (usize, Vec<u64>)) {
+    if times.is_empty() {
+        return;
+    }
+    let (world, inputs) = (world.clone(), inputs.clone());
+    madsim::task::spawn(async move {
+        for (offset, at_ms) in times.into_iter().enumerate() {
+            world.sleep_until_ms(at_ms).await;
+            if inputs.send(Input::Command(first + offset)).is_err() {
+                return;
+            }
+        }
+    });
 }

@@ -81,6 +81,57 @@ pub struct RunStats {
     pub device_restarts: u64,
     pub packets: PacketStats,
     pub simulated_ms: u64,
+    /// Displays on devices other than the sender's own.
+    pub delivered: u64,
+    /// Storage records written (synced or lost in a crash): messages, refusals, inbox copies.
+    pub storage_writes: u64,
+    /// Send → display on another device, in simulated milliseconds.
+    pub latency_ms: Quantiles,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Quantiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Quantiles {
+    fn of(mut values: Vec<u64>) -> Quantiles {
+        values.sort_unstable();
+        let at = |q: f64| {
+            values
+                .get(((values.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        Quantiles {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: values.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+impl RunStats {
+    /// Storage writes per committed entry (1 for store once, about the audience for fan-out
+    /// write).
+    pub fn writes_per_message(&self) -> f64 {
+        self.storage_writes as f64 / self.committed.max(1) as f64
+    }
+
+    /// Packets of any kind per message displayed on a recipient's device.
+    pub fn packets_per_delivery(&self) -> f64 {
+        self.packets.sent as f64 / self.delivered.max(1) as f64
+    }
+
+    /// Notices sent per committed entry: the storm coefficient of notify-then-pull.
+    pub fn notices_per_message(&self) -> f64 {
+        self.packets.by_kind.get("notify").copied().unwrap_or(0) as f64
+            / self.committed.max(1) as f64
+    }
 }
 
 /// A finished run: its history, what the checkers found, and counts.
@@ -129,9 +180,9 @@ pub fn replay_command(scenario_ref: &str, seed: u64) -> String {
 /// Runs one seed on a fresh OS thread and checks it.
 pub fn run(scenario: &Scenario, seed: u64) -> RunOutcome {
     let setup = Setup::new(scenario, seed);
-    let (history, packets) = simulate(&setup);
+    let (history, packets, storage_writes) = simulate(&setup);
     let violations = check_all(&history);
-    let stats = stats(&history, packets);
+    let stats = stats(&history, packets, storage_writes);
     RunOutcome {
         setup,
         history,
@@ -141,7 +192,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunOutcome {
 }
 
 /// The simulation alone: the history and the packet counts.
-pub fn simulate(setup: &Setup) -> (History, PacketStats) {
+pub fn simulate(setup: &Setup) -> (History, PacketStats, u64) {
     let setup = setup.clone();
     let thread = std::thread::Builder::new()
         .name(format!("imsim-seed-{}", setup.seed))
@@ -158,7 +209,7 @@ pub fn simulate(setup: &Setup) -> (History, PacketStats) {
 }
 
 /// The controller: builds the nodes, plays the faults, switches phases, reads the final state.
-async fn control(setup: Setup) -> (History, PacketStats) {
+async fn control(setup: Setup) -> (History, PacketStats, u64) {
     let scenario = &setup.scenario;
     let safety_end_ms = scenario.workload.duration_ms;
     let fault_rng = ChaCha8Rng::seed_from_u64(setup.seed ^ 0x6661_756c_7473);
@@ -209,7 +260,8 @@ async fn control(setup: Setup) -> (History, PacketStats) {
         }
     }
     world.record(Node::Harness, Entry::Harness(HarnessEvent::RunEnded));
-    (world.take_history(), world.packet_stats())
+    let storage_writes = lock(&server_slot).server.storage().written();
+    (world.take_history(), world.packet_stats(), storage_writes)
 }
 
 /// The login token of a device: any fixed function works; the directory and the device agree.
@@ -373,15 +425,40 @@ fn spawn_crashes(
     });
 }
 
-fn stats(history: &History, packets: PacketStats) -> RunStats {
+fn stats(history: &History, packets: PacketStats, storage_writes: u64) -> RunStats {
     let mut stats = RunStats {
         packets,
+        storage_writes,
         ..RunStats::default()
     };
+    let mut sent_at: BTreeMap<(DeviceId, imsim_model::ClientMsgId), u64> = BTreeMap::new();
+    let mut latencies = Vec::new();
     for record in &history.records {
         stats.simulated_ms = stats.simulated_ms.max(record.t_ms);
         match &record.entry {
-            Entry::Protocol(Event::SendRequested { .. }) => stats.sends += 1,
+            Entry::Protocol(Event::SendRequested { client_msg_id, .. }) => {
+                stats.sends += 1;
+                if let Node::Device(device) = record.node {
+                    sent_at.insert((device, *client_msg_id), record.t_ms);
+                }
+            }
+            Entry::Protocol(Event::Displayed {
+                sender_device,
+                client_msg_id,
+                ..
+            }) if record.node != Node::Device(*sender_device) => {
+                stats.displayed += 1;
+                stats.delivered += 1;
+                if let Some(sent_ms) = sent_at.get(&(*sender_device, *client_msg_id)) {
+                    latencies.push(record.t_ms - sent_ms);
+                }
+            }
+            Entry::Protocol(Event::Recovered {
+                lost_unsynced_writes,
+                ..
+            }) => {
+                stats.storage_writes += lost_unsynced_writes;
+            }
             Entry::Protocol(Event::Committed { .. }) => stats.committed += 1,
             Entry::Protocol(Event::SendAcked { .. }) => stats.acked += 1,
             Entry::Protocol(Event::Displayed { .. }) => stats.displayed += 1,
@@ -392,5 +469,6 @@ fn stats(history: &History, packets: PacketStats) -> RunStats {
             _ => {}
         }
     }
+    stats.latency_ms = Quantiles::of(latencies);
     stats
 }

@@ -9,30 +9,40 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 
+/// `(name, contents of scenarios/<name>.toml)` for each name.
+macro_rules! shipped {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../scenarios/", $name, ".toml")))),*]
+    };
+}
+
 /// The scenarios shipped in `scenarios/`, embedded: (name, file contents). The first is the
 /// default.
-pub const SHIPPED: &[(&str, &str)] = &[
-    (
-        "one-to-one",
-        include_str!("../../scenarios/one-to-one.toml"),
-    ),
-    (
-        "lossy-network",
-        include_str!("../../scenarios/lossy-network.toml"),
-    ),
-    (
-        "server-crash",
-        include_str!("../../scenarios/server-crash.toml"),
-    ),
-    (
-        "offline-resume",
-        include_str!("../../scenarios/offline-resume.toml"),
-    ),
-    (
-        "sender-retry-order",
-        include_str!("../../scenarios/sender-retry-order.toml"),
-    ),
+pub const SHIPPED: &[(&str, &str)] = shipped![
+    "one-to-one",
+    "lossy-network",
+    "server-crash",
+    "offline-resume",
+    "sender-retry-order",
+    "group-small",
+    "group-membership-churn",
+    "group-disorder",
+    "fanout-write",
+    "group-500",
+    "group-2000",
+    "group-10k",
 ];
+
+/// The scenarios `imsim run` runs when none is named: every shipped one that takes
+/// milliseconds per seed. The large groups take seconds per seed and are run by name.
+pub fn default_set() -> impl Iterator<Item = &'static str> {
+    SHIPPED
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !LARGE.contains(name))
+}
+
+const LARGE: [&str; 3] = ["group-500", "group-2000", "group-10k"];
 
 /// Limits that keep a run within this machine's means; a scenario beyond them is refused.
 pub const USERS_MAX: u32 = 100_000;
