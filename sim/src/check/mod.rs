@@ -6,6 +6,7 @@ mod exactly_once;
 mod index;
 mod multi_device;
 mod ordering;
+mod periods;
 #[cfg(test)]
 mod testkit;
 
