@@ -612,6 +612,41 @@ mod tests {
     }
 
     #[test]
+    fn a_group_with_churn_and_a_rejoin_breaks_no_invariant() {
+        let mut story = Story::rejoined();
+        for seq in 6..=8 {
+            story.deliver_to(C1, seq, &[D5]);
+        }
+        story.add(C1, D4, U4); // added by a re-added member
+        story.deliver(C1, 9);
+        story.leave(C1, D5); // u3 sees its own leaving
+        story.deliver(C1, 10);
+        story.message(D6, C1, m(1));
+        story.finish();
+        assert_eq!(crate::check::check_all(story.history()), vec![]);
+    }
+
+    #[test]
+    fn a_skipped_entry_in_a_rejoined_period_breaks_o2_d3_and_d2() {
+        let mut story = Story::rejoined();
+        story.display(D5, C1, 6);
+        story.display(D5, C1, 8); // #7 never shown
+        story.cursor(D5, C1, 8);
+        story.finish();
+        let violations = crate::check::check_all(story.history());
+        let found: Vec<Invariant> = violations.iter().map(|v| v.invariant).collect();
+        assert_eq!(
+            found,
+            vec![
+                Invariant::O2DisplayOrder,
+                Invariant::D3CursorContiguous,
+                Invariant::D2EventualDelivery
+            ],
+            "{violations:#?}"
+        );
+    }
+
+    #[test]
     fn findings_are_capped_per_invariant_and_say_how_many_were_left_out() {
         let mut findings = Findings::new();
         for record in 0..VIOLATIONS_PER_INVARIANT_MAX + 5 {
