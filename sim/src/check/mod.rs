@@ -5,6 +5,8 @@ mod durability;
 mod exactly_once;
 mod groups;
 mod index;
+#[cfg(test)]
+mod large;
 mod multi_device;
 mod ordering;
 mod periods;
