@@ -1,22 +1,23 @@
 //! Durability and no-loss invariants (DESIGN.md §6): what the server acked is in its final
-//! timeline (D1), every member device ends up showing every stored message (D2, liveness), a
-//! device's cursor never claims a seq it has not shown (D3), and every send ends committed or
-//! visibly failed (D4, liveness).
+//! timeline (D1), every member device ends up showing every stored entry of its user's latest
+//! membership period (D2, liveness), a device's cursor never claims a seq its user may see and
+//! it has not shown (D3), and every send ends committed or visibly failed (D4, liveness).
 //!
 //! The liveness checks need the end of the run: on a history without `RunEnded` they report
 //! nothing (as `check_all` also ensures), because "not yet" is not "never".
 
 use super::index::{device_name, FinalTimeline, Findings, MessageKey};
+use super::periods::Period;
 use super::{HistoryIndex, Invariant, Violation};
 use crate::history::{History, Node};
-use imsim_model::{ClientMsgId, ConvId, DeviceId, Event, Seq};
+use imsim_model::{ClientMsgId, ConvId, DeviceId, Event, Seq, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
     let mut findings = Findings::new();
     acked_is_durable(history, index, &mut findings);
     eventual_delivery(index, &mut findings);
-    cursor_contiguous(history, &mut findings);
+    cursor_contiguous(history, index, &mut findings);
     no_silent_loss(history, index, &mut findings);
     findings.into_violations()
 }
@@ -126,9 +127,12 @@ struct Expected {
     record: usize,
 }
 
-/// D2: by `RunEnded`, every device of every member has shown every message of the final
-/// timeline (or, if the harness wrote none for a conversation, every committed message). One
-/// report per device and conversation, naming the first missing message and the count.
+/// D2: by `RunEnded`, every device of every user who was ever a member has shown every message
+/// of the final timeline (or, if the harness wrote none for a conversation, every committed
+/// message) in its user's latest membership period, from the join to the leave or the end. An
+/// earlier period is not required: a device that was offline through it may start afresh at the
+/// re-join. One report per device and conversation, naming the first missing message and the
+/// count.
 fn eventual_delivery(index: &HistoryIndex, findings: &mut Findings) {
     let Some(ended) = index.run_ended() else {
         return;
@@ -139,11 +143,21 @@ fn eventual_delivery(index: &HistoryIndex, findings: &mut Findings) {
             continue;
         }
         for &device in index.member_devices(conv) {
+            let Some(period) = index.view(conv, device).latest() else {
+                continue;
+            };
+            // `expected` is in seq order: the period's share is one slice of it.
+            let from = expected.partition_point(|entry| entry.seq < period.join);
+            let to = expected.partition_point(|entry| period.leave.is_none_or(|l| entry.seq <= l));
+            let due = &expected[from..to.max(from)];
+            if due.is_empty() {
+                continue;
+            }
             let shown = index.displays_of(conv, device);
             let before_end = shown.iter().take_while(|display| display.record < ended);
             let displayed: BTreeSet<MessageKey> =
                 before_end.map(|display| display.message).collect();
-            let mut missing = expected
+            let mut missing = due
                 .iter()
                 .filter(|expected| !displayed.contains(&expected.message));
             let Some(first) = missing.next() else {
@@ -152,9 +166,11 @@ fn eventual_delivery(index: &HistoryIndex, findings: &mut Findings) {
             let undelivered = Undelivered {
                 conv,
                 device,
+                user: index.user_of(device),
+                period,
                 first,
                 count: 1 + missing.count(),
-                of: expected.len(),
+                of: due.len(),
                 last_shown: shown
                     .iter()
                     .rev()
@@ -171,6 +187,8 @@ fn eventual_delivery(index: &HistoryIndex, findings: &mut Findings) {
 struct Undelivered<'a> {
     conv: ConvId,
     device: DeviceId,
+    user: Option<UserId>,
+    period: &'a Period,
     first: &'a Expected,
     count: usize,
     of: usize,
@@ -181,17 +199,38 @@ struct Undelivered<'a> {
 impl Undelivered<'_> {
     fn describe(&self) -> (String, Vec<usize>) {
         let text = format!(
-            "By the end of the run {} had not displayed {} of the {} messages of {}, the first \
+            "By the end of the run {} had not displayed {} of the {} messages of {}{}, the first \
              being {} ({}).",
             device_name(self.device),
             self.count,
             self.of,
             self.conv,
+            self.scope(),
             self.first.seq,
             self.first.message
         );
-        let witness = [Some(self.first.record), self.last_shown, Some(self.ended)];
+        let witness = [
+            self.period.joined_by,
+            Some(self.first.record),
+            self.last_shown,
+            Some(self.ended),
+        ];
         (text, witness.into_iter().flatten().collect())
+    }
+
+    /// Which part of the conversation the device owed, when it is not all of it.
+    fn scope(&self) -> String {
+        let user = self
+            .user
+            .map_or("its user".to_string(), |user| user.to_string());
+        match (self.period.join, self.period.leave) {
+            (Seq(1), None) => String::new(),
+            (join, None) => format!(" from {user}'s join at {join} on"),
+            (Seq(1), Some(leave)) => format!(" up to {user}'s leaving at {leave}"),
+            (join, Some(leave)) => {
+                format!(" from {user}'s join at {join} to its leaving at {leave}")
+            }
+        }
     }
 }
 
@@ -219,70 +258,84 @@ fn expected_messages(index: &HistoryIndex, conv: ConvId) -> Vec<Expected> {
         .collect()
 }
 
-/// What a device has displayed in one conversation, as far as a cursor may claim it.
+/// The seqs a device has displayed in one conversation, as disjoint runs of consecutive seqs,
+/// so a cursor can be checked against any stretch (a re-joined device's claim starts at its join
+/// point, not at seq 1) in O(log runs). A device normally shows one run per membership period,
+/// so the map stays tiny.
 #[derive(Default)]
-struct Prefix {
-    /// Every seq up to here is displayed.
-    contiguous: Seq,
-    /// The record of the display of `contiguous`.
-    contiguous_record: Option<usize>,
-    /// Displays beyond a hole, by seq, with their records.
-    ahead: BTreeMap<Seq, usize>,
+struct Displayed {
+    /// Each run's first seq → its last seq and the record of the display of that last seq.
+    runs: BTreeMap<Seq, (Seq, usize)>,
     /// The hole already reported, so a stuck hole is reported once, not at every cursor move.
     reported_hole: Option<Seq>,
 }
 
-impl Prefix {
+impl Displayed {
     fn show(&mut self, seq: Seq, record: usize) {
-        if seq != self.contiguous.next() {
-            if seq > self.contiguous {
-                self.ahead.entry(seq).or_insert(record);
+        let before = self.runs.range(..=seq).next_back();
+        if let Some((_, &(last, _))) = before {
+            if seq <= last {
+                return; // shown before: E1's concern
             }
-            return;
         }
-        self.contiguous = seq;
-        self.contiguous_record = Some(record);
-        while let Some(record) = self.ahead.remove(&self.contiguous.next()) {
-            self.contiguous = self.contiguous.next();
-            self.contiguous_record = Some(record);
+        let start = match before {
+            Some((&start, &(last, _))) if last.next() == seq => start,
+            _ => seq,
+        };
+        let after = Seq(seq.0.saturating_add(1));
+        let end = self.runs.remove(&after).unwrap_or((seq, record));
+        self.runs.insert(start, end);
+    }
+
+    /// The first seq of `from ..= to` not displayed, with the record of the display of the seq
+    /// before it (if that one was displayed).
+    fn hole(&self, from: Seq, to: Seq) -> Option<(Seq, Option<usize>)> {
+        match self.runs.range(..=from).next_back() {
+            Some((_, &(last, record))) if last >= from => {
+                (last < to).then(|| (last.next(), Some(record)))
+            }
+            _ => Some((from, None)),
         }
     }
 }
 
-/// D3: when a device moves its cursor to c, it has displayed every seq up to c.
-fn cursor_contiguous(history: &History, findings: &mut Findings) {
-    let mut prefixes: BTreeMap<(ConvId, DeviceId), Prefix> = BTreeMap::new();
+/// D3: when a device moves its cursor to c, it has displayed every seq its user may see from
+/// the start of the membership period that c falls in (or last began before c) up to c. For a
+/// founding member that is every seq up to c, as in a 1:1 conversation.
+fn cursor_contiguous(history: &History, index: &HistoryIndex, findings: &mut Findings) {
+    let mut displayed: BTreeMap<(ConvId, DeviceId), Displayed> = BTreeMap::new();
     for (record, line, event) in history.protocol_events() {
         let Node::Device(device) = line.node else {
             continue;
         };
         match event {
             Event::Displayed { conv, seq, .. } => {
-                prefixes
+                displayed
                     .entry((*conv, device))
                     .or_default()
                     .show(*seq, record);
             }
             Event::CursorAdvanced { conv, cursor } => {
-                let prefix = prefixes.entry((*conv, device)).or_default();
-                let hole = prefix.contiguous.next();
-                if *cursor < hole || prefix.reported_hole == Some(hole) {
+                let Some(period) = index.view(*conv, device).started_by(*cursor) else {
+                    continue; // its user may see nothing up to the cursor, so it owes nothing
+                };
+                let to = period.leave.map_or(*cursor, |leave| leave.min(*cursor));
+                let shown = displayed.entry((*conv, device)).or_default();
+                let Some((hole, before)) = shown.hole(period.join, to) else {
+                    continue;
+                };
+                if shown.reported_hole == Some(hole) {
                     continue;
                 }
-                prefix.reported_hole = Some(hole);
+                shown.reported_hole = Some(hole);
                 findings.report(Invariant::D3CursorContiguous, || {
                     let text = format!(
                         "{} moved its {conv} cursor to {cursor} without having displayed {hole}.",
                         device_name(device)
                     );
-                    (
-                        text,
-                        prefix
-                            .contiguous_record
-                            .into_iter()
-                            .chain([record])
-                            .collect(),
-                    )
+                    let join = period.joined_by.filter(|_| hole == period.join);
+                    let witness = before.into_iter().chain(join).chain([record]);
+                    (text, witness.collect())
                 });
             }
             _ => {}
@@ -514,6 +567,96 @@ mod tests {
         story.display(D3, C1, 3); // held back by the device in a real run; O2 is not D3's concern
         story.display(D3, C1, 2);
         story.cursor(D3, C1, 3);
+        assert_eq!(durability(&story), vec![]);
+    }
+
+    #[test]
+    fn a_rejoined_member_owes_only_its_latest_period() {
+        // d4 showed #2 and #6 on, its cursor jumping from #2 to #6; d5 only #6 on.
+        let mut story = Story::rejoined();
+        for seq in 6..=8 {
+            story.deliver_to(C1, seq, &[D5]);
+        }
+        story.finish();
+        assert_eq!(durability(&story), vec![]);
+    }
+
+    #[test]
+    fn d2_a_missing_entry_of_the_latest_period_is_reported() {
+        let mut story = Story::rejoined();
+        story.deliver_to(C1, 6, &[D5]);
+        let last = story.display(D5, C1, 7);
+        story.cursor(D5, C1, 7);
+        let ended = story.finish();
+        let timeline = ended - 1;
+        let violation = single(durability(&story), Invariant::D2EventualDelivery);
+        let rejoin = story.commit_record(C1, 6);
+        assert_eq!(violation.witness, vec![rejoin, last, timeline, ended]);
+        assert_eq!(
+            violation.explanation,
+            "By the end of the run device-5 had not displayed 1 of the 3 messages of c1 from u3's \
+             join at #6 on, the first being #8 (m2 from d3)."
+        );
+    }
+
+    #[test]
+    fn d2_a_removed_member_owes_its_period_up_to_and_with_the_removal() {
+        let mut story = Story::team();
+        story.message(D1, C1, m(1));
+        let added = story.add(C1, D1, U3);
+        story.deliver(C1, 2);
+        story.message(D3, C1, m(1));
+        story.go_offline(D5);
+        story.remove(C1, D1, U3);
+        story.deliver(C1, 4);
+        story.go_online(D5);
+        story.message(D1, C1, m(2)); // for u1 and u2 only
+        story.finish();
+        let violation = single(durability(&story), Invariant::D2EventualDelivery);
+        assert_eq!(violation.witness[0], added);
+        assert_eq!(
+            violation.explanation,
+            "By the end of the run device-5 had not displayed 1 of the 3 messages of c1 from u3's \
+             join at #2 to its leaving at #4, the first being #4 (m102 from d1)."
+        );
+    }
+
+    #[test]
+    fn d3_a_cursor_over_a_hole_in_the_latest_period_is_reported() {
+        let mut story = Story::rejoined();
+        let first = story.display(D5, C1, 6);
+        story.display(D5, C1, 8);
+        let cursor = story.cursor(D5, C1, 8);
+        let violation = single(durability(&story), Invariant::D3CursorContiguous);
+        assert_eq!(violation.witness, vec![first, cursor]);
+        assert_eq!(
+            violation.explanation,
+            "device-5 moved its c1 cursor to #8 without having displayed #7."
+        );
+    }
+
+    #[test]
+    fn d3_a_cursor_past_an_unshown_join_point_is_reported() {
+        let mut story = Story::rejoined();
+        story.display(D5, C1, 7);
+        let cursor = story.cursor(D5, C1, 7);
+        let violation = single(durability(&story), Invariant::D3CursorContiguous);
+        assert_eq!(violation.witness, vec![story.commit_record(C1, 6), cursor]);
+        assert_eq!(
+            violation.explanation,
+            "device-5 moved its c1 cursor to #7 without having displayed #6."
+        );
+    }
+
+    #[test]
+    fn d3_a_cursor_beyond_a_removal_owes_only_what_its_user_may_see() {
+        let mut story = Story::team();
+        story.add(C1, D1, U3);
+        story.deliver(C1, 1);
+        story.remove(C1, D1, U3);
+        story.deliver(C1, 2);
+        story.message(D1, C1, m(1));
+        story.cursor(D4, C1, 3); // over a seq u3 may not see: nothing to show there
         assert_eq!(durability(&story), vec![]);
     }
 

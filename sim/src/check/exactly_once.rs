@@ -1,6 +1,7 @@
 //! Exactly-once invariants (DESIGN.md §6): no device shows a message twice (E1), the server
 //! commits each message at most once however often it is retransmitted (E2), and every message a
-//! device shows was really sent, by the device it names, with the content it shows (E3).
+//! device shows was really sent, by the device it names, with the content it shows (E3) — for a
+//! group's membership entry, the content includes the change itself.
 //!
 //! A device that replays a whole stretch of a conversation (say after losing its local state) is
 //! one problem, so E1 reports each unbroken run of repeated displays once.
@@ -8,7 +9,7 @@
 use super::index::{device_name, event_at, Findings, MessageKey, Shown};
 use super::{HistoryIndex, Invariant, Violation};
 use crate::history::{History, Node};
-use imsim_model::{ConvId, DeviceId, Event, UserId};
+use imsim_model::{ConvId, DeviceId, Event, MembershipChange, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
@@ -188,6 +189,16 @@ fn mismatch(
             return Some((text, witness));
         }
     }
+    // A display does not record the change it rendered; the device renders what was committed.
+    let commit = index.first_commit(claim.message);
+    if let Some(commit) = commit.filter(|commit| commit.change != send.change) {
+        let text = format!(
+            "committed as {}, but {sender} sent {}.",
+            describe_change(commit.change),
+            describe_change(send.change)
+        );
+        return Some((text, vec![send.record, commit.record, claim.record]));
+    }
     let owner = index.user_of(sender);
     if index.topology_known() && owner != Some(claim.sender_user) {
         let text = match owner {
@@ -204,6 +215,15 @@ fn mismatch(
         return Some((text, topology.chain([claim.record]).collect()));
     }
     None
+}
+
+fn describe_change(change: Option<MembershipChange>) -> String {
+    match change {
+        None => "a plain message".to_string(),
+        Some(MembershipChange::Add(user)) => format!("adding {user}"),
+        Some(MembershipChange::Remove(user)) => format!("removing {user}"),
+        Some(MembershipChange::Leave) => "leaving".to_string(),
+    }
 }
 
 /// The start of a body, so one long body does not swamp an explanation.
@@ -394,6 +414,64 @@ mod tests {
         let violation = single(exactly_once(&story), Invariant::E3NoPhantom);
         assert_eq!(violation.witness, vec![send, shown]);
         assert!(violation.explanation.ends_with("but d1 sent m1 in c2."));
+    }
+
+    #[test]
+    fn e3_a_membership_entry_committed_with_another_change_is_reported() {
+        let mut story = Story::team();
+        story.send_change(D1, C1, MembershipChange::Add(U3));
+        let send = story.history().records.len() - 1;
+        // The server mixed up the subject: u1 asked to add u3, the timeline says u4.
+        let commit =
+            story.commit_changed(C1, D1, m(CHANGE_ID_FIRST), Some(MembershipChange::Add(U4)));
+        let shown = story.display(D3, C1, 1);
+        story.display(D6, C1, 1); // the same message: reported once
+        let violation = single(exactly_once(&story), Invariant::E3NoPhantom);
+        assert_eq!(violation.witness, vec![send, commit, shown]);
+        assert_eq!(
+            violation.explanation,
+            "device-3 displayed c1 #1 as m101 from d1, committed as adding u4, but d1 sent adding \
+             u3."
+        );
+    }
+
+    #[test]
+    fn e3_a_plain_message_committed_as_a_change_is_reported() {
+        let mut story = Story::team();
+        let send = story.send(D1, C1, m(1));
+        let commit = story.commit_changed(C1, D1, m(1), Some(MembershipChange::Remove(U2)));
+        let shown = story.display(D3, C1, 1);
+        let violation = single(exactly_once(&story), Invariant::E3NoPhantom);
+        assert_eq!(violation.witness, vec![send, commit, shown]);
+        assert!(violation
+            .explanation
+            .ends_with("committed as removing u2, but d1 sent a plain message."));
+    }
+
+    #[test]
+    fn e3_a_membership_entry_shown_with_another_body_is_reported() {
+        let mut story = Story::team();
+        let id = story.send_change(D1, C1, MembershipChange::Add(U3));
+        let send = story.history().records.len() - 1;
+        story.commit(C1, D1, id);
+        let shown = story.display_as(D3, C1, 1, D1, id, "adds u4");
+        let violation = single(exactly_once(&story), Invariant::E3NoPhantom);
+        assert_eq!(violation.witness, vec![send, shown]);
+        assert!(violation
+            .explanation
+            .ends_with("with body \"adds u4\", but d1 sent \"adds u3\"."));
+    }
+
+    #[test]
+    fn e3_membership_entries_shown_as_sent_pass() {
+        let mut story = Story::team();
+        story.add(C1, D1, U3);
+        story.deliver(C1, 1);
+        story.leave(C1, D4);
+        story.deliver(C1, 2);
+        story.remove(C1, D3, U1);
+        story.deliver(C1, 3);
+        assert_eq!(exactly_once(&story), vec![]);
     }
 
     #[test]

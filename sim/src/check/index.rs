@@ -1,16 +1,17 @@
 //! What several checkers need from a history, gathered in one pass so that no checker scans the
 //! history again to answer "who is this device's user", "what was committed at c1 #4" or "what
-//! did device-3 show in c1, in order". The index holds record indices and small copyable keys,
-//! never message bodies: a checker that needs a body reads it from the record. Building it is
-//! O(n log n) in the length of the history.
+//! did device-3 show in c1, in order" or "which seqs of c1 may u3 see". The index holds record
+//! indices and small copyable keys, never message bodies: a checker that needs a body reads it
+//! from the record. Building it is O(n log n) in the length of the history.
 //!
 //! The file also holds [`Findings`], the violation collector every checker reports through (it
 //! caps each invariant so a broken run stays readable), and, for tests, the history builder the
 //! checkers' tests share.
 
+use super::periods::{self, Periods};
 use super::{Invariant, Violation};
 use crate::history::{Entry, HarnessEvent, History, Node, TimelineEntry, Topology};
-use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, Seq, UserId};
+use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, MembershipChange, Seq, UserId};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
@@ -51,6 +52,9 @@ pub struct Commit {
     pub seq: Seq,
     pub message: MessageKey,
     pub client_seq: ClientSeq,
+    /// The user the server committed it for.
+    pub sender_user: UserId,
+    pub change: Option<MembershipChange>,
 }
 
 /// One `SendRequested` event of a device (the message's sender).
@@ -59,6 +63,7 @@ pub struct Send {
     pub record: usize,
     pub conv: ConvId,
     pub client_seq: ClientSeq,
+    pub change: Option<MembershipChange>,
 }
 
 /// One `Displayed` event; the device and conversation are the key it is filed under.
@@ -115,6 +120,15 @@ pub struct HistoryIndex {
     /// The record of the `RunStarted` whose topology this index holds.
     run_started: Option<usize>,
     user_of_device: BTreeMap<DeviceId, UserId>,
+    devices_of_user: BTreeMap<UserId, Vec<DeviceId>>,
+    /// Each topology conversation's founding members.
+    founders: BTreeMap<ConvId, Vec<UserId>>,
+    /// Each user's membership periods per conversation; a user who was never a member of a
+    /// conversation has no entry.
+    periods: BTreeMap<(ConvId, UserId), Periods>,
+    /// What a device the topology does not know may see: everything (see `view`).
+    founding: Periods,
+    /// Per topology conversation: every device of every user who was ever a member, sorted.
     member_devices: BTreeMap<ConvId, Vec<DeviceId>>,
     /// In history order.
     commits: Vec<Commit>,
@@ -152,7 +166,31 @@ impl HistoryIndex {
         index
             .commits_by_seq
             .sort_by_key(|&at| (commits[at].conv, commits[at].seq));
+        index.add_membership();
         index
+    }
+
+    /// Periods from the founders and the committed changes, then each conversation's devices.
+    fn add_membership(&mut self) {
+        let founders = self
+            .founders
+            .iter()
+            .map(|(conv, users)| (*conv, users.as_slice()));
+        let in_seq_order = self.commits_by_seq.iter().map(|at| &self.commits[*at]);
+        self.periods = periods::membership(founders, in_seq_order);
+        self.founding = Periods::founding();
+        for (conv, devices) in self.member_devices.iter_mut() {
+            let users = self
+                .periods
+                .range((*conv, UserId(u32::MIN))..=(*conv, UserId(u32::MAX)));
+            devices.extend(users.flat_map(|((_, user), _)| {
+                self.devices_of_user
+                    .get(user)
+                    .map_or(&[][..], Vec::as_slice)
+            }));
+            devices.sort();
+            devices.dedup();
+        }
     }
 
     fn add_harness(&mut self, record: usize, event: &HarnessEvent) {
@@ -175,23 +213,22 @@ impl HistoryIndex {
     }
 
     fn add_topology(&mut self, topology: &Topology) {
-        let mut devices_of_user: BTreeMap<UserId, &[DeviceId]> = BTreeMap::new();
         for spec in &topology.users {
-            devices_of_user.insert(spec.user, &spec.devices);
+            self.devices_of_user
+                .entry(spec.user)
+                .or_default()
+                .extend(&spec.devices);
             for device in &spec.devices {
                 self.user_of_device.insert(*device, spec.user);
             }
         }
         for spec in &topology.conversations {
-            let mut devices: Vec<DeviceId> = spec
-                .members
-                .iter()
-                .flat_map(|user| devices_of_user.get(user).copied().unwrap_or_default())
-                .copied()
-                .collect();
-            devices.sort();
-            devices.dedup();
-            self.member_devices.insert(spec.conv, devices);
+            self.founders
+                .entry(spec.conv)
+                .or_default()
+                .extend(&spec.members);
+            // Filled once the membership changes are known (`add_membership`).
+            self.member_devices.entry(spec.conv).or_default();
         }
     }
 
@@ -199,9 +236,11 @@ impl HistoryIndex {
         if let Event::Committed {
             conv,
             seq,
+            sender_user,
             sender_device,
             client_msg_id,
             client_seq,
+            change,
             ..
         } = event
         {
@@ -215,6 +254,8 @@ impl HistoryIndex {
                 seq: *seq,
                 message,
                 client_seq: *client_seq,
+                sender_user: *sender_user,
+                change: *change,
             });
         }
     }
@@ -225,12 +266,14 @@ impl HistoryIndex {
                 conv,
                 client_msg_id,
                 client_seq,
+                change,
                 ..
             } => {
                 let send = Send {
                     record,
                     conv: *conv,
                     client_seq: *client_seq,
+                    change: *change,
                 };
                 self.sends
                     .entry(MessageKey::new(device, *client_msg_id))
@@ -283,9 +326,27 @@ impl HistoryIndex {
         self.member_devices.keys().copied()
     }
 
-    /// Every device of every member user of `conv`, sorted.
+    /// Every device of every user who was ever a member of `conv` (a founder, or added later),
+    /// sorted.
     pub fn member_devices(&self, conv: ConvId) -> &[DeviceId] {
         self.member_devices.get(&conv).map_or(&[], Vec::as_slice)
+    }
+
+    /// `user`'s membership periods in `conv`; none if it was never a member.
+    pub fn periods(&self, conv: ConvId, user: UserId) -> &Periods {
+        static NEVER: Periods = Periods::never();
+        self.periods.get(&(conv, user)).unwrap_or(&NEVER)
+    }
+
+    /// What `device` may see of `conv`: its user's periods. A device whose user is unknown (the
+    /// history has no topology, or the topology does not list the device) is judged as a member
+    /// from seq 1 on, so histories recorded elsewhere keep the rules of a 1:1 conversation;
+    /// whether such a device may see anything at all is not for the ordering checkers to say.
+    pub fn view(&self, conv: ConvId, device: DeviceId) -> &Periods {
+        match self.user_of(device) {
+            Some(user) => self.periods(conv, user),
+            None => &self.founding,
+        }
     }
 
     /// Every `Committed` event, in history order.
@@ -524,6 +585,65 @@ mod tests {
         story.message(D2, C2, m(1));
         story.finish();
         assert_eq!(crate::check::check_all(story.history()), vec![]);
+    }
+
+    #[test]
+    fn membership_periods_come_from_founders_and_committed_changes() {
+        let story = Story::rejoined();
+        let index = HistoryIndex::new(story.history());
+        let spans = |user| {
+            let periods = index.periods(C1, user).all().iter();
+            periods
+                .map(|p| (p.join.0, p.leave.map(|l| l.0)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(spans(U1), vec![(1, None)]);
+        assert_eq!(spans(U3), vec![(2, Some(4)), (6, None)]);
+        assert_eq!(spans(U4), vec![]);
+        let u3 = index.periods(C1, U3).all();
+        assert_eq!(u3[0].left_by, Some(story.commit_record(C1, 4)));
+        assert_eq!(u3[1].joined_by, Some(story.commit_record(C1, 6)));
+        assert_eq!(index.member_devices(C1), &[D1, D2, D3, D4, D5]);
+        assert!(index.view(C1, D4).visible(Seq(4)) && !index.view(C1, D5).visible(Seq(5)));
+        assert!(
+            index.view(C1, DeviceId(99)).visible(Seq(5)),
+            "unknown: judged as a founder"
+        );
+    }
+
+    #[test]
+    fn a_group_with_churn_and_a_rejoin_breaks_no_invariant() {
+        let mut story = Story::rejoined();
+        for seq in 6..=8 {
+            story.deliver_to(C1, seq, &[D5]);
+        }
+        story.add(C1, D4, U4); // added by a re-added member
+        story.deliver(C1, 9);
+        story.leave(C1, D5); // u3 sees its own leaving
+        story.deliver(C1, 10);
+        story.message(D6, C1, m(1));
+        story.finish();
+        assert_eq!(crate::check::check_all(story.history()), vec![]);
+    }
+
+    #[test]
+    fn a_skipped_entry_in_a_rejoined_period_breaks_o2_d3_and_d2() {
+        let mut story = Story::rejoined();
+        story.display(D5, C1, 6);
+        story.display(D5, C1, 8); // #7 never shown
+        story.cursor(D5, C1, 8);
+        story.finish();
+        let violations = crate::check::check_all(story.history());
+        let found: Vec<Invariant> = violations.iter().map(|v| v.invariant).collect();
+        assert_eq!(
+            found,
+            vec![
+                Invariant::O2DisplayOrder,
+                Invariant::D3CursorContiguous,
+                Invariant::D2EventualDelivery
+            ],
+            "{violations:#?}"
+        );
     }
 
     #[test]

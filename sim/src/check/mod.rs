@@ -3,9 +3,13 @@
 
 mod durability;
 mod exactly_once;
+mod groups;
 mod index;
+#[cfg(test)]
+mod large;
 mod multi_device;
 mod ordering;
+mod periods;
 #[cfg(test)]
 mod testkit;
 
@@ -38,11 +42,13 @@ pub enum Invariant {
     D2EventualDelivery,
     D3CursorContiguous,
     D4NoSilentLoss,
+    G1MemberOnlyDelivery,
+    G2MemberOnlySend,
     M3CursorMonotonic,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 12] = [
+    pub const ALL: [Invariant; 14] = [
         Invariant::O1SeqMonotonic,
         Invariant::O2DisplayOrder,
         Invariant::O3SenderFifo,
@@ -54,6 +60,8 @@ impl Invariant {
         Invariant::D2EventualDelivery,
         Invariant::D3CursorContiguous,
         Invariant::D4NoSilentLoss,
+        Invariant::G1MemberOnlyDelivery,
+        Invariant::G2MemberOnlySend,
         Invariant::M3CursorMonotonic,
     ];
 
@@ -87,6 +95,8 @@ impl Invariant {
             Invariant::D2EventualDelivery => ("D2", "eventual-delivery"),
             Invariant::D3CursorContiguous => ("D3", "cursor-contiguous"),
             Invariant::D4NoSilentLoss => ("D4", "no-silent-loss"),
+            Invariant::G1MemberOnlyDelivery => ("G1", "member-only-delivery"),
+            Invariant::G2MemberOnlySend => ("G2", "member-only-send"),
             Invariant::M3CursorMonotonic => ("M3", "cursor-monotonic"),
         }
     }
@@ -122,6 +132,7 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     violations.extend(ordering::check(history, &index));
     violations.extend(exactly_once::check(history, &index));
     violations.extend(durability::check(history, &index));
+    violations.extend(groups::check(history, &index));
     violations.extend(multi_device::check(history, &index));
     if !history.is_complete() {
         violations.retain(|violation| violation.class() == Class::Safety);

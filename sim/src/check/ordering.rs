@@ -1,7 +1,8 @@
 //! Ordering invariants (DESIGN.md §6): the server numbers each conversation's messages with
 //! strictly increasing seqs (O1), every device shows a conversation as the committed timeline
-//! from seq 1 on, without holes (O2), a device's messages keep the order its user sent them in
-//! (O3), and no two devices show two messages in opposite orders (O4).
+//! from its user's join point on, without holes in what its user may see (O2), a device's
+//! messages keep the order its user sent them in (O3), and no two devices show two messages in
+//! opposite orders (O4).
 //!
 //! Each problem is reported once, where it starts: a device that skipped a seq is reported at the
 //! skip, not again at every later display; a server that went back is reported at the step back,
@@ -72,9 +73,12 @@ fn went_back(index: &HistoryIndex, before: &Commit, commit: &Commit) -> (String,
 }
 
 /// O2 for one device and conversation: each display is the next seq after the highest shown so
-/// far, and shows the message committed at that seq. After a skip the highest seq moves on, so
-/// the displays that follow are judged from there; a skipped seq shown late is part of the skip
-/// already reported, and a seq shown twice is E1's to report.
+/// far, or the join point of one of the user's membership periods (a device that learns of its
+/// user's re-join starts afresh there, and may skip the rest of an earlier period), and shows the
+/// message committed at that seq. The first display is a join point (seq 1 for a founding
+/// member). Displays the user may not see are G1's and are passed over here. After a skip the
+/// highest seq moves on, so the displays that follow are judged from there; a skipped seq shown
+/// late is part of the skip already reported, and a seq shown twice is E1's to report.
 fn display_order(
     index: &HistoryIndex,
     conv: ConvId,
@@ -82,24 +86,33 @@ fn display_order(
     shown: &[Shown],
     findings: &mut Findings,
 ) {
+    let periods = index.view(conv, device);
     let mut highest: Option<&Shown> = None;
     for display in shown {
+        let Some(period) = periods.containing(display.seq) else {
+            continue;
+        };
         let highest_seq = highest.map_or(Seq::ZERO, |highest| highest.seq);
         if display.seq <= highest_seq {
             continue;
         }
-        if display.seq > highest_seq.next() {
+        // The seq before `display.seq` is visible unless `display.seq` is a join point, so the
+        // display must follow the highest at once or start its period.
+        let expected = highest_seq.next().max(period.join);
+        if display.seq != expected {
             findings.report(Invariant::O2DisplayOrder, || {
                 let text = format!(
-                    "{} displayed {conv} {} ({}) before {}.",
+                    "{} displayed {conv} {} ({}) before {expected}.",
                     device_name(device),
                     display.seq,
                     display.message,
-                    highest_seq.next()
                 );
+                // A join point it should have started at is part of the proof.
+                let join = period.joined_by.filter(|_| expected == period.join);
                 let witness = highest
                     .map(|highest| highest.record)
                     .into_iter()
+                    .chain(join)
                     .chain([display.record]);
                 (text, witness.collect())
             });
@@ -476,6 +489,84 @@ mod tests {
         assert_eq!(
             violation.explanation,
             "device-3 displayed c1 #2 (m2 from d1), but nothing was committed at #2."
+        );
+    }
+
+    #[test]
+    fn o2_a_rejoined_device_may_skip_the_rest_of_its_first_period() {
+        // d4 shows #2 and then #6 on; d5 shows nothing before the re-join at #6.
+        let mut story = Story::rejoined();
+        for seq in 6..=8 {
+            story.deliver_to(C1, seq, &[D5]);
+        }
+        assert_eq!(ordering(&story), vec![]);
+    }
+
+    /// u1 adds u3 at #2 and removes it at #3 (d4 and d5 see both), then sends #4.
+    fn added_and_removed() -> Story {
+        let mut story = Story::team();
+        story.message(D1, C1, m(1));
+        story.add(C1, D1, U3);
+        story.deliver(C1, 2);
+        story.remove(C1, D1, U3);
+        story.deliver(C1, 3);
+        story.message(D1, C1, m(2));
+        story
+    }
+
+    #[test]
+    fn o2_a_display_after_removal_is_g1_not_o2() {
+        let mut story = added_and_removed();
+        story.display(D4, C1, 4); // u3 may not see #4
+        story.add(C1, D1, U3);
+        story.deliver(C1, 5); // a join point: d4 and d5 jump there
+        assert_eq!(ordering(&story), vec![]);
+        let violations = crate::check::check_all(story.history());
+        single(violations, Invariant::G1MemberOnlyDelivery);
+    }
+
+    #[test]
+    fn o2_a_new_member_that_starts_after_its_join_point_is_reported() {
+        let mut story = Story::team();
+        story.message(D1, C1, m(1));
+        let added = story.add(C1, D1, U3);
+        story.send(D3, C1, m(1));
+        story.commit(C1, D3, m(1));
+        let late = story.display(D4, C1, 3); // "you were added" (#2) never shown
+        let violation = single(ordering(&story), Invariant::O2DisplayOrder);
+        assert_eq!(violation.witness, vec![added, late]);
+        assert_eq!(
+            violation.explanation,
+            "device-4 displayed c1 #3 (m1 from d3) before #2."
+        );
+    }
+
+    #[test]
+    fn o2_a_rejoined_device_that_skips_its_join_point_is_reported() {
+        let mut story = added_and_removed();
+        let removal_shown = story.shown_at(D4, C1, 3);
+        let readded = story.add(C1, D1, U3); // #5
+        story.send(D1, C1, m(3));
+        story.commit(C1, D1, m(3));
+        let skip = story.display(D4, C1, 6);
+        let violation = single(ordering(&story), Invariant::O2DisplayOrder);
+        assert_eq!(violation.witness, vec![removal_shown, readded, skip]);
+        assert_eq!(
+            violation.explanation,
+            "device-4 displayed c1 #6 (m3 from d1) before #5."
+        );
+    }
+
+    #[test]
+    fn o2_a_skipped_seq_inside_the_latest_period_is_reported() {
+        let mut story = Story::rejoined();
+        let first = story.display(D5, C1, 6);
+        let skip = story.display(D5, C1, 8);
+        let violation = single(ordering(&story), Invariant::O2DisplayOrder);
+        assert_eq!(violation.witness, vec![first, skip]);
+        assert_eq!(
+            violation.explanation,
+            "device-5 displayed c1 #8 (m2 from d3) before #7."
         );
     }
 

@@ -1,6 +1,10 @@
 //! A builder for hand-made histories, so checker tests read as a story: who sent what, what the
 //! server committed, what each device showed. Every call appends one record (10 ms after the
 //! previous one) and returns its index, which tests compare with a violation's witness.
+//!
+//! The story follows group membership as the protocol defines it (founders from seq 1, a change
+//! takes effect at its own seq), so `deliver` shows an entry to the devices of exactly the users
+//! who may see it; tests that break the rule display by hand.
 
 use super::index::HistoryIndex;
 use crate::check::{Invariant, Violation};
@@ -8,17 +12,19 @@ use crate::faults::FaultProfile;
 use crate::history::{ConversationSpec, Entry, HarnessEvent, History, Node, TimelineEntry};
 use crate::history::{RunStart, Topology, UserSpec};
 use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, Rejection, SendFailure};
-use imsim_model::{Seq, UserId};
-use std::collections::BTreeMap;
+use imsim_model::{MembershipChange, Seq, UserId};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub const U1: UserId = UserId(1);
 pub const U2: UserId = UserId(2);
 pub const U3: UserId = UserId(3);
+pub const U4: UserId = UserId(4);
 pub const D1: DeviceId = DeviceId(1);
 pub const D2: DeviceId = DeviceId(2);
 pub const D3: DeviceId = DeviceId(3);
 pub const D4: DeviceId = DeviceId(4);
 pub const D5: DeviceId = DeviceId(5);
+pub const D6: DeviceId = DeviceId(6);
 pub const C1: ConvId = ConvId(1);
 pub const C2: ConvId = ConvId(2);
 
@@ -32,6 +38,10 @@ pub fn body_of(device: DeviceId, id: ClientMsgId) -> String {
     format!("hello from {device} ({id})")
 }
 
+/// The first id a device gives a membership change (`m101`), so changes never take an id a
+/// test chose for a message.
+pub const CHANGE_ID_FIRST: u64 = 101;
+
 /// A checker's signature, so tests can run any family on a story.
 pub type Checker = fn(&History, &HistoryIndex) -> Vec<Violation>;
 
@@ -42,11 +52,27 @@ pub struct Story {
     next_seq: BTreeMap<ConvId, Seq>,
     next_client_seq: BTreeMap<(DeviceId, ConvId), ClientSeq>,
     /// What each send carried, so commits and displays can repeat it.
-    sent: BTreeMap<(DeviceId, ClientMsgId), (ClientSeq, String)>,
+    sent: BTreeMap<(DeviceId, ClientMsgId), Sent>,
     /// The server's timeline as committed so far (the last commit at a seq wins).
     committed: BTreeMap<(ConvId, Seq), (DeviceId, ClientMsgId)>,
+    /// Each conversation's members now.
+    members: BTreeMap<ConvId, BTreeSet<UserId>>,
+    /// Who may see each committed seq: the members after its change, and a removed user.
+    audience: BTreeMap<(ConvId, Seq), BTreeSet<UserId>>,
+    next_change_id: BTreeMap<DeviceId, u64>,
+    /// The record of the last commit at each seq.
+    commit_records: BTreeMap<(ConvId, Seq), usize>,
+    /// Devices `deliver` passes over.
+    offline: BTreeSet<DeviceId>,
     final_timelines_written: Vec<ConvId>,
     liveness_started: bool,
+}
+
+#[derive(Clone)]
+struct Sent {
+    client_seq: ClientSeq,
+    body: String,
+    change: Option<MembershipChange>,
 }
 
 impl Story {
@@ -66,9 +92,55 @@ impl Story {
         )
     }
 
+    /// A group for membership stories: c1 is founded by u1 (d1, d2) and u2 (d3); u3 (d4, d5)
+    /// and u4 (d6) are in the run but not in c1 until someone adds them.
+    pub fn team() -> Story {
+        let users = vec![
+            (U1, vec![D1, D2]),
+            (U2, vec![D3]),
+            (U3, vec![D4, D5]),
+            (U4, vec![D6]),
+        ];
+        Story::with_groups(users, vec![(C1, vec![U1, U2])], true)
+    }
+
+    /// The team after membership churn, everything delivered to exactly who may see it while
+    /// online: u1 sends #1; u1 adds u3 at #2; u2 sends #3 and u1 removes u3 at #4 while d4 is
+    /// offline; u1 sends #5; d4 comes back and u2 re-adds u3 at #6; u1 and u2 send #7 and #8.
+    /// So d4 shows #2 and then #6 to #8, skipping the rest of its first period as a re-joined
+    /// device may. d5 was offline throughout and has shown nothing; it is online again, and
+    /// what it shows is the test's to say.
+    pub fn rejoined() -> Story {
+        let mut story = Story::team();
+        story.message(D1, C1, m(1));
+        story.go_offline(D5);
+        story.add(C1, D1, U3);
+        story.deliver(C1, 2);
+        story.go_offline(D4);
+        story.message(D3, C1, m(1));
+        story.remove(C1, D1, U3);
+        story.deliver(C1, 4);
+        story.message(D1, C1, m(2));
+        story.go_online(D4);
+        story.add(C1, D3, U3);
+        story.deliver(C1, 6);
+        story.message(D2, C1, m(1));
+        story.message(D3, C1, m(2));
+        story.go_online(D5);
+        story
+    }
+
     pub fn new(
         users: Vec<(UserId, Vec<DeviceId>)>,
         conversations: Vec<(ConvId, Vec<UserId>)>,
+    ) -> Story {
+        Story::with_groups(users, conversations, false)
+    }
+
+    fn with_groups(
+        users: Vec<(UserId, Vec<DeviceId>)>,
+        conversations: Vec<(ConvId, Vec<UserId>)>,
+        group: bool,
     ) -> Story {
         let topology = Topology {
             users: users
@@ -80,10 +152,15 @@ impl Story {
                 .map(|(conv, members)| ConversationSpec {
                     conv,
                     members,
-                    group: false,
+                    group,
                 })
                 .collect(),
         };
+        let members = topology
+            .conversations
+            .iter()
+            .map(|spec| (spec.conv, spec.members.iter().copied().collect()))
+            .collect();
         let mut story = Story {
             history: History::default(),
             t_ms: 0,
@@ -92,6 +169,11 @@ impl Story {
             next_client_seq: BTreeMap::new(),
             sent: BTreeMap::new(),
             committed: BTreeMap::new(),
+            members,
+            audience: BTreeMap::new(),
+            next_change_id: BTreeMap::new(),
+            commit_records: BTreeMap::new(),
+            offline: BTreeSet::new(),
             final_timelines_written: Vec::new(),
             liveness_started: false,
         };
@@ -134,13 +216,113 @@ impl Story {
 
     /// The user presses send: the message gets the device's next client_seq in `conv`.
     pub fn send(&mut self, device: DeviceId, conv: ConvId, id: ClientMsgId) -> usize {
+        let client_seq = self.next_client_seq(device, conv);
+        self.send_as(device, conv, id, client_seq, &body_of(device, id))
+    }
+
+    fn next_client_seq(&mut self, device: DeviceId, conv: ConvId) -> ClientSeq {
         let client_seq = self
             .next_client_seq
             .entry((device, conv))
             .or_insert(ClientSeq(1));
         let this = *client_seq;
         *client_seq = this.next();
-        self.send_as(device, conv, id, this, &body_of(device, id))
+        this
+    }
+
+    /// The user asks for a membership change: it is sent like a message (the device's next
+    /// client_seq, a fresh id from `CHANGE_ID_FIRST` on, the body the client writes). Returns
+    /// the id.
+    pub fn send_change(
+        &mut self,
+        device: DeviceId,
+        conv: ConvId,
+        change: MembershipChange,
+    ) -> ClientMsgId {
+        let next = self.next_change_id.entry(device).or_insert(CHANGE_ID_FIRST);
+        let id = m(*next);
+        *next += 1;
+        let client_seq = self.next_client_seq(device, conv);
+        let body = match change {
+            MembershipChange::Add(user) => format!("adds {user}"),
+            MembershipChange::Remove(user) => format!("removes {user}"),
+            MembershipChange::Leave => "leaves".to_string(),
+        };
+        self.sent.insert(
+            (device, id),
+            Sent {
+                client_seq,
+                body: body.clone(),
+                change: Some(change),
+            },
+        );
+        let client_time_ms = self.t_ms;
+        self.device(
+            device,
+            Event::SendRequested {
+                conv,
+                client_msg_id: id,
+                client_seq,
+                body,
+                client_time_ms,
+                change: Some(change),
+            },
+        );
+        id
+    }
+
+    /// `by` adds `user` to `conv`: the request and its commit at the next seq, whose record is
+    /// returned. Nobody is shown anything yet (see `deliver`).
+    pub fn add(&mut self, conv: ConvId, by: DeviceId, user: UserId) -> usize {
+        self.change(conv, by, MembershipChange::Add(user))
+    }
+
+    /// `by` removes `user` from `conv`, as `add`.
+    pub fn remove(&mut self, conv: ConvId, by: DeviceId, user: UserId) -> usize {
+        self.change(conv, by, MembershipChange::Remove(user))
+    }
+
+    /// `device`'s user leaves `conv`, as `add`.
+    pub fn leave(&mut self, conv: ConvId, device: DeviceId) -> usize {
+        self.change(conv, device, MembershipChange::Leave)
+    }
+
+    fn change(&mut self, conv: ConvId, by: DeviceId, change: MembershipChange) -> usize {
+        let id = self.send_change(by, conv, change);
+        self.commit(conv, by, id)
+    }
+
+    /// The record of the last commit at `seq`.
+    pub fn commit_record(&self, conv: ConvId, seq: u64) -> usize {
+        self.commit_records[&(conv, Seq(seq))]
+    }
+
+    /// The record of `device`'s first display of `seq` in `conv`.
+    pub fn shown_at(&self, device: DeviceId, conv: ConvId, seq: u64) -> usize {
+        let shown = |record: &crate::history::Record| {
+            record.node == Node::Device(device)
+                && matches!(
+                    &record.entry,
+                    Entry::Protocol(Event::Displayed { conv: c, seq: s, .. })
+                        if *c == conv && *s == Seq(seq)
+                )
+        };
+        let at = self.history.records.iter().position(shown);
+        at.expect("the test displayed it")
+    }
+
+    /// `deliver` passes over the device until it is online again.
+    pub fn go_offline(&mut self, device: DeviceId) {
+        self.offline.insert(device);
+    }
+
+    pub fn go_online(&mut self, device: DeviceId) {
+        self.offline.remove(&device);
+    }
+
+    /// The last seq committed in `conv` (0 before the first).
+    pub fn head(&self, conv: ConvId) -> u64 {
+        self.next_seq.get(&conv).map_or(0, |next| next.0 - 1)
     }
 
     /// A send with an explicit client_seq and body.
@@ -152,8 +334,12 @@ impl Story {
         client_seq: ClientSeq,
         body: &str,
     ) -> usize {
-        self.sent
-            .insert((device, id), (client_seq, body.to_string()));
+        let sent = Sent {
+            client_seq,
+            body: body.to_string(),
+            change: None,
+        };
+        self.sent.insert((device, id), sent);
         let client_time_ms = self.t_ms;
         let body = body.to_string();
         self.device(
@@ -183,15 +369,44 @@ impl Story {
         sender: DeviceId,
         id: ClientMsgId,
     ) -> usize {
+        let change = self.sent.get(&(sender, id)).and_then(|sent| sent.change);
+        self.commit_changed_at(conv, seq, sender, id, change)
+    }
+
+    /// The server commits a sent message at the next seq with `change`, whatever was sent.
+    pub fn commit_changed(
+        &mut self,
+        conv: ConvId,
+        sender: DeviceId,
+        id: ClientMsgId,
+        change: Option<MembershipChange>,
+    ) -> usize {
+        let seq = self.head(conv) + 1;
+        self.commit_changed_at(conv, seq, sender, id, change)
+    }
+
+    fn commit_changed_at(
+        &mut self,
+        conv: ConvId,
+        seq: u64,
+        sender: DeviceId,
+        id: ClientMsgId,
+        change: Option<MembershipChange>,
+    ) -> usize {
         let seq = Seq(seq);
-        let (client_seq, body) = self
-            .sent
-            .get(&(sender, id))
-            .cloned()
-            .unwrap_or((ClientSeq(0), body_of(sender, id)));
+        let Sent {
+            client_seq, body, ..
+        } = self.sent.get(&(sender, id)).cloned().unwrap_or(Sent {
+            client_seq: ClientSeq(0),
+            body: body_of(sender, id),
+            change: None,
+        });
         self.next_seq.insert(conv, seq.next());
         self.committed.insert((conv, seq), (sender, id));
         let sender_user = self.user_of(sender);
+        self.follow_membership(conv, seq, sender_user, change);
+        let record = self.history.records.len();
+        self.commit_records.insert((conv, seq), record);
         let event = Event::Committed {
             conv,
             seq,
@@ -200,9 +415,32 @@ impl Story {
             client_msg_id: id,
             client_seq,
             body,
-            change: None,
+            change,
         };
         self.push(Node::Server, Entry::Protocol(event))
+    }
+
+    /// Applies a committed entry's change and notes who may see the entry.
+    fn follow_membership(
+        &mut self,
+        conv: ConvId,
+        seq: Seq,
+        sender: UserId,
+        change: Option<MembershipChange>,
+    ) {
+        let members = self.members.entry(conv).or_default();
+        let mut audience = members.clone();
+        match change {
+            Some(MembershipChange::Add(user)) => {
+                members.insert(user);
+                audience.insert(user);
+            }
+            Some(removal) => {
+                members.remove(&removal.subject(sender));
+            }
+            None => {}
+        }
+        self.audience.insert((conv, seq), audience);
     }
 
     pub fn ack(&mut self, device: DeviceId, conv: ConvId, id: ClientMsgId, seq: u64) -> usize {
@@ -234,7 +472,7 @@ impl Story {
         let body = self
             .sent
             .get(&(sender, id))
-            .map_or_else(|| body_of(sender, id), |sent| sent.1.clone());
+            .map_or_else(|| body_of(sender, id), |sent| sent.body.clone());
         self.display_as(device, conv, seq, sender, id, &body)
     }
 
@@ -294,10 +532,16 @@ impl Story {
         self.harness(HarnessEvent::NodeRestarted { restarted: node })
     }
 
-    /// Every member device of `conv` shows `seq` and moves its cursor to it.
+    /// Every online device of every user who may see `seq` shows it and moves its cursor to it.
     pub fn deliver(&mut self, conv: ConvId, seq: u64) {
-        let members = self.member_devices(conv);
-        for device in members {
+        let mut audience = self.audience_devices(conv, seq);
+        audience.retain(|device| !self.offline.contains(device));
+        self.deliver_to(conv, seq, &audience);
+    }
+
+    /// These devices show `seq` and move their cursors to it.
+    pub fn deliver_to(&mut self, conv: ConvId, seq: u64, devices: &[DeviceId]) {
+        for &device in devices {
             self.display(device, conv, seq);
             self.cursor(device, conv, seq);
         }
@@ -313,18 +557,15 @@ impl Story {
         seq
     }
 
-    fn member_devices(&self, conv: ConvId) -> Vec<DeviceId> {
-        let spec = self
-            .topology
-            .conversations
-            .iter()
-            .find(|spec| spec.conv == conv);
-        let members = spec.map_or(&[][..], |spec| &spec.members[..]);
+    /// The devices of the users who may see `seq` (who were members when it was committed).
+    pub fn audience_devices(&self, conv: ConvId, seq: u64) -> Vec<DeviceId> {
+        let empty = BTreeSet::new();
+        let audience = self.audience.get(&(conv, Seq(seq))).unwrap_or(&empty);
         let users = self
             .topology
             .users
             .iter()
-            .filter(|user| members.contains(&user.user));
+            .filter(|user| audience.contains(&user.user));
         users
             .flat_map(|user| user.devices.iter().copied())
             .collect()
