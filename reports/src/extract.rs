@@ -561,3 +561,281 @@ fn counts(summary: &RunSummary, events: usize) -> Counts {
     }
     counts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::*;
+    use imsim_sim::history::Direction;
+
+    fn summary(history: &History, violations: &[Violation]) -> Report {
+        build(&RunSummary {
+            scenario: "scenarios/hand.toml",
+            seed: 7,
+            history,
+            violations,
+            stats: None,
+        })
+    }
+
+    #[test]
+    fn lanes_are_the_server_then_devices_user_by_user() {
+        let mut history = start();
+        // A device the topology does not list still gets a lane, after the known ones.
+        login(&mut history, 5, DeviceId(9));
+        let lanes = Lanes::new(&history);
+        let ids: Vec<&str> = lanes.lanes.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["server", "device-1", "device-2", "device-3", "device-9"]
+        );
+        assert_eq!(lanes.lanes[2].label, "d2 · u1");
+        assert_eq!(lanes.lanes[3].user, Some(2));
+        assert_eq!(lanes.lanes[4].user, None);
+        assert_eq!(lanes.of(Node::Device(D3)), Some(3));
+        // Every harness event of this history is a band or setup: no harness lane.
+        assert_eq!(lanes.of(Node::Harness), None);
+    }
+
+    #[test]
+    fn events_keep_history_indices_lanes_categories_and_fields() {
+        let mut history = start();
+        let sent = send(&mut history, 100, D1, 1);
+        let committed = commit(&mut history, 110, D1, 1, 1);
+        let report = summary(&history, &[]);
+        let events = &report.events;
+        assert_eq!(events.len(), 2);
+        assert_eq!((events[0].index, events[0].lane), (sent, 1));
+        assert_eq!((events[1].index, events[1].lane), (committed, 0));
+        assert_eq!(events[0].kind, "send_requested");
+        assert_eq!(events[0].category, "send");
+        assert_eq!(events[1].category, "commit");
+        assert_eq!(events[1].conv, Some(1));
+        assert!(
+            events[1].detail.starts_with("conv=1 seq=1 body="),
+            "{}",
+            events[1].detail
+        );
+    }
+
+    #[test]
+    fn unknown_event_types_are_drawn_as_other() {
+        assert_eq!(category_of("presence_changed"), "other");
+        assert_eq!(category_of("displayed"), "display");
+        for category in CATEGORIES {
+            assert!(CATEGORIES.contains(&category));
+        }
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_details() {
+        let mut fields = Map::new();
+        fields.insert("body".to_string(), Value::String("x".repeat(200)));
+        fields.insert("seq".to_string(), Value::from(4));
+        let text = detail(&fields);
+        assert!(text.starts_with("seq=4 body=\"xxx"), "{text}");
+        assert!(text.ends_with('…') && text.chars().count() < 70, "{text}");
+    }
+
+    fn band_summary(report: &Report) -> Vec<(BandKind, Option<usize>, u64, u64, bool)> {
+        report
+            .bands
+            .iter()
+            .map(|b| (b.kind, b.lane, b.start_ms, b.end_ms, b.open_ended))
+            .collect()
+    }
+
+    #[test]
+    fn fault_bands_from_partitions_crashes_and_the_liveness_phase() {
+        let mut history = start();
+        for device in [D1, D2, D3] {
+            login(&mut history, 10, device);
+        }
+        let partition = HarnessEvent::PartitionStarted {
+            device: D2,
+            direction: Direction::ToServer,
+        };
+        harness(&mut history, 100, partition);
+        harness(
+            &mut history,
+            200,
+            HarnessEvent::PartitionHealed { device: D2 },
+        );
+        let crashed = Node::Server;
+        harness(&mut history, 300, HarnessEvent::NodeCrashed { crashed });
+        let restarted = Node::Server;
+        harness(&mut history, 450, HarnessEvent::NodeRestarted { restarted });
+        // A partition that never heals runs to the end of the run.
+        let partition = HarnessEvent::PartitionStarted {
+            device: D3,
+            direction: Direction::Both,
+        };
+        harness(&mut history, 500, partition);
+        let quiet_period_ms = 1_000;
+        harness(
+            &mut history,
+            600,
+            HarnessEvent::LivenessPhaseStarted { quiet_period_ms },
+        );
+        harness(&mut history, 1_600, HarnessEvent::RunEnded);
+        let report = summary(&history, &[]);
+        let faults: Vec<_> = band_summary(&report)
+            .into_iter()
+            .filter(|b| b.0 != BandKind::Offline)
+            .collect();
+        assert_eq!(
+            faults,
+            vec![
+                (BandKind::Partition, Some(2), 100, 200, false),
+                (BandKind::ServerDown, None, 300, 450, false),
+                (BandKind::Partition, Some(3), 500, 1_600, true),
+                (BandKind::Liveness, None, 600, 1_600, false),
+            ]
+        );
+        let partition = report
+            .bands
+            .iter()
+            .find(|b| b.lane == Some(2) && b.kind == BandKind::Partition);
+        assert_eq!(partition.unwrap().label, "partition: device→server lost");
+        assert_eq!(report.liveness_phase_ms, Some(600));
+        assert_eq!(report.quiet_period_ms, Some(1_000));
+        assert!(report.complete);
+        assert_eq!(
+            (report.counts.partitions, report.counts.server_crashes),
+            (2, 1)
+        );
+    }
+
+    #[test]
+    fn offline_bands_follow_sessions_and_app_kills() {
+        let mut history = start();
+        login(&mut history, 20, D1);
+        logout(&mut history, 100, D1);
+        login(&mut history, 300, D1);
+        let crashed = Node::Device(D1);
+        harness(&mut history, 400, HarnessEvent::NodeCrashed { crashed });
+        let restarted = Node::Device(D1);
+        harness(&mut history, 500, HarnessEvent::NodeRestarted { restarted });
+        login(&mut history, 520, D1);
+        login(&mut history, 30, D2);
+        let report = summary(&history, &[]);
+        let d1: Vec<_> = report
+            .bands
+            .iter()
+            .filter(|b| b.lane == Some(1))
+            .map(|b| (b.kind, b.start_ms, b.end_ms, b.label.as_str()))
+            .collect();
+        assert_eq!(
+            d1,
+            vec![
+                (BandKind::Offline, 0, 20, "not logged in yet"),
+                (BandKind::Offline, 100, 300, "offline: logout"),
+                (BandKind::DeviceDown, 400, 500, "app killed"),
+                (BandKind::Offline, 400, 520, "offline: app killed"),
+            ]
+        );
+        // d3 never logged in: offline for the whole run, and the report says it never ended.
+        let d3: Vec<_> = band_summary(&report)
+            .into_iter()
+            .filter(|b| b.1 == Some(3))
+            .collect();
+        assert_eq!(d3, vec![(BandKind::Offline, Some(3), 0, 520, true)]);
+        assert_eq!(report.counts.device_restarts, 1);
+    }
+
+    #[test]
+    fn densest_window_finds_the_busiest_stretch() {
+        let times = [0, 10, 1_000, 1_001, 1_002, 1_003, 5_000];
+        assert_eq!(densest(&times, 100), (1_000, 4));
+        assert_eq!(densest(&times, 2_000), (0, 6));
+        assert_eq!(densest(&[], 100), (0, 0));
+    }
+
+    fn events_at(times: &[u64]) -> Vec<TimelineEvent> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(index, t_ms)| TimelineEvent {
+                index,
+                t_ms: *t_ms,
+                lane: 0,
+                kind: "displayed".to_string(),
+                category: "display".to_string(),
+                conv: None,
+                detail: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn focus_is_the_witness_else_the_whole_run_else_the_densest_stretch() {
+        let few = events_at(&[100, 200, 50_000]);
+        let witness = focus(&few, &[10_000, 12_000], 60_000);
+        assert_eq!(
+            (witness.start_ms, witness.end_ms, witness.reason),
+            (8_500, 13_500, FocusReason::Witness)
+        );
+        let whole = focus(&few, &[], 60_000);
+        assert_eq!((whole.start_ms, whole.reason), (0, FocusReason::WholeRun));
+        assert!(whole.end_ms > 50_000 && whole.end_ms <= 60_000);
+        // Many events, most of them in a burst around 30 s: the first view is that burst.
+        let mut times: Vec<u64> = (0..FOCUS_EVENTS_TARGET as u64).map(|i| i * 100).collect();
+        times.extend((0..FOCUS_EVENTS_TARGET as u64).map(|i| 300_000 + i));
+        times.sort();
+        let dense = focus(&events_at(&times), &[], 400_000);
+        assert_eq!(dense.reason, FocusReason::Densest);
+        assert!(
+            dense.start_ms <= 300_000 && dense.end_ms >= 300_000 + 1_500,
+            "{dense:?}"
+        );
+        assert!(dense.end_ms - dense.start_ms < 400_000);
+    }
+
+    #[test]
+    fn invariant_table_lists_every_invariant_with_its_class_and_status() {
+        let violation = Violation {
+            invariant: Invariant::E1NoDuplicateDisplay,
+            explanation: "shown twice".to_string(),
+            witness: vec![],
+        };
+        let rows = invariant_rows(&[violation], false);
+        assert_eq!(rows.len(), Invariant::ALL.len());
+        let row = |code: &str| rows.iter().find(|r| r.code == code).unwrap();
+        assert_eq!(
+            (row("E1").status, row("E1").violations),
+            (Status::Violated, 1)
+        );
+        assert_eq!(row("E1").class, "always");
+        assert_eq!(row("O1").status, Status::Held);
+        // An incomplete history has no liveness verdict.
+        assert_eq!(row("D2").status, Status::NotJudged);
+        assert_eq!(row("D2").class, "eventually");
+        assert_eq!(invariant_rows(&[], true)[8].status, Status::Held);
+    }
+
+    #[test]
+    fn a_violation_carries_its_witness_records_and_the_replay_command() {
+        let mut history = start();
+        send(&mut history, 100, D1, 1);
+        let first = display(&mut history, 150, D3, D1, 1, 1);
+        let second = display(&mut history, 160, D3, D1, 1, 1);
+        let violation = Violation {
+            invariant: Invariant::E1NoDuplicateDisplay,
+            explanation: "d3 showed m1 twice".to_string(),
+            witness: vec![first, second],
+        };
+        let report = summary(&history, &[violation]);
+        assert!(!report.ok);
+        assert_eq!(report.replay, "imsim replay scenarios/hand.toml --seed 7");
+        let witness = &report.violations[0].witness;
+        assert_eq!(witness.len(), 2);
+        assert_eq!((witness[1].index, witness[1].t_ms), (second, 160));
+        assert_eq!(
+            (witness[1].node.as_str(), witness[1].kind.as_str()),
+            ("device-3", "displayed")
+        );
+        assert!(witness[1].line.contains("displayed"));
+        assert_eq!(report.focus.reason, FocusReason::Witness);
+        assert_eq!(report.scenario_name, "hand-made");
+    }
+}

@@ -202,3 +202,105 @@ pub fn histogram(sorted: &[u64]) -> Vec<Bucket> {
     buckets.drain(..first);
     buckets
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::*;
+
+    /// d1 sends m1 at 100 ms; d3 (the other user) shows it at 150, d2 (d1's sibling) at 400, d3
+    /// again at 500 (a duplicate: not a second sample). d1 sends m2, it commits, nobody shows it.
+    fn story() -> History {
+        let mut history = start();
+        send(&mut history, 100, D1, 1);
+        commit(&mut history, 110, D1, 1, 1);
+        display(&mut history, 150, D3, D1, 1, 1);
+        display(&mut history, 400, D2, D1, 1, 1);
+        display(&mut history, 500, D3, D1, 1, 1);
+        send(&mut history, 600, D1, 2);
+        commit(&mut history, 610, D1, 2, 2);
+        history
+    }
+
+    #[test]
+    fn a_sample_per_message_and_other_device_first_display_only() {
+        let samples = samples(&story());
+        let found: Vec<(u32, u64)> = samples
+            .iter()
+            .map(|s| (s.display_device, s.latency_ms))
+            .collect();
+        assert_eq!(found, vec![(3, 50), (2, 300)]);
+        assert_eq!((samples[0].send_index, samples[0].display_index), (1, 3));
+    }
+
+    #[test]
+    fn the_sender_showing_its_own_message_is_not_a_delivery() {
+        let mut history = story();
+        display(&mut history, 700, D1, D1, 1, 1);
+        assert_eq!(samples(&history).len(), 2);
+    }
+
+    #[test]
+    fn summary_counts_percentiles_and_undelivered_pairs() {
+        let latency = measure(&story());
+        assert_eq!(latency.samples, 2);
+        assert_eq!((latency.min_ms, latency.max_ms), (Some(50), Some(300)));
+        assert_eq!(latency.p50_ms, Some(50));
+        assert_eq!((latency.p90_ms, latency.p99_ms), (Some(300), Some(300)));
+        assert_eq!(latency.mean_ms, Some(175.0));
+        // m2 committed but neither d2 nor d3 showed it.
+        assert_eq!(latency.not_displayed, Some(2));
+        assert_eq!(latency.slowest[0].latency_ms, 300);
+        let total: u64 = latency.histogram.iter().map(|b| b.count).sum();
+        assert_eq!(total, 2);
+    }
+
+    #[test]
+    fn a_display_without_a_send_is_no_sample() {
+        let mut history = start();
+        display(&mut history, 150, D3, D1, 9, 1);
+        assert!(samples(&history).is_empty());
+        assert_eq!(measure(&history).p50_ms, None);
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 50), Some(50));
+        assert_eq!(percentile(&values, 90), Some(90));
+        assert_eq!(percentile(&values, 99), Some(99));
+        assert_eq!(percentile(&[7], 99), Some(7));
+        assert_eq!(percentile(&[], 50), None);
+    }
+
+    #[test]
+    fn histogram_buckets_run_one_two_five_from_the_fastest_to_the_slowest() {
+        let buckets = histogram(&[3, 4, 7, 15, 1_500]);
+        let edges: Vec<(u64, u64, u64)> = buckets
+            .iter()
+            .map(|b| (b.from_ms, b.to_ms, b.count))
+            .collect();
+        assert_eq!(
+            edges,
+            vec![
+                (2, 5, 2),
+                (5, 10, 1),
+                (10, 20, 1),
+                (20, 50, 0),
+                (50, 100, 0),
+                (100, 200, 0),
+                (200, 500, 0),
+                (500, 1_000, 0),
+                (1_000, 2_000, 1),
+            ]
+        );
+        assert_eq!(
+            histogram(&[0])[0],
+            Bucket {
+                from_ms: 0,
+                to_ms: 1,
+                count: 1
+            }
+        );
+    }
+}

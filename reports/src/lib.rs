@@ -23,6 +23,8 @@
 
 mod extract;
 mod files;
+#[cfg(test)]
+mod fixture;
 mod html;
 pub mod latency;
 mod markdown;

@@ -226,6 +226,9 @@
     if (title) { info.textContent = title.textContent; }
   });
 
+  // A link can open a given window: report.html#window=12000-15000 (simulated ms).
+  var linked = /^#window=(\d+)-(\d+)$/.exec(window.location.hash);
+  if (linked) { view = { start: +linked[1], end: Math.max(+linked[2], +linked[1] + SPAN_MIN_MS) }; }
   place();
   document.body.setAttribute("data-ready", "timeline");
 })();

@@ -25,7 +25,7 @@ const LANE_PAD: f64 = 5.0;
 const LANE_HEIGHT_MIN: f64 = 26.0;
 /// Marks drawn at most: a run beyond this shows the events around the first window only (all
 /// of them are in report.json), so the page stays a few MB.
-pub const EVENTS_DRAWN_MAX: usize = 20_000;
+pub const EVENTS_DRAWN_MAX: usize = 15_000;
 
 /// Maps simulated time to x within the plot area.
 #[derive(Clone, Copy, Debug)]
