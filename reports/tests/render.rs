@@ -110,10 +110,7 @@ fn json_is_the_report_with_stable_field_names() {
     ] {
         assert!(value.get(field).is_some(), "report.json has `{field}`");
     }
-    assert_eq!(
-        value["events"][0]["type"].as_str().map(str::len).is_some(),
-        true
-    );
+    assert!(value["events"][0]["type"].is_string());
     assert_eq!(value["counts"]["server_crashes"], 3);
     assert!(value["bands"]
         .as_array()
