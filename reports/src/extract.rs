@@ -5,8 +5,8 @@
 
 use crate::latency;
 use crate::report::{
-    Band, BandKind, Counts, Focus, FocusReason, InvariantRow, Lane, LaneKind, PacketCounts, Report,
-    Status, TimelineEvent, ViolationReport, WitnessRecord, FORMAT_VERSION,
+    Band, BandKind, Counts, Focus, FocusReason, InvariantRow, Lane, LaneKind, MessageRef,
+    PacketCounts, Report, Status, TimelineEvent, ViolationReport, WitnessRecord, FORMAT_VERSION,
 };
 use crate::RunSummary;
 use imsim_model::{DeviceId, Event};
@@ -186,6 +186,7 @@ fn is_drawn_as_band(event: &HarnessEvent) -> bool {
 /// Every record drawn as a mark: protocol events, and harness events without a band.
 pub fn events(history: &History, lanes: &Lanes) -> Vec<TimelineEvent> {
     let mut events = Vec::new();
+    let mut committed = BTreeMap::new();
     for (index, record) in history.records.iter().enumerate() {
         if let Entry::Harness(event) = &record.entry {
             if is_drawn_as_band(event) {
@@ -196,20 +197,58 @@ pub fn events(history: &History, lanes: &Lanes) -> Vec<TimelineEvent> {
             continue;
         };
         let (kind, fields) = type_and_fields(&record.entry);
+        let conv = fields
+            .get("conv")
+            .and_then(Value::as_u64)
+            .and_then(|c| u32::try_from(c).ok());
         events.push(TimelineEvent {
             index,
             t_ms: record.t_ms,
             lane,
             category: category_of(&kind).to_string(),
-            conv: fields
-                .get("conv")
-                .and_then(Value::as_u64)
-                .and_then(|c| u32::try_from(c).ok()),
+            conv,
+            message: message_of(record.node, &fields, &mut committed),
             detail: detail(&fields),
             kind,
         });
     }
     events
+}
+
+fn field_u64(fields: &Map<String, Value>, name: &str) -> Option<u64> {
+    fields.get(name).and_then(Value::as_u64)
+}
+
+/// The message an event names, read from its fields so new event types that use the same
+/// field names are followed too: `sender_device` + `client_msg_id`; a device's own
+/// `client_msg_id`; the server's `device` + `client_msg_id`; else `conv` + `seq`, looked up among
+/// the commits seen so far (a commit records both names of a message).
+fn message_of(
+    node: Node,
+    fields: &Map<String, Value>,
+    committed: &mut BTreeMap<(u64, u64), MessageRef>,
+) -> Option<MessageRef> {
+    let sender = field_u64(fields, "sender_device").or_else(|| match node {
+        Node::Device(device) => Some(u64::from(device.0)),
+        _ => field_u64(fields, "device"),
+    });
+    let named = match (sender, field_u64(fields, "client_msg_id")) {
+        (Some(sender), Some(client_msg_id)) => Some(MessageRef {
+            sender_device: u32::try_from(sender).ok()?,
+            client_msg_id,
+        }),
+        _ => None,
+    };
+    let position = field_u64(fields, "conv").zip(field_u64(fields, "seq"));
+    match (named, position) {
+        (Some(message), Some(position)) => {
+            committed.insert(position, message);
+            Some(message)
+        }
+        (Some(message), None) => Some(message),
+        (None, Some(position)) => committed.get(&position).copied(),
+        (None, None) => None,
+    }
 }
 
 /// An entry's `type` and its other fields, read from its JSON form (so any event type works).
@@ -619,6 +658,38 @@ mod tests {
     }
 
     #[test]
+    fn events_name_their_message_directly_or_by_conversation_and_seq() {
+        let mut history = start();
+        send(&mut history, 100, D1, 4);
+        commit(&mut history, 110, D1, 4, 1);
+        let ack = Event::AckSent {
+            device: D1,
+            conv: C1,
+            client_msg_id: imsim_model::ClientMsgId(4),
+            seq: imsim_model::Seq(1),
+        };
+        on(&mut history, 111, Node::Server, ack);
+        let held = Event::HeldBack {
+            conv: C1,
+            seq: imsim_model::Seq(1),
+        };
+        on(&mut history, 120, Node::Device(D3), held);
+        display(&mut history, 130, D3, D1, 4, 1);
+        let cursor = Event::CursorAdvanced {
+            conv: C1,
+            cursor: imsim_model::Seq(1),
+        };
+        on(&mut history, 131, Node::Device(D3), cursor);
+        let report = summary(&history, &[]);
+        let m4 = Some(MessageRef {
+            sender_device: 1,
+            client_msg_id: 4,
+        });
+        let messages: Vec<_> = report.events.iter().map(|e| e.message).collect();
+        assert_eq!(messages, vec![m4, m4, m4, m4, m4, None]);
+    }
+
+    #[test]
     fn unknown_event_types_are_drawn_as_other() {
         assert_eq!(category_of("presence_changed"), "other");
         assert_eq!(category_of("displayed"), "display");
@@ -762,6 +833,7 @@ mod tests {
                 kind: "displayed".to_string(),
                 category: "display".to_string(),
                 conv: None,
+                message: None,
                 detail: String::new(),
             })
             .collect()

@@ -205,6 +205,14 @@ fn timeline_section(html: &mut String, report: &Report, witness: &BTreeSet<usize
     html.push_str(
         r#"<button data-zoom="0.5">zoom in</button><button data-zoom="2">zoom out</button><span id="window-readout" class="readout"></span><span class="hint">drag to pan · Ctrl+wheel to zoom · click or drag on the strip to choose a window · hover a mark for its event</span></div>"#,
     );
+    let packet_faults = packet_faults(&report.faults);
+    if !packet_faults.is_empty() {
+        let _ = write!(
+            html,
+            r#"<p class="packet-faults" id="packet-faults"><b>throughout the safety phase</b> (not drawn as bands): {}</p>"#,
+            escape(&packet_faults.join(" · "))
+        );
+    }
     html.push_str(&svg::overview(report, witness));
     html.push_str(r#"<div id="event-info" class="event-info">hover a mark to see its event</div><div class="timeline-frame">"#);
     html.push_str(&svg::timeline(report, witness));
@@ -360,6 +368,62 @@ fn faults(html: &mut String, report: &Report) {
     html.push_str("</table></section>");
 }
 
+/// Faults that act on packets at random for the whole safety phase rather than at a time (loss,
+/// duplication, delay, hold, clock skew), one phrase each: `loss 30% (d1 d2)`,
+/// `delay 50% ≤ 300 ms`. Read generically from the profile, so a new fault class still shows.
+pub fn packet_faults(profile: &serde_json::Value) -> Vec<String> {
+    /// Drawn as bands on the timeline instead.
+    const TIMED: [&str; 3] = ["partitions", "server_crashes", "device_restarts"];
+    let Some(profile) = profile.as_object() else {
+        return Vec::new();
+    };
+    let mut phrases = Vec::new();
+    for (class, value) in profile {
+        if TIMED.contains(&class.as_str()) || value.is_null() {
+            continue;
+        }
+        let name = class.replace('_', " ");
+        match value {
+            serde_json::Value::Object(fields) => {
+                let mut phrase = name;
+                if let Some(p) = fields.get("probability").and_then(|p| p.as_f64()) {
+                    phrase += &format!(" {}%", (p * 1000.0).round() / 10.0);
+                }
+                if let Some(ms) = fields.get("delay_ms_max").and_then(|m| m.as_u64()) {
+                    phrase += &format!(" ≤ {}", seconds(ms));
+                }
+                if let Some(devices) = fields.get("devices").and_then(|d| d.as_array()) {
+                    let devices: Vec<String> = devices.iter().map(|d| format!("d{d}")).collect();
+                    phrase += &format!(" ({})", devices.join(" "));
+                }
+                phrases.push(phrase);
+            }
+            serde_json::Value::Array(items) if items.is_empty() => {}
+            serde_json::Value::Array(items) => {
+                let parts: Vec<String> = items.iter().map(compact_item).collect();
+                phrases.push(format!("{name}: {}", parts.join(", ")));
+            }
+            other => phrases.push(format!("{name} {other}")),
+        }
+    }
+    phrases
+}
+
+/// `d2 −1.2 s` for a clock skew; the JSON of anything else.
+fn compact_item(item: &serde_json::Value) -> String {
+    match (
+        item.get("device").and_then(|d| d.as_u64()),
+        item.get("offset_ms").and_then(|o| o.as_i64()),
+    ) {
+        (Some(device), Some(offset_ms)) => format!(
+            "d{device} {}{}",
+            if offset_ms < 0 { "−" } else { "+" },
+            seconds(offset_ms.unsigned_abs())
+        ),
+        _ => item.to_string(),
+    }
+}
+
 /// What the script needs beyond the SVG: the run's length and the first window. `</` is
 /// escaped so no string can close the script element.
 fn script_data(report: &Report) -> String {
@@ -368,4 +432,40 @@ fn script_data(report: &Report) -> String {
         "focus": report.focus,
     });
     data.to_string().replace("</", "<\\/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn escape_makes_text_safe_in_content_and_attributes() {
+        assert_eq!(
+            escape(r#"<b a="1">'&'</b>"#),
+            "&lt;b a=&quot;1&quot;&gt;&#39;&amp;&#39;&lt;/b&gt;"
+        );
+    }
+
+    #[test]
+    fn packet_faults_read_as_phrases_and_timed_faults_are_left_to_the_bands() {
+        let profile = json!({
+            "loss": {"probability": 0.144, "devices": [1, 3]},
+            "delay": {"probability": 0.5, "delay_ms_max": 300},
+            "duplication": null,
+            "partitions": [{"device": 2}],
+            "clock_skew": [{"device": 2, "offset_ms": -1200}, {"device": 4, "offset_ms": 3000}],
+            "jitter_storm": {"probability": 0.1},
+        });
+        assert_eq!(
+            packet_faults(&profile),
+            vec![
+                "clock skew: d2 −1.2 s, d4 +3 s",
+                "delay 50% ≤ 300 ms",
+                "jitter storm 10%",
+                "loss 14.4% (d1 d3)",
+            ]
+        );
+        assert!(packet_faults(&json!(null)).is_empty());
+    }
 }

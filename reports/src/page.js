@@ -220,11 +220,30 @@
       .map(function (k) { return "#marks ." + k + "{display:none}"; }).join("\n");
   }
 
-  // The hovered mark's event, in a line above the timeline (tooltips are slow to appear).
-  document.getElementById("marks").addEventListener("mouseover", function (e) {
+  // The hovered mark's event, in a line above the timeline (tooltips are slow to appear), and
+  // every mark of the same message outlined across the lanes, the others dimmed.
+  var marks = document.getElementById("marks");
+  var related = [];
+  function clearRelated() {
+    related.forEach(function (el) { el.classList.remove("related"); });
+    related = [];
+    marks.classList.remove("relating");
+  }
+  marks.addEventListener("mouseover", function (e) {
     var title = e.target.querySelector && e.target.querySelector("title");
     if (title) { info.textContent = title.textContent; }
+    clearRelated();
+    var message = e.target.getAttribute && e.target.getAttribute("data-msg");
+    if (message) {
+      related = Array.prototype.slice.call(marks.querySelectorAll('[data-msg="' + message + '"]'));
+      related.forEach(function (el) { el.classList.add("related"); });
+      marks.classList.add("relating");
+      var sender = message.split(".");
+      info.textContent += "   ·   message d" + sender[0] + " m" + sender[1] + ": " +
+        related.length + " events outlined";
+    }
   });
+  marks.addEventListener("mouseleave", clearRelated);
 
   // A link can open a given window: report.html#window=12000-15000 (simulated ms).
   var linked = /^#window=(\d+)-(\d+)$/.exec(window.location.hash);

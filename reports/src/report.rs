@@ -110,8 +110,18 @@ pub struct TimelineEvent {
     /// `session`, `retry`, `buffer`, `failure`, or `other` for types the report does not know.
     pub category: String,
     pub conv: Option<u32>,
+    /// The message the event is about, when it names one (directly, or by the conversation and
+    /// seq it was committed at): the page follows a message across lanes with it.
+    pub message: Option<MessageRef>,
     /// The event's fields, compact (`conv=3 seq=7 …`), long values shortened.
     pub detail: String,
+}
+
+/// A message's identity across the whole system: the device that sent it and its id there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub sender_device: u32,
+    pub client_msg_id: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

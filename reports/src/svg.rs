@@ -312,12 +312,16 @@ fn slot_y(event: &TimelineEvent, lanes: &[LaneLayout]) -> f64 {
 fn mark(svg: &mut String, event: &TimelineEvent, lanes: &[LaneLayout], scale: &Scale, hit: bool) {
     let _ = write!(
         svg,
-        r#"<rect class="m {}{}" x="{}" y="{}" data-t="{}"><title>[{}] {} {} {}</title></rect>"#,
+        r#"<rect class="m {}{}" x="{}" y="{}" data-t="{}"{}><title>[{}] {} {} {}</title></rect>"#,
         colour_class(event),
         if hit { " w" } else { "" },
         n(scale.x(event.t_ms) - 1.5),
         n(slot_y(event, lanes) + 0.5),
         event.t_ms,
+        event.message.map_or_else(String::new, |m| format!(
+            r#" data-msg="{}.{}""#,
+            m.sender_device, m.client_msg_id
+        )),
         event.index,
         seconds_precise(event.t_ms),
         event.kind,
@@ -539,7 +543,11 @@ pub fn histogram(latency: &Latency) -> String {
     );
     for (i, bucket) in buckets.iter().enumerate() {
         let x = LEFT + i as f64 * bar_width;
-        let height = bucket.count as f64 / tallest * (BOTTOM - TOP);
+        // A bucket with one sample in a thousand still shows.
+        let height = match bucket.count {
+            0 => 0.0,
+            count => (count as f64 / tallest * (BOTTOM - TOP)).max(2.0),
+        };
         let _ = write!(
             svg,
             r#"<rect class="bar" x="{}" y="{}" width="{}" height="{}"><title>{} – {}: {} deliveries</title></rect>"#,
@@ -587,20 +595,20 @@ pub fn histogram(latency: &Latency) -> String {
         ("p90", latency.p90_ms),
         ("p99", latency.p99_ms),
     ];
-    // One label row each above the bars, so close percentiles never overprint; a label near the
-    // right edge ends at its line instead of starting there.
+    // One short label row each above the bars, so close percentiles never overprint (their
+    // values are in the table beside the chart); a label near the right edge ends at its line.
     for (row, (name, value)) in marks.iter().enumerate() {
         let Some(value) = value else { continue };
         let x = percentile_x(buckets, *value, LEFT, bar_width);
         let y = 12.0 + 13.0 * row as f64;
-        let (anchor, label_x) = if x > W - 90.0 {
+        let (anchor, label_x) = if x > W - 40.0 {
             ("end", x - 3.0)
         } else {
             ("start", x + 3.0)
         };
         let _ = write!(
             svg,
-            r#"<line class="percentile {name}" x1="{x}" x2="{x}" y1="{}" y2="{BOTTOM}"/><text class="percentile-label {name}" text-anchor="{anchor}" x="{}" y="{}">{name} {}</text>"#,
+            r#"<line class="percentile {name}" x1="{x}" x2="{x}" y1="{}" y2="{BOTTOM}"/><text class="percentile-label {name}" text-anchor="{anchor}" x="{}" y="{}">{name}<title>{name} {}</title></text>"#,
             n(y - 9.0),
             n(label_x),
             n(y),
