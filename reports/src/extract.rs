@@ -1,16 +1,19 @@
-//! From a run's history and verdict to a [`Report`]: lanes, timeline events, fault bands, the
-//! window shown first, counts and the invariant table. Events are read generically (their `type`
+//! From a run's history and verdict to a [`Report`]: lanes, timeline events, counts, the
+//! invariant table and the violations, with the bands (`bands.rs`), the first window
+//! (`focus.rs`) and the latencies (`latency.rs`) from their own files. Events are read generically (their `type`
 //! and fields as JSON), so an event type added to the model later is drawn without a change here;
 //! only the types that carry meaning for a band or a count are matched by name.
 
+use crate::bands::{bands, liveness_phase};
+use crate::focus::focus;
 use crate::latency;
 use crate::report::{
-    Band, BandKind, Counts, Focus, FocusReason, InvariantRow, Lane, LaneKind, MessageRef,
-    PacketCounts, Report, Status, TimelineEvent, ViolationReport, WitnessRecord, FORMAT_VERSION,
+    Counts, InvariantRow, Lane, LaneKind, MessageRef, PacketCounts, Report, Status, TimelineEvent,
+    ViolationReport, WitnessRecord, FORMAT_VERSION,
 };
 use crate::RunSummary;
 use imsim_model::{DeviceId, Event};
-use imsim_sim::history::{Direction, Entry, HarnessEvent, History, Node, Record};
+use imsim_sim::history::{Entry, HarnessEvent, History, Node};
 use imsim_sim::{replay_command, Class, Invariant, Violation};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -38,16 +41,6 @@ pub fn category_of(kind: &str) -> &'static str {
         _ => "other",
     }
 }
-
-/// How many events the timeline should show at once for a run to stay readable; the first
-/// window is the densest stretch that holds no more than this.
-pub const FOCUS_EVENTS_TARGET: usize = 1_500;
-
-/// Window widths tried for the densest stretch, in milliseconds.
-const FOCUS_WIDTHS_MS: [u64; 14] = [
-    500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000,
-    3_600_000, 7_200_000,
-];
 
 pub fn build(summary: &RunSummary) -> Report {
     let history = summary.history;
@@ -163,7 +156,7 @@ impl Lanes {
         self.by_node.get(&node).copied()
     }
 
-    fn of_device(&self, device: DeviceId) -> Option<usize> {
+    pub fn of_device(&self, device: DeviceId) -> Option<usize> {
         self.of(Node::Device(device))
     }
 }
@@ -302,146 +295,6 @@ fn shorten(text: &str, chars_max: usize) -> String {
     format!("{kept}…")
 }
 
-/// Faults and sessions as stretches of time: partitions and app kills on a device's lane, server
-/// downtime across every lane, a device's time without a session on its lane, and the liveness
-/// phase. A stretch the history never closes runs to the end and is marked open-ended.
-pub fn bands(history: &History, lanes: &Lanes, duration_ms: u64) -> Vec<Band> {
-    let mut open = OpenBands::default();
-    for device in history.topology().iter().flat_map(|t| &t.users) {
-        for device in &device.devices {
-            open.start(BandKind::Offline, Some(*device), 0, "not logged in yet");
-        }
-    }
-    for record in &history.records {
-        band_edges(&mut open, record);
-    }
-    let mut bands = Vec::new();
-    for ((kind, device), (start_ms, end_ms, label)) in open.closed {
-        bands.push((kind, device, start_ms, end_ms, label, false));
-    }
-    for ((kind, device), (start_ms, label)) in open.open {
-        bands.push((kind, device, start_ms, duration_ms, label, true));
-    }
-    let mut bands: Vec<Band> = bands
-        .into_iter()
-        .filter_map(|(kind, device, start_ms, end_ms, label, open_ended)| {
-            let lane = match device {
-                Some(device) => Some(lanes.of_device(device)?),
-                None => None,
-            };
-            Some(Band {
-                kind,
-                lane,
-                start_ms,
-                end_ms,
-                label,
-                open_ended,
-            })
-        })
-        .collect();
-    bands.sort_by_key(|band| (band.start_ms, band.end_ms, band.lane));
-    bands
-}
-
-/// A band's kind and the device whose lane it shades (`None`: every lane).
-type BandKey = (BandKind, Option<DeviceId>);
-
-/// Bands being built: open ones by key with their start and label, and the closed ones (start,
-/// end, label) in the order they closed.
-#[derive(Default)]
-struct OpenBands {
-    open: BTreeMap<BandKey, (u64, String)>,
-    closed: Vec<(BandKey, (u64, u64, String))>,
-}
-
-impl OpenBands {
-    /// Opens a band unless one of that kind is open on that lane already (the first cause wins).
-    fn start(&mut self, kind: BandKind, device: Option<DeviceId>, t_ms: u64, label: &str) {
-        self.open
-            .entry((kind, device))
-            .or_insert_with(|| (t_ms, label.to_string()));
-    }
-
-    fn end(&mut self, kind: BandKind, device: Option<DeviceId>, t_ms: u64) {
-        if let Some((start_ms, label)) = self.open.remove(&(kind, device)) {
-            self.closed.push(((kind, device), (start_ms, t_ms, label)));
-        }
-    }
-}
-
-fn band_edges(open: &mut OpenBands, record: &Record) {
-    let t = record.t_ms;
-    match (&record.node, &record.entry) {
-        (_, Entry::Harness(HarnessEvent::PartitionStarted { device, direction })) => {
-            let label = match direction {
-                Direction::Both => "partition: both ways",
-                Direction::ToServer => "partition: device→server lost",
-                Direction::FromServer => "partition: server→device lost",
-            };
-            open.start(BandKind::Partition, Some(*device), t, label);
-        }
-        (_, Entry::Harness(HarnessEvent::PartitionHealed { device })) => {
-            open.end(BandKind::Partition, Some(*device), t);
-        }
-        (_, Entry::Harness(HarnessEvent::NodeCrashed { crashed })) => match crashed {
-            Node::Device(device) => {
-                open.start(BandKind::DeviceDown, Some(*device), t, "app killed");
-                open.start(BandKind::Offline, Some(*device), t, "offline: app killed");
-            }
-            _ => open.start(BandKind::ServerDown, None, t, "server down"),
-        },
-        (_, Entry::Harness(HarnessEvent::NodeRestarted { restarted })) => match restarted {
-            Node::Device(device) => open.end(BandKind::DeviceDown, Some(*device), t),
-            _ => open.end(BandKind::ServerDown, None, t),
-        },
-        (_, Entry::Harness(HarnessEvent::LivenessPhaseStarted { quiet_period_ms })) => {
-            let label = format!("liveness phase (quiet {})", seconds(*quiet_period_ms));
-            open.start(BandKind::Liveness, None, t, &label);
-        }
-        (_, Entry::Harness(HarnessEvent::RunEnded)) => open.end(BandKind::Liveness, None, t),
-        (Node::Device(device), Entry::Protocol(Event::LoggedIn { .. })) => {
-            open.end(BandKind::Offline, Some(*device), t);
-        }
-        (Node::Device(device), Entry::Protocol(Event::SessionLost { reason })) => {
-            let reason = serde_json::to_value(reason)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            open.start(
-                BandKind::Offline,
-                Some(*device),
-                t,
-                &format!("offline: {reason}"),
-            );
-        }
-        _ => {}
-    }
-}
-
-/// `1.5 s`, `250 ms`: simulated time for a label.
-pub fn seconds(ms: u64) -> String {
-    if ms < 1_000 {
-        format!("{ms} ms")
-    } else if ms.is_multiple_of(1_000) {
-        format!("{} s", ms / 1_000)
-    } else {
-        format!("{:.1} s", ms as f64 / 1000.0)
-    }
-}
-
-fn liveness_phase(history: &History) -> (Option<u64>, Option<u64>) {
-    history
-        .records
-        .iter()
-        .find_map(|record| match &record.entry {
-            Entry::Harness(HarnessEvent::LivenessPhaseStarted { quiet_period_ms }) => {
-                Some((Some(record.t_ms), Some(*quiet_period_ms)))
-            }
-            _ => None,
-        })
-        .unwrap_or((None, None))
-}
-
 fn first_witness_times(history: &History, violations: &[Violation]) -> Vec<u64> {
     violations.first().map_or_else(Vec::new, |violation| {
         violation
@@ -451,61 +304,6 @@ fn first_witness_times(history: &History, violations: &[Violation]) -> Vec<u64> 
             .map(|record| record.t_ms)
             .collect()
     })
-}
-
-/// The window the timeline opens on: around the first violation's witness when there is one;
-/// otherwise the densest stretch that stays readable, or the whole active run if it all is.
-pub fn focus(events: &[TimelineEvent], witness_times: &[u64], duration_ms: u64) -> Focus {
-    if let (Some(first), Some(last)) = (witness_times.iter().min(), witness_times.iter().max()) {
-        let pad_ms = ((last - first) / 4).max(1_500);
-        return Focus {
-            start_ms: first.saturating_sub(pad_ms),
-            end_ms: (last + pad_ms).min(duration_ms.max(last + 1)),
-            reason: FocusReason::Witness,
-        };
-    }
-    let times: Vec<u64> = events.iter().map(|e| e.t_ms).collect();
-    let active_end_ms = times
-        .last()
-        .map_or(duration_ms, |last| last + last / 50 + 1);
-    if times.len() <= FOCUS_EVENTS_TARGET {
-        return Focus {
-            start_ms: 0,
-            end_ms: active_end_ms.min(duration_ms.max(1)),
-            reason: FocusReason::WholeRun,
-        };
-    }
-    let mut chosen = (FOCUS_WIDTHS_MS[0], densest(&times, FOCUS_WIDTHS_MS[0]).0);
-    for width_ms in FOCUS_WIDTHS_MS {
-        let (start_ms, count) = densest(&times, width_ms);
-        if count > FOCUS_EVENTS_TARGET {
-            break;
-        }
-        chosen = (width_ms, start_ms);
-    }
-    let (width_ms, start_ms) = chosen;
-    // A little context before the densest stretch.
-    let start_ms = start_ms.saturating_sub(width_ms / 10);
-    Focus {
-        start_ms,
-        end_ms: start_ms + width_ms,
-        reason: FocusReason::Densest,
-    }
-}
-
-/// The start of the window of `width_ms` holding the most events (`times` sorted), and how many
-/// it holds.
-pub fn densest(times: &[u64], width_ms: u64) -> (u64, usize) {
-    let (mut best_start, mut best_count, mut first) = (0, 0, 0);
-    for (last, t) in times.iter().enumerate() {
-        while times[first] + width_ms <= *t {
-            first += 1;
-        }
-        if last + 1 - first > best_count {
-            (best_start, best_count) = (times[first], last + 1 - first);
-        }
-    }
-    (best_start, best_count)
 }
 
 fn class_name(class: Class) -> &'static str {
@@ -605,17 +403,7 @@ fn counts(summary: &RunSummary, events: usize) -> Counts {
 mod tests {
     use super::*;
     use crate::fixture::*;
-    use imsim_sim::history::Direction;
-
-    fn summary(history: &History, violations: &[Violation]) -> Report {
-        build(&RunSummary {
-            scenario: "scenarios/hand.toml",
-            seed: 7,
-            history,
-            violations,
-            stats: None,
-        })
-    }
+    use crate::report::FocusReason;
 
     #[test]
     fn lanes_are_the_server_then_devices_user_by_user() {
@@ -706,161 +494,6 @@ mod tests {
         let text = detail(&fields);
         assert!(text.starts_with("seq=4 body=\"xxx"), "{text}");
         assert!(text.ends_with('…') && text.chars().count() < 70, "{text}");
-    }
-
-    fn band_summary(report: &Report) -> Vec<(BandKind, Option<usize>, u64, u64, bool)> {
-        report
-            .bands
-            .iter()
-            .map(|b| (b.kind, b.lane, b.start_ms, b.end_ms, b.open_ended))
-            .collect()
-    }
-
-    #[test]
-    fn fault_bands_from_partitions_crashes_and_the_liveness_phase() {
-        let mut history = start();
-        for device in [D1, D2, D3] {
-            login(&mut history, 10, device);
-        }
-        let partition = HarnessEvent::PartitionStarted {
-            device: D2,
-            direction: Direction::ToServer,
-        };
-        harness(&mut history, 100, partition);
-        harness(
-            &mut history,
-            200,
-            HarnessEvent::PartitionHealed { device: D2 },
-        );
-        let crashed = Node::Server;
-        harness(&mut history, 300, HarnessEvent::NodeCrashed { crashed });
-        let restarted = Node::Server;
-        harness(&mut history, 450, HarnessEvent::NodeRestarted { restarted });
-        // A partition that never heals runs to the end of the run.
-        let partition = HarnessEvent::PartitionStarted {
-            device: D3,
-            direction: Direction::Both,
-        };
-        harness(&mut history, 500, partition);
-        let quiet_period_ms = 1_000;
-        harness(
-            &mut history,
-            600,
-            HarnessEvent::LivenessPhaseStarted { quiet_period_ms },
-        );
-        harness(&mut history, 1_600, HarnessEvent::RunEnded);
-        let report = summary(&history, &[]);
-        let faults: Vec<_> = band_summary(&report)
-            .into_iter()
-            .filter(|b| b.0 != BandKind::Offline)
-            .collect();
-        assert_eq!(
-            faults,
-            vec![
-                (BandKind::Partition, Some(2), 100, 200, false),
-                (BandKind::ServerDown, None, 300, 450, false),
-                (BandKind::Partition, Some(3), 500, 1_600, true),
-                (BandKind::Liveness, None, 600, 1_600, false),
-            ]
-        );
-        let partition = report
-            .bands
-            .iter()
-            .find(|b| b.lane == Some(2) && b.kind == BandKind::Partition);
-        assert_eq!(partition.unwrap().label, "partition: device→server lost");
-        assert_eq!(report.liveness_phase_ms, Some(600));
-        assert_eq!(report.quiet_period_ms, Some(1_000));
-        assert!(report.complete);
-        assert_eq!(
-            (report.counts.partitions, report.counts.server_crashes),
-            (2, 1)
-        );
-    }
-
-    #[test]
-    fn offline_bands_follow_sessions_and_app_kills() {
-        let mut history = start();
-        login(&mut history, 20, D1);
-        logout(&mut history, 100, D1);
-        login(&mut history, 300, D1);
-        let crashed = Node::Device(D1);
-        harness(&mut history, 400, HarnessEvent::NodeCrashed { crashed });
-        let restarted = Node::Device(D1);
-        harness(&mut history, 500, HarnessEvent::NodeRestarted { restarted });
-        login(&mut history, 520, D1);
-        login(&mut history, 30, D2);
-        let report = summary(&history, &[]);
-        let d1: Vec<_> = report
-            .bands
-            .iter()
-            .filter(|b| b.lane == Some(1))
-            .map(|b| (b.kind, b.start_ms, b.end_ms, b.label.as_str()))
-            .collect();
-        assert_eq!(
-            d1,
-            vec![
-                (BandKind::Offline, 0, 20, "not logged in yet"),
-                (BandKind::Offline, 100, 300, "offline: logout"),
-                (BandKind::DeviceDown, 400, 500, "app killed"),
-                (BandKind::Offline, 400, 520, "offline: app killed"),
-            ]
-        );
-        // d3 never logged in: offline for the whole run, and the report says it never ended.
-        let d3: Vec<_> = band_summary(&report)
-            .into_iter()
-            .filter(|b| b.1 == Some(3))
-            .collect();
-        assert_eq!(d3, vec![(BandKind::Offline, Some(3), 0, 520, true)]);
-        assert_eq!(report.counts.device_restarts, 1);
-    }
-
-    #[test]
-    fn densest_window_finds_the_busiest_stretch() {
-        let times = [0, 10, 1_000, 1_001, 1_002, 1_003, 5_000];
-        assert_eq!(densest(&times, 100), (1_000, 4));
-        assert_eq!(densest(&times, 2_000), (0, 6));
-        assert_eq!(densest(&[], 100), (0, 0));
-    }
-
-    fn events_at(times: &[u64]) -> Vec<TimelineEvent> {
-        times
-            .iter()
-            .enumerate()
-            .map(|(index, t_ms)| TimelineEvent {
-                index,
-                t_ms: *t_ms,
-                lane: 0,
-                kind: "displayed".to_string(),
-                category: "display".to_string(),
-                conv: None,
-                message: None,
-                detail: String::new(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn focus_is_the_witness_else_the_whole_run_else_the_densest_stretch() {
-        let few = events_at(&[100, 200, 50_000]);
-        let witness = focus(&few, &[10_000, 12_000], 60_000);
-        assert_eq!(
-            (witness.start_ms, witness.end_ms, witness.reason),
-            (8_500, 13_500, FocusReason::Witness)
-        );
-        let whole = focus(&few, &[], 60_000);
-        assert_eq!((whole.start_ms, whole.reason), (0, FocusReason::WholeRun));
-        assert!(whole.end_ms > 50_000 && whole.end_ms <= 60_000);
-        // Many events, most of them in a burst around 30 s: the first view is that burst.
-        let mut times: Vec<u64> = (0..FOCUS_EVENTS_TARGET as u64).map(|i| i * 100).collect();
-        times.extend((0..FOCUS_EVENTS_TARGET as u64).map(|i| 300_000 + i));
-        times.sort();
-        let dense = focus(&events_at(&times), &[], 400_000);
-        assert_eq!(dense.reason, FocusReason::Densest);
-        assert!(
-            dense.start_ms <= 300_000 && dense.end_ms >= 300_000 + 1_500,
-            "{dense:?}"
-        );
-        assert!(dense.end_ms - dense.start_ms < 400_000);
     }
 
     #[test]

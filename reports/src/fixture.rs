@@ -1,10 +1,12 @@
 //! Hand-made histories for the unit tests: a few lines that read as the story they tell.
 
+use crate::{Report, RunSummary};
 use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, SessionEnd, SessionId};
 use imsim_model::{Seq, UserId};
 use imsim_sim::faults::FaultProfile;
 use imsim_sim::history::{ConversationSpec, Entry, HarnessEvent, History, Node, RunStart};
 use imsim_sim::history::{Topology, UserSpec};
+use imsim_sim::Violation;
 
 pub const D1: DeviceId = DeviceId(1);
 pub const D2: DeviceId = DeviceId(2);
@@ -115,4 +117,15 @@ pub fn display(
         body: format!("m{id} from {sender}"),
     };
     on(history, t_ms, Node::Device(device), event)
+}
+
+/// The report of a hand-made history, as `scenarios/hand.toml` seed 7.
+pub fn summary(history: &History, violations: &[Violation]) -> Report {
+    Report::build(&RunSummary {
+        scenario: "scenarios/hand.toml",
+        seed: 7,
+        history,
+        violations,
+        stats: None,
+    })
 }

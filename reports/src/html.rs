@@ -3,9 +3,11 @@
 //! no network. Sections, top to bottom: verdict and replay command, violations (if any), the
 //! timeline, latency, invariants, faults.
 
-use crate::extract::{category_of, seconds, CATEGORIES};
+use crate::extract::{category_of, CATEGORIES};
+use crate::histogram;
 use crate::report::{Report, Status, ViolationReport};
-use crate::svg::{self, css_ident, seconds_precise};
+use crate::svg::{self, css_ident};
+use crate::time::{seconds, seconds_precise};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
@@ -273,7 +275,7 @@ fn legend(html: &mut String, report: &Report) {
 fn latency_section(html: &mut String, report: &Report) {
     let latency = &report.latency;
     html.push_str(r#"<section id="latency"><h2>Send→display latency</h2><div class="latency">"#);
-    html.push_str(&svg::histogram(latency));
+    html.push_str(&histogram::histogram(latency));
     let value = |v: Option<u64>| v.map_or_else(|| "–".to_string(), seconds);
     let _ = write!(
         html,

@@ -21,18 +21,23 @@
 //! imsim_reports::write(&report, "out".as_ref(), Overwrite::Refuse).unwrap();
 //! ```
 
+mod bands;
 mod extract;
 mod files;
 #[cfg(test)]
 mod fixture;
+mod focus;
+mod histogram;
 mod html;
 pub mod latency;
 mod markdown;
 mod report;
 mod svg;
+mod time;
 
-pub use extract::{category_of, densest, CATEGORIES};
+pub use extract::{category_of, CATEGORIES};
 pub use files::{write, Overwrite, WriteError, FILE_NAMES};
+pub use focus::densest;
 pub use report::*;
 
 use imsim_sim::{History, RunOutcome, RunStats, Violation};

@@ -1,8 +1,8 @@
 //! `report.md`: what a CI comment needs — the verdict, the counts, the invariant table and each
 //! violation with its witness and the command that replays it. The HTML has the rest.
 
-use crate::extract::seconds;
 use crate::report::{Report, Status};
+use crate::time::seconds;
 use std::fmt::Write;
 
 pub fn summary(report: &Report) -> String {

@@ -1,11 +1,11 @@
-//! The inline SVG of the page: the swimlane timeline, the overview strip of the whole run, and
-//! the latency histogram. Everything is drawn here, positioned for the window shown first, so
+//! The inline SVG of the timeline: the swimlanes and the overview strip of the whole run. Everything is drawn here, positioned for the window shown first, so
 //! the page reads without JavaScript; the page's script only moves elements when the user zooms
 //! or pans, using each element's `data-t` (simulated ms) — see `page.js`.
 
-use crate::extract::{seconds, CATEGORIES};
+use crate::extract::CATEGORIES;
 use crate::html::escape;
-use crate::report::{BandKind, LaneKind, Latency, Report, TimelineEvent};
+use crate::report::{BandKind, LaneKind, Report, TimelineEvent};
+use crate::time::seconds_precise;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
@@ -52,7 +52,7 @@ impl Scale {
 }
 
 /// A coordinate with one decimal, without a trailing `.0`.
-fn n(value: f64) -> String {
+pub fn n(value: f64) -> String {
     let rounded = (value * 10.0).round() / 10.0;
     if rounded.fract() == 0.0 {
         format!("{}", rounded as i64)
@@ -270,11 +270,6 @@ fn label_position(scale: &Scale, start_ms: u64, end_ms: u64, dx: f64) -> String 
     } else {
         format!(r#"x="{}" text-anchor="start""#, n(x + dx))
     }
-}
-
-/// `12.345 s`: a point in simulated time, to the millisecond.
-pub fn seconds_precise(ms: u64) -> String {
-    format!("{}.{:03} s", ms / 1000, ms % 1000)
 }
 
 /// The CSS class of an event's colour: its category, or its own type for an unknown category.
@@ -516,118 +511,4 @@ fn density_path(report: &Report, scale: &Scale, top: f64, bottom: f64) -> String
     format!(
         r#"<path class="density" d="{path}"><title>events over time (square-root scale)</title></path>"#
     )
-}
-
-/// The latency histogram: a bar per 1-2-5 bucket, the count over each, p50/p90/p99 marked.
-pub fn histogram(latency: &Latency) -> String {
-    const W: f64 = 720.0;
-    const H: f64 = 240.0;
-    const LEFT: f64 = 40.0;
-    /// Bars start below the three percentile label rows.
-    const TOP: f64 = 56.0;
-    const BOTTOM: f64 = 200.0;
-    let buckets = &latency.histogram;
-    let mut svg = format!(
-        r#"<svg id="latency-histogram" class="histogram" viewBox="0 0 {W} {H}" width="{W}" role="img" aria-label="send to display latency histogram">"#
-    );
-    if buckets.is_empty() {
-        svg += r#"<text class="tick" x="20" y="40">no message was displayed on another device</text></svg>"#;
-        return svg;
-    }
-    let bar_width = (W - LEFT - 10.0) / buckets.len() as f64;
-    let tallest = buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1) as f64;
-    let _ = write!(
-        svg,
-        r#"<line class="axis-line" x1="{LEFT}" x2="{}" y1="{BOTTOM}" y2="{BOTTOM}"/>"#,
-        n(W - 10.0)
-    );
-    for (i, bucket) in buckets.iter().enumerate() {
-        let x = LEFT + i as f64 * bar_width;
-        // A bucket with one sample in a thousand still shows.
-        let height = match bucket.count {
-            0 => 0.0,
-            count => (count as f64 / tallest * (BOTTOM - TOP)).max(2.0),
-        };
-        let _ = write!(
-            svg,
-            r#"<rect class="bar" x="{}" y="{}" width="{}" height="{}"><title>{} – {}: {} deliveries</title></rect>"#,
-            n(x + 2.0),
-            n(BOTTOM - height),
-            n(bar_width - 4.0),
-            n(height),
-            seconds(bucket.from_ms),
-            seconds(bucket.to_ms),
-            bucket.count
-        );
-        if bucket.count > 0 {
-            let _ = write!(
-                svg,
-                r#"<text class="bar-count" x="{}" y="{}">{}</text>"#,
-                n(x + bar_width / 2.0),
-                n(BOTTOM - height - 3.0),
-                bucket.count
-            );
-        }
-        let _ = write!(
-            svg,
-            r#"<text class="tick" x="{}" y="{}">{}</text>"#,
-            n(x),
-            n(BOTTOM + 14.0),
-            seconds(bucket.from_ms)
-        );
-    }
-    let last = buckets.last().map_or(0, |b| b.to_ms);
-    let _ = write!(
-        svg,
-        r#"<text class="tick" x="{}" y="{}">{}</text>"#,
-        n(LEFT + buckets.len() as f64 * bar_width),
-        n(BOTTOM + 14.0),
-        seconds(last)
-    );
-    let _ = write!(
-        svg,
-        r#"<text class="axis-title" x="{}" y="{}">send→display latency in simulated time (bucket edges 1-2-5: a log scale)</text>"#,
-        n(LEFT),
-        n(H - 6.0)
-    );
-    let marks = [
-        ("p50", latency.p50_ms),
-        ("p90", latency.p90_ms),
-        ("p99", latency.p99_ms),
-    ];
-    // One short label row each above the bars, so close percentiles never overprint (their
-    // values are in the table beside the chart); a label near the right edge ends at its line.
-    for (row, (name, value)) in marks.iter().enumerate() {
-        let Some(value) = value else { continue };
-        let x = percentile_x(buckets, *value, LEFT, bar_width);
-        let y = 12.0 + 13.0 * row as f64;
-        let (anchor, label_x) = if x > W - 40.0 {
-            ("end", x - 3.0)
-        } else {
-            ("start", x + 3.0)
-        };
-        let _ = write!(
-            svg,
-            r#"<line class="percentile {name}" x1="{x}" x2="{x}" y1="{}" y2="{BOTTOM}"/><text class="percentile-label {name}" text-anchor="{anchor}" x="{}" y="{}">{name}<title>{name} {}</title></text>"#,
-            n(y - 9.0),
-            n(label_x),
-            n(y),
-            seconds(*value),
-            x = n(x)
-        );
-    }
-    svg += "</svg>";
-    svg
-}
-
-/// Where a value falls on the bucketed axis: its bucket, then linearly within it.
-fn percentile_x(buckets: &[crate::report::Bucket], value: u64, left: f64, bar_width: f64) -> f64 {
-    let index = buckets
-        .iter()
-        .position(|b| value < b.to_ms)
-        .unwrap_or(buckets.len() - 1);
-    let bucket = &buckets[index];
-    let within = (value.saturating_sub(bucket.from_ms)) as f64
-        / (bucket.to_ms - bucket.from_ms).max(1) as f64;
-    left + (index as f64 + within.min(1.0)) * bar_width
 }
