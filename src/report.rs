@@ -8,6 +8,8 @@ use imsim_reports::{Overwrite, Report, RunSummary, FILE_NAMES};
 use imsim_sim::{run, Scenario};
 use std::path::PathBuf;
 
+/// `--variant V` comes with the variants issue: a field here, passed to the run and into the
+/// replay command the report shows.
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// A scenario file or a shipped scenario name.

@@ -215,7 +215,7 @@ fn timeline_section(html: &mut String, report: &Report, witness: &BTreeSet<usize
             escape(&packet_faults.join(" · "))
         );
     }
-    html.push_str(&svg::overview(report, witness));
+    html.push_str(&svg::overview(report));
     html.push_str(r#"<div id="event-info" class="event-info">hover a mark to see its event</div><div class="timeline-frame">"#);
     html.push_str(&svg::timeline(report, witness));
     html.push_str("</div>");

@@ -424,7 +424,7 @@ fn axis(scale: &Scale, label_y: f64, grid_top: f64, grid_bottom: f64) -> String 
 
 /// The whole run in one strip: event density, fault bands, the liveness boundary, witness
 /// ticks, and the brush that shows (and sets) the timeline's window.
-pub fn overview(report: &Report, witness: &BTreeSet<usize>) -> String {
+pub fn overview(report: &Report) -> String {
     const HEIGHT: f64 = 58.0;
     const TOP: f64 = 4.0;
     const DENSITY_BOTTOM: f64 = 40.0;
@@ -464,8 +464,13 @@ pub fn overview(report: &Report, witness: &BTreeSet<usize>) -> String {
         );
     }
     svg += &density_path(report, &scale, TOP + 2.0, DENSITY_BOTTOM);
-    for event in report.events.iter().filter(|e| witness.contains(&e.index)) {
-        let x = n(scale.x(event.t_ms));
+    let witness_times: BTreeSet<u64> = report
+        .violations
+        .iter()
+        .flat_map(|v| v.witness.iter().map(|w| w.t_ms))
+        .collect();
+    for t_ms in witness_times {
+        let x = n(scale.x(t_ms));
         let _ = write!(
             svg,
             r#"<line class="witness-line" x1="{x}" x2="{x}" y1="{TOP}" y2="{DENSITY_BOTTOM}"/>"#
