@@ -73,10 +73,27 @@ impl Report {
         extract::build(summary)
     }
 
-    /// `report.json`: pretty-printed, so a diff between two reports reads line by line.
+    /// `report.json`: pretty-printed, so a diff between two reports reads line by line, except
+    /// that each timeline event takes one line (pretty-printed, they would make up most of the
+    /// file: 7.6 MB instead of 5.3 MB for a run of 27,000 events).
     pub fn to_json(&self) -> String {
-        // A `Report` holds plain values, strings and maps with string keys: it always serialises.
-        serde_json::to_string_pretty(self).expect("a report serialises") + "\n"
+        let events: Vec<String> = self
+            .events
+            .iter()
+            // A `Report` holds plain values and strings: it always serialises.
+            .map(|event| serde_json::to_string(event).expect("an event serialises"))
+            .collect();
+        let head = Report {
+            events: Vec::new(),
+            ..self.clone()
+        };
+        let pretty = serde_json::to_string_pretty(&head).expect("a report serialises");
+        if events.is_empty() {
+            return pretty + "\n";
+        }
+        // `"events": []` can only be the key: inside a string its quotes would be escaped.
+        let array = format!("\"events\": [\n    {}\n  ]", events.join(",\n    "));
+        pretty.replacen("\"events\": []", &array, 1) + "\n"
     }
 
     /// `report.html`: one page, no external resources.
