@@ -1,7 +1,8 @@
-//! `imsim`: run scenarios over seeds, replay one seed. Exit codes: 0 every invariant held,
+//! `imsim`: run scenarios over seeds, replay one seed, report on one seed. Exit codes: 0 every invariant held,
 //! 1 a violation (the failing seed and the command that replays it are printed), 2 bad input.
 
 mod output;
+mod report;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use imsim_sim::replay_command;
@@ -58,6 +59,8 @@ enum Commands {
         #[arg(long)]
         history_out: Option<std::path::PathBuf>,
     },
+    /// Run one seed and write report.html, report.json and report.md into a directory.
+    Report(report::ReportArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             conv,
             history_out,
         } => command_replay(&scenario, seed, device, conv, history_out),
+        Commands::Report(args) => report::command_report(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

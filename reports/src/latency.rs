@@ -1,0 +1,306 @@
+//! Send→display latency in simulated time. A sample is one message shown on one device other
+//! than the one that sent it (siblings of the sender count: multi-device delivery is delivery):
+//! from the sender's `send_requested` to that device's first `displayed` of the message, matched
+//! by (sender_device, client_msg_id), the message's identity across the whole system.
+
+use crate::report::{Bucket, Latency, LatencySample};
+use imsim_model::{ClientMsgId, ConvId, DeviceId, Event};
+use imsim_sim::history::{History, Node};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The slowest deliveries a report lists.
+pub const SLOWEST_MAX: usize = 10;
+
+pub fn measure(history: &History) -> Latency {
+    let mut samples = samples(history);
+    let not_displayed = not_displayed(history);
+    if samples.is_empty() {
+        return Latency {
+            not_displayed,
+            ..Latency::default()
+        };
+    }
+    let mut sorted: Vec<u64> = samples.iter().map(|s| s.latency_ms).collect();
+    sorted.sort_unstable();
+    samples.sort_by(|a, b| {
+        (b.latency_ms, a.send_index, a.display_index).cmp(&(
+            a.latency_ms,
+            b.send_index,
+            b.display_index,
+        ))
+    });
+    samples.truncate(SLOWEST_MAX);
+    let total: u64 = sorted.iter().sum();
+    Latency {
+        samples: sorted.len() as u64,
+        not_displayed,
+        min_ms: sorted.first().copied(),
+        p50_ms: percentile(&sorted, 50),
+        p90_ms: percentile(&sorted, 90),
+        p99_ms: percentile(&sorted, 99),
+        max_ms: sorted.last().copied(),
+        mean_ms: Some(total as f64 / sorted.len() as f64),
+        histogram: histogram(&sorted),
+        slowest: samples,
+    }
+}
+
+/// Every (message, other device) pair with a send and a display, in history order of display.
+pub fn samples(history: &History) -> Vec<LatencySample> {
+    let mut sends: BTreeMap<(DeviceId, ClientMsgId), (u64, usize, ConvId)> = BTreeMap::new();
+    let mut shown: BTreeSet<(DeviceId, ClientMsgId, DeviceId)> = BTreeSet::new();
+    let mut samples = Vec::new();
+    for (index, record, event) in history.protocol_events() {
+        let Node::Device(device) = record.node else {
+            continue;
+        };
+        match event {
+            Event::SendRequested {
+                conv,
+                client_msg_id,
+                ..
+            } => {
+                sends
+                    .entry((device, *client_msg_id))
+                    .or_insert((record.t_ms, index, *conv));
+            }
+            Event::Displayed {
+                sender_device,
+                client_msg_id,
+                ..
+            } if device != *sender_device => {
+                let Some((sent_ms, send_index, conv)) =
+                    sends.get(&(*sender_device, *client_msg_id))
+                else {
+                    continue; // a display without a send is E3's business, not a latency
+                };
+                if !shown.insert((*sender_device, *client_msg_id, device)) {
+                    continue; // a second display is E1's business; latency counts the first
+                }
+                samples.push(LatencySample {
+                    conv: conv.0,
+                    sender_device: sender_device.0,
+                    client_msg_id: client_msg_id.0,
+                    display_device: device.0,
+                    sent_ms: *sent_ms,
+                    displayed_ms: record.t_ms,
+                    latency_ms: record.t_ms.saturating_sub(*sent_ms),
+                    send_index: *send_index,
+                    display_index: index,
+                });
+            }
+            _ => {}
+        }
+    }
+    samples
+}
+
+/// Committed messages not displayed on a member device (other than the sender) by the end of
+/// the run. Membership is the topology's: conversations whose members change (groups) will need
+/// the join point, which the history does not record yet.
+fn not_displayed(history: &History) -> Option<u64> {
+    let topology = history.topology()?;
+    let devices_of: BTreeMap<_, _> = topology
+        .users
+        .iter()
+        .map(|user| (user.user, user.devices.clone()))
+        .collect();
+    let mut committed = BTreeSet::new();
+    let mut shown = BTreeSet::new();
+    for (_, record, event) in history.protocol_events() {
+        match (record.node, event) {
+            (
+                Node::Server,
+                Event::Committed {
+                    conv,
+                    sender_device,
+                    client_msg_id,
+                    ..
+                },
+            ) => {
+                committed.insert((*conv, *sender_device, *client_msg_id));
+            }
+            (
+                Node::Device(device),
+                Event::Displayed {
+                    sender_device,
+                    client_msg_id,
+                    ..
+                },
+            ) => {
+                shown.insert((*sender_device, *client_msg_id, device));
+            }
+            _ => {}
+        }
+    }
+    let mut missing = 0;
+    for (conv, sender, id) in committed {
+        let Some(spec) = topology.conversations.iter().find(|c| c.conv == conv) else {
+            continue;
+        };
+        for member in &spec.members {
+            for device in devices_of.get(member).into_iter().flatten() {
+                if *device != sender && !shown.contains(&(sender, id, *device)) {
+                    missing += 1;
+                }
+            }
+        }
+    }
+    Some(missing)
+}
+
+/// The nearest-rank percentile of sorted values: the smallest value at least `percent`% of the
+/// values are at or below.
+pub fn percentile(sorted: &[u64], percent: u64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (sorted.len() as u64 * percent).div_ceil(100).max(1);
+    sorted.get(rank as usize - 1).copied()
+}
+
+/// Bucket edges 0, 1, 2, 5, 10, 20, 50 … ms: latencies span milliseconds (a push) to tens of
+/// seconds (a device offline), so equal-width buckets would put nearly everything in the first.
+fn edges_up_to(max_ms: u64) -> Vec<u64> {
+    let mut edges = vec![0];
+    let mut decade = 1u64;
+    loop {
+        for step in [1, 2, 5] {
+            let edge = decade.saturating_mul(step);
+            edges.push(edge);
+            if edge > max_ms {
+                return edges;
+            }
+        }
+        decade = decade.saturating_mul(10);
+    }
+}
+
+/// Counts per bucket, from the bucket of the smallest value to that of the largest (sorted input).
+pub fn histogram(sorted: &[u64]) -> Vec<Bucket> {
+    let (Some(min), Some(max)) = (sorted.first(), sorted.last()) else {
+        return Vec::new();
+    };
+    let edges = edges_up_to(*max);
+    let mut buckets: Vec<Bucket> = edges
+        .windows(2)
+        .map(|pair| Bucket {
+            from_ms: pair[0],
+            to_ms: pair[1],
+            count: 0,
+        })
+        .collect();
+    for value in sorted {
+        if let Some(bucket) = buckets
+            .iter_mut()
+            .find(|b| b.from_ms <= *value && *value < b.to_ms)
+        {
+            bucket.count += 1;
+        }
+    }
+    let first = buckets.iter().position(|b| b.to_ms > *min).unwrap_or(0);
+    buckets.drain(..first);
+    buckets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::*;
+
+    /// d1 sends m1 at 100 ms; d3 (the other user) shows it at 150, d2 (d1's sibling) at 400, d3
+    /// again at 500 (a duplicate: not a second sample). d1 sends m2, it commits, nobody shows it.
+    fn story() -> History {
+        let mut history = start();
+        send(&mut history, 100, D1, 1);
+        commit(&mut history, 110, D1, 1, 1);
+        display(&mut history, 150, D3, D1, 1, 1);
+        display(&mut history, 400, D2, D1, 1, 1);
+        display(&mut history, 500, D3, D1, 1, 1);
+        send(&mut history, 600, D1, 2);
+        commit(&mut history, 610, D1, 2, 2);
+        history
+    }
+
+    #[test]
+    fn a_sample_per_message_and_other_device_first_display_only() {
+        let samples = samples(&story());
+        let found: Vec<(u32, u64)> = samples
+            .iter()
+            .map(|s| (s.display_device, s.latency_ms))
+            .collect();
+        assert_eq!(found, vec![(3, 50), (2, 300)]);
+        assert_eq!((samples[0].send_index, samples[0].display_index), (1, 3));
+    }
+
+    #[test]
+    fn the_sender_showing_its_own_message_is_not_a_delivery() {
+        let mut history = story();
+        display(&mut history, 700, D1, D1, 1, 1);
+        assert_eq!(samples(&history).len(), 2);
+    }
+
+    #[test]
+    fn summary_counts_percentiles_and_undelivered_pairs() {
+        let latency = measure(&story());
+        assert_eq!(latency.samples, 2);
+        assert_eq!((latency.min_ms, latency.max_ms), (Some(50), Some(300)));
+        assert_eq!(latency.p50_ms, Some(50));
+        assert_eq!((latency.p90_ms, latency.p99_ms), (Some(300), Some(300)));
+        assert_eq!(latency.mean_ms, Some(175.0));
+        // m2 committed but neither d2 nor d3 showed it.
+        assert_eq!(latency.not_displayed, Some(2));
+        assert_eq!(latency.slowest[0].latency_ms, 300);
+        let total: u64 = latency.histogram.iter().map(|b| b.count).sum();
+        assert_eq!(total, 2);
+    }
+
+    #[test]
+    fn a_display_without_a_send_is_no_sample() {
+        let mut history = start();
+        display(&mut history, 150, D3, D1, 9, 1);
+        assert!(samples(&history).is_empty());
+        assert_eq!(measure(&history).p50_ms, None);
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 50), Some(50));
+        assert_eq!(percentile(&values, 90), Some(90));
+        assert_eq!(percentile(&values, 99), Some(99));
+        assert_eq!(percentile(&[7], 99), Some(7));
+        assert_eq!(percentile(&[], 50), None);
+    }
+
+    #[test]
+    fn histogram_buckets_run_one_two_five_from_the_fastest_to_the_slowest() {
+        let buckets = histogram(&[3, 4, 7, 15, 1_500]);
+        let edges: Vec<(u64, u64, u64)> = buckets
+            .iter()
+            .map(|b| (b.from_ms, b.to_ms, b.count))
+            .collect();
+        assert_eq!(
+            edges,
+            vec![
+                (2, 5, 2),
+                (5, 10, 1),
+                (10, 20, 1),
+                (20, 50, 0),
+                (50, 100, 0),
+                (100, 200, 0),
+                (200, 500, 0),
+                (500, 1_000, 0),
+                (1_000, 2_000, 1),
+            ]
+        );
+        assert_eq!(
+            histogram(&[0])[0],
+            Bucket {
+                from_ms: 0,
+                to_ms: 1,
+                count: 1
+            }
+        );
+    }
+}
