@@ -109,15 +109,15 @@ fn drops_an_out_of_order_send(outcome: &RunOutcome) -> bool {
             (Node::Device(device), Entry::Protocol(Event::LoggedIn { .. })) => {
                 logged_in.insert(device);
             }
-            (Node::Device(device), Entry::Protocol(Event::SendRequested { .. })) => {
-                if logged_in.contains(&device) {
-                    sent_online.insert(device);
-                }
+            (Node::Device(device), Entry::Protocol(Event::SendRequested { .. }))
+                if logged_in.contains(&device) =>
+            {
+                sent_online.insert(device);
             }
-            (_, Entry::Protocol(Event::OutOfOrderDropped { device, .. })) => {
-                if sent_online.contains(device) {
-                    return true;
-                }
+            (_, Entry::Protocol(Event::OutOfOrderDropped { device, .. }))
+                if sent_online.contains(device) =>
+            {
+                return true;
             }
             _ => {}
         }

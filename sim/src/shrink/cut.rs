@@ -57,17 +57,8 @@ pub fn fault_entries(profile: &FaultProfile) -> Vec<FaultEntry> {
 /// `profile` with only the `kept` entries.
 pub fn keep_faults(profile: &FaultProfile, kept: &[FaultEntry]) -> FaultProfile {
     let link = |fault: &Option<LinkFault>, entry: fn(DeviceId) -> FaultEntry| {
-        fault.as_ref().and_then(|fault| {
-            let devices: Vec<DeviceId> = fault
-                .devices
-                .iter()
-                .copied()
-                .filter(|d| kept.contains(&entry(*d)))
-                .collect();
-            (!devices.is_empty()).then(|| LinkFault {
-                probability: fault.probability,
-                devices,
-            })
+        map_link(fault, &|device| {
+            kept.contains(&entry(device)).then_some(device)
         })
     };
     FaultProfile {
@@ -184,20 +175,24 @@ pub fn keep_topology(scenario: &Scenario, keep: &Keep) -> Option<Scenario> {
     Some(cut)
 }
 
+/// A link fault on the devices `map` keeps, renamed; none when it keeps none.
+fn map_link(
+    fault: &Option<LinkFault>,
+    map: &dyn Fn(DeviceId) -> Option<DeviceId>,
+) -> Option<LinkFault> {
+    let fault = fault.as_ref()?;
+    let devices: Vec<DeviceId> = fault.devices.iter().filter_map(|d| map(*d)).collect();
+    (!devices.is_empty()).then_some(LinkFault {
+        probability: fault.probability,
+        devices,
+    })
+}
+
 /// `profile` with every device renamed by `map`; faults on devices it drops go too.
 fn map_devices(profile: &FaultProfile, map: &dyn Fn(DeviceId) -> Option<DeviceId>) -> FaultProfile {
-    let link = |fault: &Option<LinkFault>| {
-        fault.as_ref().and_then(|fault| {
-            let devices: Vec<DeviceId> = fault.devices.iter().filter_map(|d| map(*d)).collect();
-            (!devices.is_empty()).then(|| LinkFault {
-                probability: fault.probability,
-                devices,
-            })
-        })
-    };
     let mut mapped = profile.clone();
-    mapped.loss = link(&profile.loss);
-    mapped.duplication = link(&profile.duplication);
+    mapped.loss = map_link(&profile.loss, map);
+    mapped.duplication = map_link(&profile.duplication, map);
     mapped
         .partitions
         .retain_mut(|p| map(p.device).map(|d| p.device = d).is_some());
