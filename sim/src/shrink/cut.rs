@@ -237,7 +237,7 @@ mod tests {
             duration_ms = 1_000
             messages = 0
             script = [
-                { at_ms = 1, device = 2, action = "send", conv = 1 },
+                { at_ms = 1, device = 2, action = "send", conv = 3 },
                 { at_ms = 2, device = 3, action = "send", conv = 2 },
                 { at_ms = 3, device = 6, action = "send", conv = 3, body = "x" },
             ]
@@ -261,7 +261,7 @@ mod tests {
             cut.topology.conversations,
             Conversations::List(vec![vec![1, 2]])
         );
-        // d2 (u1 slot 2) → d1; d6 (u3 slot 2) → d2, conv 3 → 1; d3 is user 2's, gone.
+        // d2 (u1 slot 2) → d1 and d6 (u3 slot 2) → d2, c3 → c1; d3 is user 2's, gone with c2.
         let script: Vec<(u32, Option<u32>)> = cut
             .workload
             .script
