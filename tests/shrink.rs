@@ -138,6 +138,11 @@ fn shrunk_safety_failure_still_fails_and_is_smaller() {
     assert!(violated.contains(&Invariant::E1NoDuplicateDisplay));
     assert_eq!(codes(&violated), file.pinned.clone().unwrap().expect);
     let (before, after) = (shrunk.before, Size::of(&outcome));
+    let quiet_ms = file.quiet_period_ms();
+    println!(
+        "seed {seed}: {before} -> {after} in {} runs, quiet {quiet_ms} ms",
+        shrunk.runs
+    );
     assert!(after.within(&before), "{before} -> {after}");
     assert!(after.messages < before.messages && after.events < before.events);
     assert!(
