@@ -26,7 +26,9 @@ use crate::explicit::{codes, explicit, failing, Size};
 use crate::history::Fnv1a;
 use crate::run::RunOutcome;
 use crate::scenario::{Pinned, Scenario};
-use cut::{fault_entries, keep_faults, keep_topology, Keep};
+use cut::{
+    duration_floor, fault_entries, keep_faults, keep_topology, moments, shift_earlier, Keep,
+};
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
@@ -495,70 +497,4 @@ impl Shrinker<'_> {
         }
         scenario != self.best && self.attempt(scenario)
     }
-}
-
-/// 0 and every moment something starts (an action, a partition, a crash, a restart), in order.
-fn moments(scenario: &Scenario) -> Vec<u64> {
-    let profile = &scenario.faults.profile;
-    let mut moments: Vec<u64> = std::iter::once(0)
-        .chain(scenario.workload.script.iter().map(|a| a.at_ms))
-        .chain(profile.partitions.iter().map(|p| p.start_ms))
-        .chain(profile.server_crashes.iter().map(|c| c.at_ms))
-        .chain(profile.device_restarts.iter().map(|r| r.at_ms))
-        .collect();
-    moments.sort_unstable();
-    moments.dedup();
-    moments
-}
-
-/// Moves everything that starts at or after `from_ms` (and the end of the safety phase) `by_ms`
-/// earlier; fault windows keep their length.
-fn shift_earlier(scenario: &mut Scenario, from_ms: u64, by_ms: u64) {
-    let shift = |ms: &mut u64| {
-        if *ms >= from_ms {
-            *ms -= by_ms;
-        }
-    };
-    scenario
-        .workload
-        .script
-        .iter_mut()
-        .for_each(|a| shift(&mut a.at_ms));
-    let profile = &mut scenario.faults.profile;
-    profile
-        .partitions
-        .iter_mut()
-        .for_each(|p| shift(&mut p.start_ms));
-    profile
-        .server_crashes
-        .iter_mut()
-        .for_each(|c| shift(&mut c.at_ms));
-    profile
-        .device_restarts
-        .iter_mut()
-        .for_each(|r| shift(&mut r.at_ms));
-    scenario.workload.duration_ms -= by_ms;
-}
-
-/// The shortest safety phase that still holds every action and fault.
-fn duration_floor(scenario: &Scenario) -> u64 {
-    let profile = &scenario.faults.profile;
-    let actions = scenario.workload.script.iter().map(|a| a.at_ms + 1);
-    let partitions = profile
-        .partitions
-        .iter()
-        .map(|p| p.start_ms + p.duration_ms);
-    let crashes = profile
-        .server_crashes
-        .iter()
-        .map(|c| c.at_ms + c.downtime_ms);
-    let restarts = profile
-        .device_restarts
-        .iter()
-        .map(|r| r.at_ms + r.downtime_ms);
-    actions
-        .chain(partitions)
-        .chain(crashes)
-        .chain(restarts)
-        .fold(1, u64::max)
 }
