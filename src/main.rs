@@ -1,8 +1,10 @@
-//! `imsim`: run scenarios over seeds, replay one seed, report on one seed. Exit codes: 0 every invariant held,
-//! 1 a violation (the failing seed and the command that replays it are printed), 2 bad input.
+//! `imsim`: run scenarios over seeds, replay one seed, report on one seed, shrink a failure.
+//! Exit codes: 0 every invariant held, 1 a violation (the failing seed and the command that
+//! replays it are printed), 2 bad input.
 
 mod output;
 mod report;
+mod shrink_command;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use imsim_sim::replay_command;
@@ -43,6 +45,12 @@ enum Commands {
         jobs: usize,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Write each failing seed to DIR/<scenario>-seed<N>.toml, a replayable scenario.
+        #[arg(long, value_name = "DIR")]
+        save_failures: Option<std::path::PathBuf>,
+        /// Shrink each failing seed before saving it.
+        #[arg(long, requires = "save_failures")]
+        shrink: bool,
     },
     /// Run one seed and print its event trace and trace hash.
     Replay {
@@ -61,6 +69,8 @@ enum Commands {
     },
     /// Run one seed and write report.html, report.json and report.md into a directory.
     Report(report::ReportArgs),
+    /// Write a failing seed as a scenario file, shrunk while the same invariant still fails.
+    Shrink(shrink_command::ShrinkArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,12 +90,12 @@ fn main() -> ExitCode {
             seeds,
             jobs,
             format,
+            save_failures,
+            shrink,
         } => {
-            let seeds = seed
-                .map(|seed| seed..seed + 1)
-                .or(seeds)
-                .unwrap_or(DEFAULT_SEEDS);
-            command_run(scenarios, seeds, jobs.max(1), format)
+            let seeds = seed.map(|seed| seed..seed + 1).or(seeds);
+            let save = save_failures.map(|dir| (dir, shrink));
+            command_run(scenarios, seeds, jobs.max(1), format, save)
         }
         Commands::Replay {
             scenario,
@@ -95,6 +105,7 @@ fn main() -> ExitCode {
             history_out,
         } => command_replay(&scenario, seed, device, conv, history_out),
         Commands::Report(args) => report::command_report(args),
+        Commands::Shrink(args) => shrink_command::command_shrink(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -139,17 +150,29 @@ fn load_all(names: Vec<String>) -> Result<Vec<(String, Scenario)>, String> {
         .collect()
 }
 
+/// `save`: the directory failing seeds are written to, and whether to shrink them first.
 fn command_run(
     names: Vec<String>,
-    seeds: Range<u64>,
+    seeds: Option<Range<u64>>,
     jobs: usize,
     format: Format,
+    save: Option<(std::path::PathBuf, bool)>,
 ) -> Result<bool, String> {
     let scenarios = load_all(names)?;
+    if let Some((dir, _)) = &save {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| format!("{}: cannot create: {error}", dir.display()))?;
+    }
     let started = Instant::now();
     let (mut runs, mut failed) = (0u64, Vec::new());
     for (name, scenario) in &scenarios {
-        for outcome in run_seeds(scenario, seeds.clone(), jobs) {
+        // A pinned scenario (a saved failure, a regression case) runs its own seed by default.
+        let pinned = scenario
+            .pinned
+            .as_ref()
+            .map(|pinned| pinned.seed..pinned.seed + 1);
+        let seeds = seeds.clone().or(pinned).unwrap_or(DEFAULT_SEEDS);
+        for outcome in run_seeds(scenario, seeds, jobs) {
             match format {
                 Format::Text => print_outcome_text(name, &outcome),
                 Format::Json => print_outcome_json(name, &outcome),
@@ -157,6 +180,11 @@ fn command_run(
             runs += 1;
             if !outcome.ok() {
                 failed.push(replay_command(name, outcome.setup.seed));
+                if let Some((dir, shrink)) = &save {
+                    let path =
+                        shrink_command::save_failure(dir, name, scenario, &outcome, *shrink)?;
+                    eprintln!("saved: {}", path.display());
+                }
             }
         }
     }

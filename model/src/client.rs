@@ -265,10 +265,8 @@ impl Client {
                 head,
             } => self.handle_pull_response(now, conv, messages, head),
             Packet::SyncState { heads } => self.pull_behind(now, &heads),
-            Packet::Notify { conv, head } => {
-                if head > self.cursor(conv) {
-                    self.pull(now, conv, PullReason::Notified);
-                }
+            Packet::Notify { conv, head } if head > self.cursor(conv) => {
+                self.pull(now, conv, PullReason::Notified);
             }
             // Device-bound kinds only; a server never sends the others.
             _ => {}

@@ -7,14 +7,17 @@
 //! - [`workload`]: topology and the per-device plan, derived from the seed;
 //! - [`faults`]: the fault profile (swarm or scripted) and the packet rules;
 //! - [`node`] and [`run`]: the madsim driver and the run's two phases;
-//! - [`history`]: what a run records; [`check`]: the invariants over it.
+//! - [`history`]: what a run records; [`check`]: the invariants over it;
+//! - [`explicit`] and [`shrink`]: a run written out as a scripted scenario, and made small.
 
 pub mod check;
+pub mod explicit;
 pub mod faults;
 pub mod history;
 mod node;
 pub mod run;
 pub mod scenario;
+pub mod shrink;
 pub mod workload;
 
 pub use check::{check_all, Class, Invariant, Violation};

@@ -1,6 +1,6 @@
 //! One run of one scenario with one seed, end to end:
 //! 1. From the seed, derive the topology, the fault profile and the workload plan (one ChaCha
-//!    generator, in a fixed order), and madsim's own seed.
+//!    generator, in a fixed order), and madsim's own seed (a generator of its own).
 //! 2. Start a fresh madsim runtime on a fresh OS thread (std's hash seeds are per thread).
 //! 3. Safety phase: workload and faults together, for `workload.duration_ms`.
 //! 4. Liveness phase: every fault has ended and every crashed node is back (faults are validated
@@ -25,6 +25,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+/// Mixed into the run seed to seed madsim's own generator ("madsim" in ASCII).
+const MADSIM_SEED_SALT: u64 = 0x6d61_6473_696d;
 
 /// Everything a run is made of, derived from (scenario, seed) before the simulation starts.
 #[derive(Clone, Debug)]
@@ -54,11 +57,20 @@ impl Setup {
         };
         faults.merge(&scenario.faults.profile);
         let mut plan = workload::plan(scenario, &topology, &mut rng);
-        // The liveness phase starts with every device told to go online.
-        for commands in plan.commands.values_mut() {
-            commands.push((duration_ms, Command::GoOnline));
+        // The liveness phase starts with every device told to go online, exactly once: also a
+        // device without a scripted action, and once even when a random offline period already
+        // ends at `duration_ms` (a script cannot say that, and the explicit form of the run, see
+        // `shrink`, must give the same plan).
+        let liveness_online = (duration_ms, Command::GoOnline);
+        for device in topology.users.iter().flat_map(|user| &user.devices) {
+            let commands = plan.commands.entry(*device).or_default();
+            commands.retain(|command| *command != liveness_online);
+            commands.push(liveness_online.clone());
         }
-        let madsim_seed = rng.gen();
+        // madsim's seed comes from the run seed alone, not from the stream above (like the fault
+        // rules' stream in `control`): the explicit form of a run draws nothing (its topology,
+        // faults and plan are written out) and must still run on the same madsim schedule.
+        let madsim_seed = ChaCha8Rng::seed_from_u64(seed ^ MADSIM_SEED_SALT).gen();
         Setup {
             scenario: scenario.clone(),
             seed,

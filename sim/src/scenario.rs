@@ -91,6 +91,10 @@ pub struct GroupSpec {
     /// How many groups of this size.
     #[serde(default = "one")]
     pub count: u32,
+    /// Explicit founding members (user numbers) of one group, instead of a random draw: then
+    /// `count` is 1 and `size` is their number. The explicit form of a run uses it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -141,9 +145,12 @@ pub struct ScriptedAction {
     pub at_ms: u64,
     pub device: u32,
     pub action: Action,
-    /// The conversation of a `send`.
+    /// The conversation of a `send` or a membership change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conv: Option<u32>,
+    /// The user an `add` or `remove` is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<u32>,
     /// The body of a `send`; defaults to a unique text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -155,6 +162,10 @@ pub enum Action {
     Send,
     GoOnline,
     GoOffline,
+    /// Group membership changes, sent by the acting device's user.
+    Add,
+    Remove,
+    Leave,
 }
 
 /// A scenario saved for one seed: `imsim run FILE` without `--seed` runs this seed, and the
@@ -305,10 +316,11 @@ impl Scenario {
                 check_range("topology.conversations", (*pairs).into(), min, possible)?;
             }
             Conversations::List(lists) => {
+                let min = if t.groups.is_empty() { 1 } else { 0 };
                 check_range(
                     "topology.conversations (count)",
                     lists.len() as u64,
-                    1,
+                    min,
                     USERS_MAX.into(),
                 )?;
                 for (i, members) in lists.iter().enumerate() {
@@ -336,6 +348,26 @@ impl Scenario {
             }
         }
         for (i, group) in t.groups.iter().enumerate() {
+            if !group.members.is_empty() {
+                let field = format!("topology.groups[{i}]");
+                if group.count != 1 || group.size as usize != group.members.len() {
+                    return Err(format!(
+                        "{field}: with explicit members, count must be 1 and size their number"
+                    ));
+                }
+                let distinct: std::collections::BTreeSet<_> = group.members.iter().collect();
+                if distinct.len() != group.members.len() {
+                    return Err(format!("{field}.members names a user twice"));
+                }
+                for user in &group.members {
+                    check_range(
+                        &format!("{field}.members[]"),
+                        (*user).into(),
+                        1,
+                        t.users.into(),
+                    )?;
+                }
+            }
             check_range(
                 &format!("topology.groups[{i}].size"),
                 group.size.into(),
@@ -408,14 +440,21 @@ impl Scenario {
                     .to_string(),
             );
         }
-        let conversations = match &self.topology.conversations {
-            Conversations::List(lists) => lists.len() as u64,
-            _ => {
-                return Err(
-                    "workload.script needs an explicit topology.conversations list".to_string(),
-                )
-            }
-        };
+        let groups: u64 = self
+            .topology
+            .groups
+            .iter()
+            .map(|g| u64::from(g.count))
+            .sum();
+        let conversations = groups
+            + match &self.topology.conversations {
+                Conversations::List(lists) => lists.len() as u64,
+                _ => {
+                    return Err(
+                        "workload.script needs an explicit topology.conversations list".to_string(),
+                    )
+                }
+            };
         for (i, action) in w.script.iter().enumerate() {
             let field = format!("workload.script[{i}]");
             check_range(
@@ -430,13 +469,34 @@ impl Scenario {
                 1,
                 self.device_count().into(),
             )?;
-            match (action.action, action.conv) {
-                (Action::Send, Some(conv)) => {
+            let needs_conv = !matches!(action.action, Action::GoOnline | Action::GoOffline);
+            match (needs_conv, action.conv) {
+                (true, Some(conv)) => {
                     check_range(&format!("{field}.conv"), conv.into(), 1, conversations)?
                 }
-                (Action::Send, None) => return Err(format!("{field}: a send needs a conv")),
-                (_, Some(_)) => return Err(format!("{field}: only a send has a conv")),
-                (_, None) => {}
+                (true, None) => return Err(format!("{field}: a {:?} needs a conv", action.action)),
+                (false, Some(_)) => {
+                    return Err(format!(
+                        "{field}: only a send or a membership change has a conv"
+                    ))
+                }
+                (false, None) => {}
+            }
+            match (
+                matches!(action.action, Action::Add | Action::Remove),
+                action.user,
+            ) {
+                (true, Some(user)) => check_range(
+                    &format!("{field}.user"),
+                    user.into(),
+                    1,
+                    self.topology.users.into(),
+                )?,
+                (true, None) => return Err(format!("{field}: an add or remove needs a user")),
+                (false, Some(_)) => {
+                    return Err(format!("{field}: only an add or remove has a user"))
+                }
+                (false, None) => {}
             }
         }
         Ok(())

@@ -85,9 +85,13 @@ pub fn topology(scenario: &Scenario, rng: &mut impl Rng) -> Topology {
         .collect();
     for group in &spec.groups {
         for _ in 0..group.count {
-            let chosen = rand::seq::index::sample(rng, spec.users as usize, group.size as usize);
-            let mut members: Vec<UserId> =
-                chosen.into_iter().map(|i| UserId(i as u32 + 1)).collect();
+            let mut members: Vec<UserId> = if group.members.is_empty() {
+                let chosen =
+                    rand::seq::index::sample(rng, spec.users as usize, group.size as usize);
+                chosen.into_iter().map(|i| UserId(i as u32 + 1)).collect()
+            } else {
+                group.members.iter().map(|user| UserId(*user)).collect()
+            };
             members.sort();
             let conv = ConvId(conversations.len() as u32 + 1);
             conversations.push(ConversationSpec {
@@ -217,9 +221,16 @@ fn membership_changes(
 fn scripted(script: &[ScriptedAction]) -> Plan {
     let mut commands: BTreeMap<DeviceId, Vec<(u64, Command)>> = BTreeMap::new();
     for (i, action) in script.iter().enumerate() {
+        // Validation guarantees a conv on sends and changes, and a user on adds and removes.
+        let conv = ConvId(action.conv.unwrap_or_default());
+        let user = UserId(action.user.unwrap_or_default());
+        let change = |change| Command::ChangeMembership { conv, change };
         let command = match action.action {
             Action::GoOnline => Command::GoOnline,
             Action::GoOffline => Command::GoOffline,
+            Action::Add => change(MembershipChange::Add(user)),
+            Action::Remove => change(MembershipChange::Remove(user)),
+            Action::Leave => change(MembershipChange::Leave),
             Action::Send => Command::Send {
                 // Validation guarantees a send has a conv.
                 conv: ConvId(action.conv.expect("a validated send has a conv")),

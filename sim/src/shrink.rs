@@ -1,0 +1,500 @@
+//! Shrinking: a failing run made small while the same invariant still fails, so a person can
+//! read the whole story. The run is first written out in its explicit form (see [`explicit`]),
+//! which must fail the same way; then passes cut it down, round after round until none makes
+//! progress or the run budget is spent:
+//!
+//! - fault entries (each packet fault class and each of its links, each partition, crash,
+//!   restart and clock skew) and user actions (`workload.script`), by delta debugging: drop
+//!   large chunks first, halve the chunks when none can go, down to single entries;
+//! - conversations, users and device slots, dropped the same way and the rest renumbered
+//!   (see `cut`);
+//! - time: `workload.duration_ms` cut to the last action or fault, else bisected; idle gaps
+//!   between actions and faults bisected down; for a safety failure also the liveness quiet
+//!   period (a liveness failure keeps its bound: a shorter wait would make any run fail);
+//! - last, message bodies replaced by the short default.
+//!
+//! A candidate is kept when its run violates the target invariant and nothing that the current
+//! best does not, so a shrink never trades its failure for another one, and when its history is
+//! no longer (so no axis a shrink reports ever grows). The seed is kept: the
+//! schedule (madsim's and the fault rules' streams) comes from it. [`shrink_passing`] shrinks a
+//! passing run the same way while a property of its history holds, for regression cases.
+
+mod cut;
+
+use crate::check::{Class, Invariant};
+use crate::explicit::{codes, explicit, failing, Size};
+use crate::history::Fnv1a;
+use crate::run::RunOutcome;
+use crate::scenario::{Pinned, Scenario};
+use cut::{
+    duration_floor, fault_entries, keep_faults, keep_topology, moments, shift_earlier, Keep,
+};
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+
+/// Makes one run: [`crate::run`] for the correct protocol; a protocol variant brings its own.
+pub type Runner<'a> = &'a dyn Fn(&Scenario, u64) -> RunOutcome;
+
+/// A shrink's default budget: a few seconds of release-build runs for a small scenario.
+pub const RUNS_MAX_DEFAULT: u64 = 3_000;
+
+#[derive(Clone, Debug)]
+pub struct ShrinkOptions {
+    /// The invariant that must keep failing; by default the run's first violation (safety
+    /// before liveness).
+    pub target: Option<Invariant>,
+    /// At most this many runs, the explicit form's included.
+    pub runs_max: u64,
+}
+
+impl Default for ShrinkOptions {
+    fn default() -> Self {
+        ShrinkOptions {
+            target: None,
+            runs_max: RUNS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// The result: a pinned explicit scenario whose `expect` lists what its run violates.
+#[derive(Clone, Debug)]
+pub struct Shrunk {
+    pub scenario: Scenario,
+    /// The invariant that still fails (none for [`shrink_passing`]).
+    pub target: Option<Invariant>,
+    pub before: Size,
+    pub after: Size,
+    /// Runs made, the original's and the explicit form's included.
+    pub runs: u64,
+    /// The shrunk scenario's run.
+    pub outcome: RunOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShrinkError {
+    /// Every invariant held: there is nothing to shrink.
+    Passes,
+    /// The run fails, but not the invariant asked for.
+    TargetHolds {
+        target: Invariant,
+        failing: Vec<Invariant>,
+    },
+    /// The explicit form does not fail like the run: a bug in the explicit form.
+    Unfaithful {
+        target: Invariant,
+        failing: Vec<Invariant>,
+    },
+    /// [`shrink_passing`] on a run (or explicit form) that violates these.
+    Fails(Vec<Invariant>),
+    /// [`shrink_passing`] on a run that does not show what it should keep.
+    NotShown,
+}
+
+impl fmt::Display for ShrinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |failing: &[Invariant]| {
+            let names: Vec<String> = failing.iter().map(|i| i.to_string()).collect();
+            names.join(", ")
+        };
+        match self {
+            ShrinkError::Passes => write!(f, "every invariant held: nothing to shrink"),
+            ShrinkError::TargetHolds { target, failing } => write!(
+                f,
+                "{target} held in this run; it violated {}",
+                list(failing)
+            ),
+            ShrinkError::Unfaithful { target, failing } => write!(
+                f,
+                "the explicit form of the run does not violate {target} (it violated: {}); \
+                 please report this as a bug",
+                list(failing)
+            ),
+            ShrinkError::Fails(failing) => write!(f, "the run violates {}", list(failing)),
+            ShrinkError::NotShown => write!(f, "the run does not show the schedule to keep"),
+        }
+    }
+}
+
+impl std::error::Error for ShrinkError {}
+
+/// Shrinks the failing run of `scenario` with `seed`. `progress` gets a line whenever a pass
+/// made the scenario smaller.
+pub fn shrink(
+    scenario: &Scenario,
+    seed: u64,
+    options: &ShrinkOptions,
+    runner: Runner,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Shrunk, ShrinkError> {
+    let original = runner(scenario, seed);
+    let violated = failing(&original);
+    let first = original.violations.first().ok_or(ShrinkError::Passes)?;
+    let target = options.target.unwrap_or(first.invariant);
+    if !violated.contains(&target) {
+        return Err(ShrinkError::TargetHolds {
+            target,
+            failing: violated.into_iter().collect(),
+        });
+    }
+    let form = explicit(scenario, seed);
+    let outcome = runner(&form, seed);
+    let form_violated = failing(&outcome);
+    if !form_violated.contains(&target) {
+        return Err(ShrinkError::Unfaithful {
+            target,
+            failing: form_violated.into_iter().collect(),
+        });
+    }
+    let before = Size::of(&original);
+    progress(&format!(
+        "shrinking {target}: {before} (the explicit form reproduces it)"
+    ));
+    let keep = move |outcome: &RunOutcome| failing(outcome).contains(&target);
+    let mut shrinker = Shrinker {
+        seed,
+        keep: &keep,
+        shrink_quiet_period: target.class() == Class::Safety,
+        runner,
+        runs: 2,
+        runs_max: options.runs_max,
+        best: form,
+        best_outcome: outcome,
+        allowed: form_violated,
+        tried: HashSet::new(),
+        progress,
+    };
+    shrinker.minimise();
+    Ok(shrinker.finish(Some(target), before))
+}
+
+/// Shrinks a run in which every invariant holds, while `keep` still holds of it: a pinned case
+/// that guards a schedule worth keeping (a crash between a write and its sync, a
+/// retransmission that restores sender order), made small enough to read. The quiet period is
+/// left alone.
+pub fn shrink_passing(
+    scenario: &Scenario,
+    seed: u64,
+    keep: &dyn Fn(&RunOutcome) -> bool,
+    runs_max: u64,
+    runner: Runner,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Shrunk, ShrinkError> {
+    let original = runner(scenario, seed);
+    let form = explicit(scenario, seed);
+    let outcome = runner(&form, seed);
+    for run in [&original, &outcome] {
+        if !run.ok() {
+            return Err(ShrinkError::Fails(failing(run).into_iter().collect()));
+        }
+        if !keep(run) {
+            return Err(ShrinkError::NotShown);
+        }
+    }
+    let before = Size::of(&original);
+    progress(&format!("shrinking while the schedule shows it: {before}"));
+    let mut shrinker = Shrinker {
+        seed,
+        keep,
+        shrink_quiet_period: false,
+        runner,
+        runs: 2,
+        runs_max,
+        best: form,
+        best_outcome: outcome,
+        allowed: BTreeSet::new(),
+        tried: HashSet::new(),
+        progress,
+    };
+    shrinker.minimise();
+    Ok(shrinker.finish(None, before))
+}
+
+/// Builds a candidate from the pass's starting scenario and the indices of the parts it keeps.
+type Build<'b> = &'b dyn Fn(&Scenario, &[usize]) -> Option<Scenario>;
+
+struct Shrinker<'a> {
+    seed: u64,
+    /// What a candidate's run must still show (the target invariant failing, say).
+    keep: &'a dyn Fn(&RunOutcome) -> bool,
+    shrink_quiet_period: bool,
+    runner: Runner<'a>,
+    runs: u64,
+    runs_max: u64,
+    best: Scenario,
+    best_outcome: RunOutcome,
+    /// What the best run violates: a candidate may violate no more.
+    allowed: BTreeSet<Invariant>,
+    /// Hashes of every candidate already run, so a later round does not run one again.
+    tried: HashSet<u64>,
+    progress: &'a mut dyn FnMut(&str),
+}
+
+impl Shrinker<'_> {
+    /// The best scenario, pinned with what its run violates.
+    fn finish(self, target: Option<Invariant>, before: Size) -> Shrunk {
+        let mut scenario = self.best;
+        scenario.pinned = Some(Pinned {
+            seed: self.seed,
+            expect: codes(&self.allowed),
+            note: String::new(),
+        });
+        Shrunk {
+            scenario,
+            target,
+            before,
+            after: Size::of(&self.best_outcome),
+            runs: self.runs,
+            outcome: self.best_outcome,
+        }
+    }
+
+    fn minimise(&mut self) {
+        type Pass<'p> = (&'static str, fn(&mut Shrinker<'p>) -> bool);
+        let passes: [Pass; 8] = [
+            ("faults", Shrinker::cut_faults),
+            ("actions", Shrinker::cut_actions),
+            ("conversations", Shrinker::cut_conversations),
+            ("users", Shrinker::cut_users),
+            ("device slots", Shrinker::cut_slots),
+            ("duration", Shrinker::cut_duration),
+            ("idle time", Shrinker::cut_gaps),
+            ("quiet period", Shrinker::cut_quiet_period),
+        ];
+        let mut changed = true;
+        while changed && self.budget_left() {
+            changed = false;
+            for (name, pass) in passes {
+                if pass(self) {
+                    changed = true;
+                    self.report(name);
+                }
+            }
+        }
+        if self.plain_bodies() {
+            self.report("bodies");
+        }
+        if !self.budget_left() {
+            (self.progress)(&format!(
+                "run budget of {} spent; the result may not be minimal",
+                self.runs_max
+            ));
+        }
+    }
+
+    fn report(&mut self, pass: &str) {
+        let size = Size::of(&self.best_outcome);
+        (self.progress)(&format!("[{:>5} runs] {pass:<13} {size}", self.runs));
+    }
+
+    fn budget_left(&self) -> bool {
+        self.runs < self.runs_max
+    }
+
+    /// Runs `candidate` and keeps it when its run still shows what it must, and violates
+    /// nothing new.
+    fn attempt(&mut self, candidate: Scenario) -> bool {
+        if !self.budget_left() || candidate.validate().is_err() {
+            return false;
+        }
+        let mut hash = Fnv1a::new();
+        hash.write(candidate.to_toml().as_bytes());
+        if !self.tried.insert(hash.finish()) {
+            return false;
+        }
+        self.runs += 1;
+        let outcome = (self.runner)(&candidate, self.seed);
+        let violated = failing(&outcome);
+        // Never more events either: every axis a shrink reports only goes down.
+        let events = outcome.history.records.len();
+        if !(self.keep)(&outcome)
+            || !violated.is_subset(&self.allowed)
+            || events > self.best_outcome.history.records.len()
+        {
+            return false;
+        }
+        self.best = candidate;
+        self.best_outcome = outcome;
+        self.allowed = violated;
+        true
+    }
+
+    /// Delta debugging over `count` parts of the best scenario: try without each chunk of the
+    /// parts still kept, starting with all of them as one chunk; when no chunk can go, halve
+    /// the chunks, down to single parts. Returns whether anything went.
+    fn ddmin(&mut self, count: usize, build: Build) -> bool {
+        let base = self.best.clone();
+        let mut kept: Vec<usize> = (0..count).collect();
+        let mut chunks = 1;
+        while !kept.is_empty() && self.budget_left() {
+            let size = kept.len().div_ceil(chunks);
+            let dropped = (0..kept.len()).step_by(size).find(|start| {
+                let rest: Vec<usize> = kept[..*start]
+                    .iter()
+                    .chain(&kept[(start + size).min(kept.len())..])
+                    .copied()
+                    .collect();
+                let accepted = build(&base, &rest).is_some_and(|c| self.attempt(c));
+                if accepted {
+                    kept = rest;
+                }
+                accepted
+            });
+            if dropped.is_some() {
+                chunks = (chunks - 1).max(2).min(kept.len().max(1));
+            } else if chunks >= kept.len() {
+                break;
+            } else {
+                chunks = (chunks * 2).min(kept.len());
+            }
+        }
+        kept.len() < count
+    }
+
+    /// A small value in [floor, current] whose run still fails; `set` makes the candidate for a
+    /// value from the best scenario as it was at the start. Whether a run fails is not monotonic
+    /// in a time (every packet's latency draw moves), so plain bisection would stop early: climb
+    /// a ladder from `floor` (floor, +1, +3, +7 …) and bisect only between its last two rungs.
+    /// Returns whether the value went down.
+    fn bisect(&mut self, floor: u64, current: u64, set: &dyn Fn(&mut Scenario, u64)) -> bool {
+        let base = self.best.clone();
+        let candidate = |value| {
+            let mut scenario = base.clone();
+            set(&mut scenario, value);
+            scenario
+        };
+        // The highest rung that still passed, and the first that failed.
+        let (mut passed, mut failed) = (None, current);
+        let (mut rung, mut step) = (floor, 1);
+        while rung < current && self.budget_left() {
+            if self.attempt(candidate(rung)) {
+                failed = rung;
+                break;
+            }
+            passed = Some(rung);
+            rung = (floor + step).min(current);
+            step = step * 2 + 1;
+        }
+        if let Some(mut low) = passed {
+            while low + 1 < failed && self.budget_left() {
+                let middle = low + (failed - low) / 2;
+                if self.attempt(candidate(middle)) {
+                    failed = middle;
+                } else {
+                    low = middle;
+                }
+            }
+        }
+        failed < current
+    }
+
+    fn cut_faults(&mut self) -> bool {
+        let entries = fault_entries(&self.best.faults.profile);
+        self.ddmin(entries.len(), &|base, kept| {
+            let kept: Vec<_> = kept.iter().map(|i| entries[*i]).collect();
+            let mut scenario = base.clone();
+            scenario.faults.profile = keep_faults(&base.faults.profile, &kept);
+            Some(scenario)
+        })
+    }
+
+    fn cut_actions(&mut self) -> bool {
+        self.ddmin(self.best.workload.script.len(), &|base, kept| {
+            let mut scenario = base.clone();
+            scenario.workload.script = kept
+                .iter()
+                .map(|i| base.workload.script[*i].clone())
+                .collect();
+            Some(scenario)
+        })
+    }
+
+    fn cut_conversations(&mut self) -> bool {
+        let all = Keep::all(&self.best);
+        self.ddmin(all.conversations.len(), &|base, kept| {
+            let conversations = kept.iter().map(|i| all.conversations[*i]).collect();
+            keep_topology(
+                base,
+                &Keep {
+                    conversations,
+                    ..all.clone()
+                },
+            )
+        })
+    }
+
+    fn cut_users(&mut self) -> bool {
+        let all = Keep::all(&self.best);
+        self.ddmin(all.users.len(), &|base, kept| {
+            let users = kept.iter().map(|i| all.users[*i]).collect();
+            keep_topology(
+                base,
+                &Keep {
+                    users,
+                    ..all.clone()
+                },
+            )
+        })
+    }
+
+    fn cut_slots(&mut self) -> bool {
+        let all = Keep::all(&self.best);
+        self.ddmin(all.slots.len(), &|base, kept| {
+            let slots = kept.iter().map(|i| all.slots[*i]).collect();
+            keep_topology(
+                base,
+                &Keep {
+                    slots,
+                    ..all.clone()
+                },
+            )
+        })
+    }
+
+    fn cut_duration(&mut self) -> bool {
+        let floor = duration_floor(&self.best);
+        let current = self.best.workload.duration_ms;
+        self.bisect(floor, current, &|scenario, ms| {
+            scenario.workload.duration_ms = ms
+        })
+    }
+
+    fn cut_quiet_period(&mut self) -> bool {
+        if !self.shrink_quiet_period {
+            return false;
+        }
+        let current = self.best.quiet_period_ms();
+        self.bisect(1, current, &|scenario, ms| {
+            scenario.liveness.quiet_period_ms = Some(ms)
+        })
+    }
+
+    /// Idle stretches make long traces (heartbeats, timeouts) that explain nothing: each gap
+    /// between one moment something happens (an action, a fault starting) and the next is
+    /// bisected down, everything after it moving earlier together.
+    fn cut_gaps(&mut self) -> bool {
+        let mut changed = false;
+        let mut gap_index = 0;
+        while self.budget_left() {
+            let moments = moments(&self.best);
+            let Some(pair) = moments.get(gap_index..gap_index + 2) else {
+                break;
+            };
+            let (from_ms, gap_ms) = (pair[1], pair[1] - pair[0]);
+            changed |= self.bisect(0, gap_ms, &|scenario, new_gap_ms| {
+                shift_earlier(scenario, from_ms, gap_ms - new_gap_ms)
+            });
+            gap_index += 1;
+        }
+        changed
+    }
+
+    /// Sends with the default body (`d<device> #<n>`) read better than bodies that name the
+    /// devices of before the renumbering.
+    fn plain_bodies(&mut self) -> bool {
+        let mut scenario = self.best.clone();
+        for action in &mut scenario.workload.script {
+            action.body = None;
+        }
+        scenario != self.best && self.attempt(scenario)
+    }
+}
