@@ -2,12 +2,13 @@
 //! 1 a violation (the failing seed and the command that replays it are printed), 2 bad input.
 
 mod output;
+mod replay;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use imsim_sim::replay_command;
 use imsim_sim::scenario::SHIPPED;
 use imsim_sim::{run, RunOutcome, Scenario};
-use output::{print_outcome_json, print_outcome_text, print_trace, say};
+use output::{print_outcome_json, print_outcome_text, say};
 use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +58,13 @@ enum Commands {
         /// Also write the whole history as JSON lines to this file (it must not exist).
         #[arg(long)]
         history_out: Option<std::path::PathBuf>,
+        /// Also run the seed again in this process and once in a fresh process: all three
+        /// trace hashes must match (exit 1 if not, with the first diverging record).
+        #[arg(long)]
+        check_determinism: bool,
+        /// Print only the history as JSON lines (used by --check-determinism's fresh process).
+        #[arg(long, hide = true, conflicts_with_all = ["device", "conv", "history_out", "check_determinism"])]
+        emit_history: bool,
     },
 }
 
@@ -70,6 +78,10 @@ const DEFAULT_SEEDS: Range<u64> = 0..10;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(message) = imsim_sim::trace::init_from_env() {
+        eprintln!("imsim: {message}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Commands::Run {
             scenarios,
@@ -90,7 +102,17 @@ fn main() -> ExitCode {
             device,
             conv,
             history_out,
-        } => command_replay(&scenario, seed, device, conv, history_out),
+            check_determinism,
+            emit_history,
+        } => replay::command_replay(replay::ReplayArgs {
+            scenario,
+            seed,
+            device,
+            conv,
+            history_out,
+            check_determinism,
+            emit_history,
+        }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -205,31 +227,4 @@ fn run_seeds(
         let (seed, outcome) = receiver.recv().ok()?;
         pending.insert(seed, outcome);
     })
-}
-
-fn command_replay(
-    name: &str,
-    seed: u64,
-    device: Option<u32>,
-    conv: Option<u32>,
-    history_out: Option<std::path::PathBuf>,
-) -> Result<bool, String> {
-    let scenario = Scenario::load(name).map_err(|error| error.to_string())?;
-    if let Some(path) = &history_out {
-        if path.exists() {
-            return Err(format!(
-                "{}: already exists; refusing to overwrite it",
-                path.display()
-            ));
-        }
-    }
-    let outcome = run(&scenario, seed);
-    print_trace(&outcome, device, conv);
-    if let Some(path) = history_out {
-        std::fs::write(&path, outcome.history.to_jsonl())
-            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
-    }
-    print_outcome_text(name, &outcome);
-    say!("trace-hash: {:016x}", outcome.history.trace_hash());
-    Ok(outcome.ok())
 }

@@ -10,11 +10,13 @@
 //! - [`history`]: what a run records; [`check`]: the invariants over it.
 
 pub mod check;
+pub mod determinism;
 pub mod faults;
 pub mod history;
 mod node;
 pub mod run;
 pub mod scenario;
+pub mod trace;
 pub mod workload;
 
 pub use check::{check_all, Class, Invariant, Violation};

@@ -9,6 +9,7 @@
 
 use crate::faults::{PacketMeta, Rule, Verdict};
 use crate::history::{Entry, History, Node};
+use crate::trace::{Link, NET};
 use imsim_model::{
     Address, Client, Command, DeviceId, Directory, Output, Packet, ProtocolConfig, Server, Time,
 };
@@ -63,8 +64,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl World {
     pub(crate) fn new(rules: Vec<Rule>, rng: ChaCha8Rng, safety_end_ms: u64) -> World {
+        let start = Instant::now();
+        crate::trace::set_run_start(start);
         World {
-            start: Instant::now(),
+            start,
             history: Mutex::new(History::default()),
             faults: Mutex::new(FaultLayer {
                 rules,
@@ -82,6 +85,7 @@ impl World {
 
     pub(crate) fn record(&self, node: Node, entry: Entry) {
         let now_ms = self.now_ms();
+        crate::trace::log_entry(&entry);
         lock(&self.history).push(now_ms, node, entry);
     }
 
@@ -124,6 +128,8 @@ impl World {
             }
             verdict
         };
+        let link = Link { device, to_server };
+        tracing::trace!(target: NET, "transmit {link} {verdict:?} {packet:?}");
         let (copies, delay_ms) = match verdict {
             Verdict::Pass => (1, 0),
             Verdict::Drop => return,
@@ -271,6 +277,7 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
         tokio::select! {
             biased;
             Some((packet, from)) = packets.recv() => {
+                tracing::trace!(target: NET, "receive from {from} {packet:?}");
                 lock(&slot).server.handle_packet(Time(world.now_ms()), from, packet);
             }
             Some(through) = synced.recv() => {
@@ -355,6 +362,7 @@ pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) 
         tokio::select! {
             biased;
             Some((packet, from)) = packets.recv() => {
+                tracing::trace!(target: NET, "receive from {from} {packet:?}");
                 let mut slot = lock(&slot);
                 let now = slot.local(world.now_ms());
                 slot.client.handle_packet(now, from, packet);
