@@ -13,6 +13,7 @@ pub mod check;
 pub mod determinism;
 pub mod faults;
 pub mod history;
+pub mod history_reader;
 mod node;
 pub mod run;
 pub mod scenario;
