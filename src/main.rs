@@ -3,17 +3,14 @@
 
 mod output;
 mod replay;
+mod sweep;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use imsim_sim::replay_command;
+use imsim_sim::determinism;
 use imsim_sim::scenario::SHIPPED;
-use imsim_sim::{run, RunOutcome, Scenario};
-use output::{print_outcome_json, print_outcome_text, say};
+use imsim_sim::Scenario;
 use std::ops::Range;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -39,8 +36,16 @@ enum Commands {
         #[arg(long, value_parser = parse_seed_range)]
         seeds: Option<Range<u64>>,
         /// Seeds run in parallel, each simulation on its own thread.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = parse_jobs)]
         jobs: usize,
+        /// Run only this machine's share of the seeds: I/N runs the seeds s with s % N == I;
+        /// auto/N takes I from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
+        #[arg(long, value_name = "I/N", value_parser = sweep::Shard::parse)]
+        shard: Option<sweep::Shard>,
+        /// Run every seed divisible by N a second time and compare the histories (1: every
+        /// seed; 0: none). A seed whose two runs differ is a failure.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        check_determinism_every: u64,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -68,8 +73,8 @@ enum Commands {
     },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
     Text,
     Json,
 }
@@ -88,13 +93,23 @@ fn main() -> ExitCode {
             seed,
             seeds,
             jobs,
+            shard,
+            check_determinism_every,
             format,
         } => {
             let seeds = seed
-                .map(|seed| seed..seed + 1)
+                .map(|seed| seed..seed.saturating_add(1))
                 .or(seeds)
                 .unwrap_or(DEFAULT_SEEDS);
-            command_run(scenarios, seeds, jobs.max(1), format)
+            let options = sweep::SweepOptions {
+                seeds,
+                shard: shard.unwrap_or(sweep::Shard::WHOLE),
+                jobs,
+                determinism_every: check_determinism_every,
+                format,
+            };
+            load_all(scenarios)
+                .map(|scenarios| sweep::sweep(&scenarios, &options, determinism::rerun))
         }
         Commands::Replay {
             scenario,
@@ -121,6 +136,14 @@ fn main() -> ExitCode {
             eprintln!("imsim: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn parse_jobs(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("at least one job is needed".to_string()),
+        Ok(jobs) => Ok(jobs),
+        Err(_) => Err(format!("`{text}` is not a number of jobs")),
     }
 }
 
@@ -155,76 +178,4 @@ fn load_all(names: Vec<String>) -> Result<Vec<(String, Scenario)>, String> {
                 .map_err(|error| error.to_string())
         })
         .collect()
-}
-
-fn command_run(
-    names: Vec<String>,
-    seeds: Range<u64>,
-    jobs: usize,
-    format: Format,
-) -> Result<bool, String> {
-    let scenarios = load_all(names)?;
-    let started = Instant::now();
-    let (mut runs, mut failed) = (0u64, Vec::new());
-    for (name, scenario) in &scenarios {
-        for outcome in run_seeds(scenario, seeds.clone(), jobs) {
-            match format {
-                Format::Text => print_outcome_text(name, &outcome),
-                Format::Json => print_outcome_json(name, &outcome),
-            }
-            runs += 1;
-            if !outcome.ok() {
-                failed.push(replay_command(name, outcome.setup.seed));
-            }
-        }
-    }
-    let wall_s = started.elapsed().as_secs_f64();
-    if format == Format::Text {
-        let rate = runs as f64 / wall_s.max(1e-9);
-        say!(
-            "run: {runs} runs ({} scenarios), {} passed, {} failed, {rate:.1} seeds/s, wall {wall_s:.2}s",
-            scenarios.len(),
-            runs - failed.len() as u64,
-            failed.len()
-        );
-        for command in &failed {
-            say!("  failed: {command}");
-        }
-    }
-    Ok(failed.is_empty())
-}
-
-/// Runs seeds on `jobs` threads and returns the outcomes in seed order, as each next one is ready.
-fn run_seeds(
-    scenario: &Scenario,
-    seeds: Range<u64>,
-    jobs: usize,
-) -> impl Iterator<Item = RunOutcome> {
-    let next_seed = Arc::new(AtomicU64::new(seeds.start));
-    let (sender, receiver) = mpsc::channel();
-    for _ in 0..jobs.min((seeds.end - seeds.start) as usize) {
-        let (next_seed, sender, scenario, end) = (
-            next_seed.clone(),
-            sender.clone(),
-            scenario.clone(),
-            seeds.end,
-        );
-        std::thread::spawn(move || loop {
-            let seed = next_seed.fetch_add(1, Ordering::Relaxed);
-            if seed >= end || sender.send((seed, run(&scenario, seed))).is_err() {
-                break;
-            }
-        });
-    }
-    drop(sender);
-    let mut pending = std::collections::BTreeMap::new();
-    let mut expected = seeds.start;
-    std::iter::from_fn(move || loop {
-        if let Some(outcome) = pending.remove(&expected) {
-            expected += 1;
-            return Some(outcome);
-        }
-        let (seed, outcome) = receiver.recv().ok()?;
-        pending.insert(seed, outcome);
-    })
 }

@@ -39,7 +39,7 @@ pub fn command_replay(args: ReplayArgs) -> Result<bool, String> {
     if let Some(path) = &args.history_out {
         write_new_file(path, &outcome.history.to_jsonl())?;
     }
-    print_outcome_text(&args.scenario, &outcome);
+    print_outcome_text(&args.scenario, &outcome, None);
     say!("trace-hash: {:016x}", outcome.history.trace_hash());
     if !args.check_determinism {
         return Ok(outcome.ok());
