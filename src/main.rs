@@ -1,6 +1,7 @@
-//! `imsim`: run scenarios over seeds, replay one seed. Exit codes: 0 every invariant held,
+//! `imsim`: run scenarios over seeds, replay one seed, check a recorded history. Exit codes: 0 every invariant held,
 //! 1 a violation (the failing seed and the command that replays it are printed), 2 bad input.
 
+mod check;
 mod output;
 mod replay;
 mod sweep;
@@ -71,6 +72,13 @@ enum Commands {
         #[arg(long, hide = true, conflicts_with_all = ["device", "conv", "history_out", "check_determinism"])]
         emit_history: bool,
     },
+    /// Check every invariant on a history recorded anywhere (JSON lines; `-` reads stdin).
+    /// The format: docs/history-format.md.
+    Check {
+        history: std::path::PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -128,6 +136,7 @@ fn main() -> ExitCode {
             check_determinism,
             emit_history,
         }),
+        Commands::Check { history, format } => check::command_check(&history, format),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
