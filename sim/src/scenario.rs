@@ -274,14 +274,32 @@ impl Scenario {
                 check_range("topology.conversations", (*pairs).into(), 1, possible)?;
             }
             Conversations::List(lists) => {
-                check_range("topology.conversations (count)", lists.len() as u64, 1, USERS_MAX.into())?;
+                check_range(
+                    "topology.conversations (count)",
+                    lists.len() as u64,
+                    1,
+                    USERS_MAX.into(),
+                )?;
                 for (i, members) in lists.iter().enumerate() {
-                    check_range(&format!("topology.conversations[{i}] (members)"), members.len() as u64, 2, 2)?;
+                    check_range(
+                        &format!("topology.conversations[{i}] (members)"),
+                        members.len() as u64,
+                        2,
+                        2,
+                    )?;
                     for user in members {
-                        check_range(&format!("topology.conversations[{i}][]"), (*user).into(), 1, t.users.into())?;
+                        check_range(
+                            &format!("topology.conversations[{i}][]"),
+                            (*user).into(),
+                            1,
+                            t.users.into(),
+                        )?;
                     }
                     if members[0] == members[1] {
-                        return Err(format!("topology.conversations[{i}] names user {} twice", members[0]));
+                        return Err(format!(
+                            "topology.conversations[{i}] names user {} twice",
+                            members[0]
+                        ));
                     }
                 }
             }
@@ -324,20 +342,38 @@ impl Scenario {
             return Ok(());
         }
         if w.messages > 0 || w.offline_periods_per_device > 0 {
-            return Err("workload.script replaces the random workload: set workload.messages = 0 and \
+            return Err(
+                "workload.script replaces the random workload: set workload.messages = 0 and \
                         workload.offline_periods_per_device = 0"
-                .to_string());
+                    .to_string(),
+            );
         }
         let conversations = match &self.topology.conversations {
             Conversations::List(lists) => lists.len() as u64,
-            _ => return Err("workload.script needs an explicit topology.conversations list".to_string()),
+            _ => {
+                return Err(
+                    "workload.script needs an explicit topology.conversations list".to_string(),
+                )
+            }
         };
         for (i, action) in w.script.iter().enumerate() {
             let field = format!("workload.script[{i}]");
-            check_range(&format!("{field}.at_ms"), action.at_ms, 0, w.duration_ms - 1)?;
-            check_range(&format!("{field}.device"), action.device.into(), 1, self.device_count().into())?;
+            check_range(
+                &format!("{field}.at_ms"),
+                action.at_ms,
+                0,
+                w.duration_ms - 1,
+            )?;
+            check_range(
+                &format!("{field}.device"),
+                action.device.into(),
+                1,
+                self.device_count().into(),
+            )?;
             match (action.action, action.conv) {
-                (Action::Send, Some(conv)) => check_range(&format!("{field}.conv"), conv.into(), 1, conversations)?,
+                (Action::Send, Some(conv)) => {
+                    check_range(&format!("{field}.conv"), conv.into(), 1, conversations)?
+                }
                 (Action::Send, None) => return Err(format!("{field}: a send needs a conv")),
                 (_, Some(_)) => return Err(format!("{field}: only a send has a conv")),
                 (_, None) => {}

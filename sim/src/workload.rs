@@ -44,7 +44,10 @@ pub fn topology(scenario: &Scenario, rng: &mut impl Rng) -> Topology {
             }
         }
         Conversations::List(lists) => {
-            pairs = lists.iter().map(|members| (members[0], members[1])).collect();
+            pairs = lists
+                .iter()
+                .map(|members| (members[0], members[1]))
+                .collect();
         }
         Conversations::Pairs(count) => {
             // Rejection sampling is fine: validation caps `count` at the number of pairs, and
@@ -152,10 +155,16 @@ fn scripted(script: &[ScriptedAction]) -> Plan {
             Action::Send => Command::Send {
                 // Validation guarantees a send has a conv.
                 conv: ConvId(action.conv.expect("a validated send has a conv")),
-                body: action.body.clone().unwrap_or_else(|| format!("d{} #{}", action.device, i + 1)),
+                body: action
+                    .body
+                    .clone()
+                    .unwrap_or_else(|| format!("d{} #{}", action.device, i + 1)),
             },
         };
-        commands.entry(DeviceId(action.device)).or_default().push((action.at_ms, command));
+        commands
+            .entry(DeviceId(action.device))
+            .or_default()
+            .push((action.at_ms, command));
     }
     for device_commands in commands.values_mut() {
         device_commands.sort_by_key(|(at_ms, _)| *at_ms);
