@@ -105,8 +105,15 @@ fn main() -> ExitCode {
             check_determinism_every,
             format,
         } => {
+            if seed == Some(u64::MAX) {
+                eprintln!(
+                    "imsim: --seed {}: run takes seeds below it (replay runs any seed)",
+                    u64::MAX
+                );
+                return ExitCode::from(2);
+            }
             let seeds = seed
-                .map(|seed| seed..seed.saturating_add(1))
+                .map(|seed| seed..seed + 1)
                 .or(seeds)
                 .unwrap_or(DEFAULT_SEEDS);
             let options = sweep::SweepOptions {

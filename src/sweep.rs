@@ -73,7 +73,13 @@ impl Shard {
 
     /// This shard's seeds of `range`, in increasing order.
     pub fn seeds(&self, range: Range<u64>) -> ShardSeeds {
-        let offset = (self.index + self.count - range.start % self.count) % self.count;
+        // The distance from `range.start` up to the next seed of this shard, without overflow
+        // for any count.
+        let remainder = range.start % self.count;
+        let offset = match self.index >= remainder {
+            true => self.index - remainder,
+            false => self.count - (remainder - self.index),
+        };
         ShardSeeds {
             first: range.start.saturating_add(offset),
             step: self.count,
@@ -394,6 +400,12 @@ impl Tally {
             self.runs,
             self.runs - failed_runs,
         )];
+        if self.runs == 0 {
+            lines.push(format!(
+                "note: no seed of {}..{} belongs to shard {}/{}: nothing was run",
+                options.seeds.start, options.seeds.end, options.shard.index, options.shard.count
+            ));
+        }
         if options.shard != Shard::WHOLE {
             lines.push(format!(
                 "shard {}/{}: the seeds s of {}..{} with s % {} == {}",
@@ -491,6 +503,12 @@ mod tests {
         assert_eq!(shard.seeds(0..10).all(), vec![1, 5, 9]);
         assert_eq!(shard.seeds(6..10).all(), vec![9]);
         assert_eq!(shard.seeds(2..5).len(), 0);
+        let huge = Shard {
+            index: u64::MAX - 1,
+            count: u64::MAX,
+        };
+        assert_eq!(huge.seeds(3..u64::MAX).all(), vec![u64::MAX - 1]);
+        assert_eq!(huge.seeds(0..5).len(), 0);
     }
 
     #[test]
