@@ -4,6 +4,7 @@
 mod check;
 mod output;
 mod replay;
+mod shard;
 mod sweep;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -41,8 +42,8 @@ enum Commands {
         jobs: usize,
         /// Run only this machine's share of the seeds: I/N runs the seeds s with s % N == I;
         /// auto/N takes I from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
-        #[arg(long, value_name = "I/N", value_parser = sweep::Shard::parse)]
-        shard: Option<sweep::Shard>,
+        #[arg(long, value_name = "I/N", value_parser = shard::Shard::parse)]
+        shard: Option<shard::Shard>,
         /// Run every seed divisible by N a second time and compare the histories (1: every
         /// seed; 0: none). A seed whose two runs differ is a failure.
         #[arg(long, value_name = "N", default_value_t = 20)]
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
                 .unwrap_or(DEFAULT_SEEDS);
             let options = sweep::SweepOptions {
                 seeds,
-                shard: shard.unwrap_or(sweep::Shard::WHOLE),
+                shard: shard.unwrap_or(shard::Shard::WHOLE),
                 jobs,
                 determinism_every: check_determinism_every,
                 format,

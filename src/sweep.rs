@@ -4,6 +4,7 @@
 //! summary at the end: runs, failures, seeds per second and how often each fault class was on.
 
 use crate::output::{outcome_json, print_outcome_text, say};
+use crate::shard::{Shard, ShardSeeds};
 use crate::Format;
 use imsim_sim::determinism::{first_divergence, is_sampled, Divergence};
 use imsim_sim::faults::FaultClass;
@@ -17,104 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-/// The environment variable a Kubernetes Indexed Job sets to each pod's index.
-pub const JOB_INDEX_VARIABLE: &str = "JOB_COMPLETION_INDEX";
 /// On a non-terminal, a progress line at most this often.
 const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
-
-/// One machine's share of a sweep: the seeds `s` with `s % count == index`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u64,
-    pub count: u64,
-}
-
-impl Shard {
-    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
-
-    /// `I/N`, or `auto/N` with the index read from `JOB_COMPLETION_INDEX`.
-    pub fn parse(text: &str) -> Result<Shard, String> {
-        Shard::parse_with(text, std::env::var(JOB_INDEX_VARIABLE).ok())
-    }
-
-    fn parse_with(text: &str, job_index: Option<String>) -> Result<Shard, String> {
-        let (index, count) = text
-            .split_once('/')
-            .ok_or_else(|| format!("expected I/N (e.g. 0/4) or auto/N, found `{text}`"))?;
-        let count: u64 = count
-            .parse()
-            .map_err(|_| format!("`{count}` is not a number of shards"))?;
-        if count == 0 {
-            return Err("the number of shards must be at least 1".to_string());
-        }
-        let index: u64 = if index == "auto" {
-            let job_index = job_index.ok_or_else(|| {
-                format!(
-                    "auto/{count} reads the shard index from {JOB_INDEX_VARIABLE} (set in a \
-                     Kubernetes Indexed Job), which is not set"
-                )
-            })?;
-            job_index.trim().parse().map_err(|_| {
-                format!("{JOB_INDEX_VARIABLE}={job_index} is not a shard index (a whole number)")
-            })?
-        } else {
-            index
-                .parse()
-                .map_err(|_| format!("`{index}` is not a shard index (a whole number)"))?
-        };
-        if index >= count {
-            return Err(format!(
-                "shard index {index} is out of range: with {count} shards it must be 0 to {}",
-                count - 1
-            ));
-        }
-        Ok(Shard { index, count })
-    }
-
-    /// This shard's seeds of `range`, in increasing order.
-    pub fn seeds(&self, range: Range<u64>) -> ShardSeeds {
-        // The distance from `range.start` up to the next seed of this shard, without overflow
-        // for any count.
-        let remainder = range.start % self.count;
-        let offset = match self.index >= remainder {
-            true => self.index - remainder,
-            false => self.count - (remainder - self.index),
-        };
-        ShardSeeds {
-            first: range.start.saturating_add(offset),
-            step: self.count,
-            end: range.end,
-        }
-    }
-}
-
-/// An arithmetic progression of seeds: `first, first + step, …` below `end`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShardSeeds {
-    first: u64,
-    step: u64,
-    end: u64,
-}
-
-impl ShardSeeds {
-    pub fn len(&self) -> u64 {
-        if self.first >= self.end {
-            0
-        } else {
-            (self.end - 1 - self.first) / self.step + 1
-        }
-    }
-
-    /// The `k`th seed (from 0).
-    fn nth(&self, k: u64) -> Option<u64> {
-        (k < self.len()).then(|| self.first + k * self.step)
-    }
-
-    #[cfg(test)]
-    fn all(&self) -> Vec<u64> {
-        (0..self.len()).filter_map(|k| self.nth(k)).collect()
-    }
-}
 
 pub struct SweepOptions {
     pub seeds: Range<u64>,
@@ -483,59 +388,6 @@ pub fn sweep(scenarios: &[(String, Scenario)], options: &SweepOptions, rerun: Re
 mod tests {
     use super::*;
     use imsim_sim::determinism::rerun;
-
-    #[test]
-    fn shards_split_a_range_exactly() {
-        for count in 1..7u64 {
-            for range in [0..100u64, 3..17, 5..6, 9..10] {
-                let mut all: Vec<u64> = (0..count)
-                    .flat_map(|index| Shard { index, count }.seeds(range.clone()).all())
-                    .collect();
-                all.sort();
-                assert_eq!(
-                    all,
-                    range.clone().collect::<Vec<_>>(),
-                    "{count} shards of {range:?}"
-                );
-            }
-        }
-        let shard = Shard { index: 1, count: 4 };
-        assert_eq!(shard.seeds(0..10).all(), vec![1, 5, 9]);
-        assert_eq!(shard.seeds(6..10).all(), vec![9]);
-        assert_eq!(shard.seeds(2..5).len(), 0);
-        let huge = Shard {
-            index: u64::MAX - 1,
-            count: u64::MAX,
-        };
-        assert_eq!(huge.seeds(3..u64::MAX).all(), vec![u64::MAX - 1]);
-        assert_eq!(huge.seeds(0..5).len(), 0);
-    }
-
-    #[test]
-    fn shard_parsing_names_the_problem() {
-        assert_eq!(
-            Shard::parse_with("2/5", None),
-            Ok(Shard { index: 2, count: 5 })
-        );
-        assert_eq!(
-            Shard::parse_with("auto/5", Some("4".to_string())),
-            Ok(Shard { index: 4, count: 5 })
-        );
-        let cases = [
-            ("5/5", None, "out of range"),
-            ("0/0", None, "at least 1"),
-            ("1", None, "expected I/N"),
-            ("x/2", None, "not a shard index"),
-            ("1/y", None, "not a number of shards"),
-            ("auto/3", None, "JOB_COMPLETION_INDEX"),
-            ("auto/3", Some("3"), "out of range"),
-            ("auto/3", Some("abc"), "JOB_COMPLETION_INDEX=abc"),
-        ];
-        for (text, job, expected) in cases {
-            let error = Shard::parse_with(text, job.map(str::to_string)).unwrap_err();
-            assert!(error.contains(expected), "{text}: {error}");
-        }
-    }
 
     /// A rerun that stamps one record a millisecond later, as a nondeterministic harness might.
     fn broken_rerun(scenario: &Scenario, seed: u64) -> History {
