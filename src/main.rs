@@ -1,21 +1,21 @@
-//! `imsim`: run scenarios over seeds, replay one seed, report on one seed, shrink a failure.
-//! Exit codes: 0 every invariant held, 1 a violation (the failing seed and the command that
-//! replays it are printed), 2 bad input.
+//! `imsim`: run scenarios over seeds, replay one seed, report on one seed, shrink a failure,
+//! check a recorded history. Exit codes: 0 every invariant held, 1 a violation (the failing seed
+//! and the command that replays it are printed), 2 bad input.
 
+mod check;
 mod output;
+mod replay;
 mod report;
+mod shard;
 mod shrink_command;
+mod sweep;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use imsim_sim::replay_command;
+use imsim_sim::determinism;
 use imsim_sim::scenario::default_set;
-use imsim_sim::{run, RunOutcome, Scenario};
-use output::{print_outcome_json, print_outcome_text, print_trace, say};
+use imsim_sim::Scenario;
 use std::ops::Range;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -41,8 +41,16 @@ enum Commands {
         #[arg(long, value_parser = parse_seed_range)]
         seeds: Option<Range<u64>>,
         /// Seeds run in parallel, each simulation on its own thread.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = parse_jobs)]
         jobs: usize,
+        /// Run only this machine's share of the seeds: I/N runs the seeds s with s % N == I;
+        /// auto/N takes I from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
+        #[arg(long, value_name = "I/N", value_parser = shard::Shard::parse)]
+        shard: Option<shard::Shard>,
+        /// Run every seed divisible by N a second time and compare the histories (1: every
+        /// seed; 0: none). A seed whose two runs differ is a failure.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        check_determinism_every: u64,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Write each failing seed to DIR/<scenario>-seed<N>.toml, a replayable scenario.
@@ -66,6 +74,20 @@ enum Commands {
         /// Also write the whole history as JSON lines to this file (it must not exist).
         #[arg(long)]
         history_out: Option<std::path::PathBuf>,
+        /// Also run the seed again in this process and once in a fresh process: all three
+        /// trace hashes must match (exit 1 if not, with the first diverging record).
+        #[arg(long)]
+        check_determinism: bool,
+        /// Print only the history as JSON lines (used by --check-determinism's fresh process).
+        #[arg(long, hide = true, conflicts_with_all = ["device", "conv", "history_out", "check_determinism"])]
+        emit_history: bool,
+    },
+    /// Check every invariant on a history recorded anywhere (JSON lines; `-` reads stdin).
+    /// The format: docs/history-format.md.
+    Check {
+        history: std::path::PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Run one seed and write report.html, report.json and report.md into a directory.
     Report(report::ReportArgs),
@@ -73,29 +95,48 @@ enum Commands {
     Shrink(shrink_command::ShrinkArgs),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
     Text,
     Json,
 }
 
-const DEFAULT_SEEDS: Range<u64> = 0..10;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(message) = imsim_sim::trace::init_from_env() {
+        eprintln!("imsim: {message}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Commands::Run {
             scenarios,
             seed,
             seeds,
             jobs,
+            shard,
+            check_determinism_every,
             format,
             save_failures,
             shrink,
         } => {
+            if seed == Some(u64::MAX) {
+                eprintln!(
+                    "imsim: --seed {}: run takes seeds below it (replay runs any seed)",
+                    u64::MAX
+                );
+                return ExitCode::from(2);
+            }
             let seeds = seed.map(|seed| seed..seed + 1).or(seeds);
-            let save = save_failures.map(|dir| (dir, shrink));
-            command_run(scenarios, seeds, jobs.max(1), format, save)
+            let options = sweep::SweepOptions {
+                seeds,
+                save_failures: save_failures.map(|dir| (dir, shrink)),
+                shard: shard.unwrap_or(shard::Shard::WHOLE),
+                jobs,
+                determinism_every: check_determinism_every,
+                format,
+            };
+            load_all(scenarios)
+                .and_then(|scenarios| sweep::sweep(&scenarios, &options, determinism::rerun))
         }
         Commands::Replay {
             scenario,
@@ -103,7 +144,18 @@ fn main() -> ExitCode {
             device,
             conv,
             history_out,
-        } => command_replay(&scenario, seed, device, conv, history_out),
+            check_determinism,
+            emit_history,
+        } => replay::command_replay(replay::ReplayArgs {
+            scenario,
+            seed,
+            device,
+            conv,
+            history_out,
+            check_determinism,
+            emit_history,
+        }),
+        Commands::Check { history, format } => check::command_check(&history, format),
         Commands::Report(args) => report::command_report(args),
         Commands::Shrink(args) => shrink_command::command_shrink(args),
     };
@@ -114,6 +166,14 @@ fn main() -> ExitCode {
             eprintln!("imsim: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn parse_jobs(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("at least one job is needed".to_string()),
+        Ok(jobs) => Ok(jobs),
+        Err(_) => Err(format!("`{text}` is not a number of jobs")),
     }
 }
 
@@ -148,120 +208,4 @@ fn load_all(names: Vec<String>) -> Result<Vec<(String, Scenario)>, String> {
                 .map_err(|error| error.to_string())
         })
         .collect()
-}
-
-/// `save`: the directory failing seeds are written to, and whether to shrink them first.
-fn command_run(
-    names: Vec<String>,
-    seeds: Option<Range<u64>>,
-    jobs: usize,
-    format: Format,
-    save: Option<(std::path::PathBuf, bool)>,
-) -> Result<bool, String> {
-    let scenarios = load_all(names)?;
-    if let Some((dir, _)) = &save {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| format!("{}: cannot create: {error}", dir.display()))?;
-    }
-    let started = Instant::now();
-    let (mut runs, mut failed) = (0u64, Vec::new());
-    for (name, scenario) in &scenarios {
-        // A pinned scenario (a saved failure, a regression case) runs its own seed by default.
-        let pinned = scenario
-            .pinned
-            .as_ref()
-            .map(|pinned| pinned.seed..pinned.seed + 1);
-        let seeds = seeds.clone().or(pinned).unwrap_or(DEFAULT_SEEDS);
-        for outcome in run_seeds(scenario, seeds, jobs) {
-            match format {
-                Format::Text => print_outcome_text(name, &outcome),
-                Format::Json => print_outcome_json(name, &outcome),
-            }
-            runs += 1;
-            if !outcome.ok() {
-                failed.push(replay_command(name, outcome.setup.seed));
-                if let Some((dir, shrink)) = &save {
-                    let path =
-                        shrink_command::save_failure(dir, name, scenario, &outcome, *shrink)?;
-                    eprintln!("saved: {}", path.display());
-                }
-            }
-        }
-    }
-    let wall_s = started.elapsed().as_secs_f64();
-    if format == Format::Text {
-        let rate = runs as f64 / wall_s.max(1e-9);
-        say!(
-            "run: {runs} runs ({} scenarios), {} passed, {} failed, {rate:.1} seeds/s, wall {wall_s:.2}s",
-            scenarios.len(),
-            runs - failed.len() as u64,
-            failed.len()
-        );
-        for command in &failed {
-            say!("  failed: {command}");
-        }
-    }
-    Ok(failed.is_empty())
-}
-
-/// Runs seeds on `jobs` threads and returns the outcomes in seed order, as each next one is ready.
-fn run_seeds(
-    scenario: &Scenario,
-    seeds: Range<u64>,
-    jobs: usize,
-) -> impl Iterator<Item = RunOutcome> {
-    let next_seed = Arc::new(AtomicU64::new(seeds.start));
-    let (sender, receiver) = mpsc::channel();
-    for _ in 0..jobs.min((seeds.end - seeds.start) as usize) {
-        let (next_seed, sender, scenario, end) = (
-            next_seed.clone(),
-            sender.clone(),
-            scenario.clone(),
-            seeds.end,
-        );
-        std::thread::spawn(move || loop {
-            let seed = next_seed.fetch_add(1, Ordering::Relaxed);
-            if seed >= end || sender.send((seed, run(&scenario, seed))).is_err() {
-                break;
-            }
-        });
-    }
-    drop(sender);
-    let mut pending = std::collections::BTreeMap::new();
-    let mut expected = seeds.start;
-    std::iter::from_fn(move || loop {
-        if let Some(outcome) = pending.remove(&expected) {
-            expected += 1;
-            return Some(outcome);
-        }
-        let (seed, outcome) = receiver.recv().ok()?;
-        pending.insert(seed, outcome);
-    })
-}
-
-fn command_replay(
-    name: &str,
-    seed: u64,
-    device: Option<u32>,
-    conv: Option<u32>,
-    history_out: Option<std::path::PathBuf>,
-) -> Result<bool, String> {
-    let scenario = Scenario::load(name).map_err(|error| error.to_string())?;
-    if let Some(path) = &history_out {
-        if path.exists() {
-            return Err(format!(
-                "{}: already exists; refusing to overwrite it",
-                path.display()
-            ));
-        }
-    }
-    let outcome = run(&scenario, seed);
-    print_trace(&outcome, device, conv);
-    if let Some(path) = history_out {
-        std::fs::write(&path, outcome.history.to_jsonl())
-            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
-    }
-    print_outcome_text(name, &outcome);
-    say!("trace-hash: {:016x}", outcome.history.trace_hash());
-    Ok(outcome.ok())
 }

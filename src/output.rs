@@ -19,10 +19,12 @@ pub fn write_line(line: std::fmt::Arguments) {
         std::process::exit(0);
     }
 }
-use imsim_sim::{replay_command, RunOutcome};
+use imsim_sim::{replay_command, History, RunOutcome, Violation};
 use serde_json::{json, Value};
 
-pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome) {
+/// The summary of one run; `harness_failure` is a failure of the harness itself (a
+/// nondeterministic seed), reported after the violations in the same way.
+pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome, harness_failure: Option<&str>) {
     let setup = &outcome.setup;
     let stats = &outcome.stats;
     let faults = serde_json::to_string(&setup.faults).expect("a fault profile serialises");
@@ -30,7 +32,11 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome) {
     say!(
         "   {}: sends {} committed {} acked {} displayed {} | packets {} dropped {} duplicated {} delayed {} held {} \
          | server crashes {} device restarts {} | simulated {:.1}s | invariants checked {}",
-        if outcome.ok() { "ok" } else { "FAILED" },
+        if outcome.ok() && harness_failure.is_none() {
+            "ok"
+        } else {
+            "FAILED"
+        },
         stats.sends,
         stats.committed,
         stats.acked,
@@ -62,17 +68,20 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome) {
             say!("   {line}");
         }
     }
+    for line in harness_failure.iter().flat_map(|text| text.lines()) {
+        say!("   {line}");
+    }
 }
 
-pub fn print_outcome_json(scenario: &str, outcome: &RunOutcome) {
-    let violations: Vec<Value> = outcome
-        .violations
+/// Each violation as a JSON object with its witness records.
+pub fn violations_json(history: &History, violations: &[Violation]) -> Vec<Value> {
+    violations
         .iter()
         .map(|v| {
             let witness: Vec<Value> = v
                 .witness
                 .iter()
-                .filter_map(|i| outcome.history.records.get(*i))
+                .filter_map(|i| history.records.get(*i))
                 .map(|r| serde_json::to_value(r).expect("a record serialises"))
                 .collect();
             json!({
@@ -84,17 +93,20 @@ pub fn print_outcome_json(scenario: &str, outcome: &RunOutcome) {
                 "witness": witness,
             })
         })
-        .collect();
-    let line = json!({
+        .collect()
+}
+
+/// One run as the JSON object `imsim run --format json` prints per line.
+pub fn outcome_json(scenario: &str, outcome: &RunOutcome) -> Value {
+    json!({
         "scenario": scenario,
         "seed": outcome.setup.seed,
         "ok": outcome.ok(),
-        "violations": violations,
+        "violations": violations_json(&outcome.history, &outcome.violations),
         "faults": outcome.setup.faults,
         "stats": outcome.stats,
         "replay": replay_command(scenario, outcome.setup.seed),
-    });
-    say!("{line}");
+    })
 }
 
 /// The trace of a replay, optionally only one device's or one conversation's events (harness

@@ -51,7 +51,7 @@ pub fn command_report(args: ReportArgs) -> Result<bool, String> {
     let report = Report::build(&RunSummary::of_outcome(&args.scenario, &outcome));
     let written =
         imsim_reports::write(&report, &args.out, overwrite).map_err(|error| error.to_string())?;
-    print_outcome_text(&args.scenario, &outcome);
+    print_outcome_text(&args.scenario, &outcome, None);
     for path in written {
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         say!("wrote {} ({bytes} bytes)", path.display());

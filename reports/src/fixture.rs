@@ -30,6 +30,7 @@ pub fn start() -> History {
         conversations: vec![ConversationSpec {
             conv: C1,
             members: vec![UserId(1), UserId(2)],
+            group: false,
         }],
     };
     history.push(
@@ -83,6 +84,7 @@ pub fn send(history: &mut History, t_ms: u64, device: DeviceId, id: u64) -> usiz
         client_seq: ClientSeq(id),
         body: format!("m{id} from {device}"),
         client_time_ms: t_ms,
+        change: None,
     };
     on(history, t_ms, Node::Device(device), event)
 }
@@ -96,6 +98,7 @@ pub fn commit(history: &mut History, t_ms: u64, sender: DeviceId, id: u64, seq: 
         client_msg_id: ClientMsgId(id),
         client_seq: ClientSeq(id),
         body: format!("m{id} from {sender}"),
+        change: None,
     };
     on(history, t_ms, Node::Server, event)
 }

@@ -174,18 +174,10 @@ impl History {
         out
     }
 
-    /// Parses JSON lines; the error names the 1-based line number and what is wrong.
+    /// Parses JSON lines; the error names the 1-based line number and what is wrong
+    /// (see [`crate::history_reader`]).
     pub fn from_jsonl(text: &str) -> Result<History, (usize, String)> {
-        let mut records = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let record =
-                serde_json::from_str(line).map_err(|error| (index + 1, error.to_string()))?;
-            records.push(record);
-        }
-        Ok(History { records })
+        crate::history_reader::parse_jsonl(text)
     }
 
     /// FNV-1a over the JSON lines: stable across processes, machines and Rust versions (unlike

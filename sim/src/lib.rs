@@ -11,13 +11,16 @@
 //! - [`explicit`] and [`shrink`]: a run written out as a scripted scenario, and made small.
 
 pub mod check;
+pub mod determinism;
 pub mod explicit;
 pub mod faults;
 pub mod history;
+pub mod history_reader;
 mod node;
 pub mod run;
 pub mod scenario;
 pub mod shrink;
+pub mod trace;
 pub mod workload;
 
 pub use check::{check_all, Class, Invariant, Violation};

@@ -9,6 +9,7 @@
 
 use crate::faults::{PacketMeta, Rule, Verdict};
 use crate::history::{Entry, History, Node};
+use crate::trace::{Link, NET};
 use imsim_model::{
     Address, Client, Command, DeviceId, Directory, Output, Packet, ProtocolConfig, Server, Time,
 };
@@ -70,8 +71,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl World {
     pub(crate) fn new(rules: Vec<Rule>, rng: ChaCha8Rng, safety_end_ms: u64) -> World {
+        let start = Instant::now();
+        crate::trace::set_run_start(start);
         World {
-            start: Instant::now(),
+            start,
             history: Mutex::new(History::default()),
             faults: Mutex::new(FaultLayer {
                 rules,
@@ -89,6 +92,7 @@ impl World {
 
     pub(crate) fn record(&self, node: Node, entry: Entry) {
         let now_ms = self.now_ms();
+        crate::trace::log_entry(&entry);
         lock(&self.history).push(now_ms, node, entry);
     }
 
@@ -132,6 +136,8 @@ impl World {
             }
             verdict
         };
+        let link = Link { device, to_server };
+        tracing::trace!(target: NET, "transmit {link} {verdict:?} {packet:?}");
         let (copies, delay_ms) = match verdict {
             Verdict::Pass => (1, 0),
             Verdict::Drop => return,
@@ -340,7 +346,10 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
         let now = Time(world.now_ms());
         let mut slot = lock(&slot);
         match input {
-            Input::Packet(packet, from) => slot.server.handle_packet(now, from, packet),
+            Input::Packet(packet, from) => {
+                tracing::trace!(target: NET, "receive from {from} {packet:?}");
+                slot.server.handle_packet(now, from, packet);
+            }
             Input::Synced(through) => slot.server.handle_storage_synced(now, through),
             Input::Alarm(at_ms) if alarm.went_off(at_ms) => slot.server.handle_timeout(now),
             Input::Alarm(_) | Input::Command(_) => {}
@@ -435,7 +444,10 @@ pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) 
         let mut slot = lock(&slot);
         let now = slot.local(world.now_ms());
         match input {
-            Input::Packet(packet, from) => slot.client.handle_packet(now, from, packet),
+            Input::Packet(packet, from) => {
+                tracing::trace!(target: NET, "receive from {from} {packet:?}");
+                slot.client.handle_packet(now, from, packet);
+            }
             Input::Alarm(at_ms) if alarm.went_off(at_ms) => slot.client.handle_timeout(now),
             Input::Command(index) if index == slot.next_command => {
                 slot.next_command += 1;

@@ -1,0 +1,466 @@
+//! `imsim run`: sweeps of seeds at scale. Seeds run in parallel (`--jobs`), a share of them per
+//! machine (`--shard I/N`, or `auto/N` in a Kubernetes Indexed Job), every `N`th seed run twice
+//! to check determinism (`--check-determinism-every`), with a progress bar on a terminal and a
+//! summary at the end: runs, failures, seeds per second and how often each fault class was on.
+
+use crate::output::{outcome_json, print_outcome_text, say};
+use crate::shard::{Shard, ShardSeeds};
+use crate::Format;
+use imsim_sim::determinism::{first_divergence, is_sampled, Divergence};
+use imsim_sim::faults::FaultClass;
+use imsim_sim::{replay_command, run, History, RunOutcome, Scenario};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// On a non-terminal, a progress line at most this often.
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// Seeds run when none are given and the scenario pins none.
+pub const DEFAULT_SEEDS: Range<u64> = 0..10;
+
+pub struct SweepOptions {
+    /// `None`: a scenario's `[pinned]` seed if it has one, else `DEFAULT_SEEDS`.
+    pub seeds: Option<Range<u64>>,
+    /// Where failing seeds are saved as replayable scenario files, and whether shrunk first.
+    pub save_failures: Option<(std::path::PathBuf, bool)>,
+    pub shard: Shard,
+    pub jobs: usize,
+    /// Rerun every seed divisible by this (0: never) and compare histories.
+    pub determinism_every: u64,
+    pub format: Format,
+}
+
+/// What the determinism sample found for one seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeterminismCheck {
+    NotChecked,
+    Same,
+    Differs {
+        first_hash: u64,
+        second_hash: u64,
+        divergence: Option<Divergence>,
+    },
+}
+
+impl DeterminismCheck {
+    fn label(&self) -> &'static str {
+        match self {
+            DeterminismCheck::NotChecked => "not_checked",
+            DeterminismCheck::Same => "same",
+            DeterminismCheck::Differs { .. } => "differs",
+        }
+    }
+}
+
+/// One seed of a sweep: the run and its determinism check.
+pub struct SeedRun {
+    pub outcome: RunOutcome,
+    pub determinism: DeterminismCheck,
+}
+
+impl SeedRun {
+    pub fn ok(&self) -> bool {
+        self.outcome.ok() && !matches!(self.determinism, DeterminismCheck::Differs { .. })
+    }
+}
+
+/// How a seed is run again for the determinism check; a parameter so tests can break it.
+pub type Rerun = fn(&Scenario, u64) -> History;
+
+/// Runs one seed, and runs it again when it is in the determinism sample.
+pub fn run_seed(scenario: &Scenario, seed: u64, every: u64, rerun: Rerun) -> SeedRun {
+    let outcome = run(scenario, seed);
+    let determinism = if is_sampled(seed, every) {
+        compare(&outcome.history, &rerun(scenario, seed))
+    } else {
+        DeterminismCheck::NotChecked
+    };
+    SeedRun {
+        outcome,
+        determinism,
+    }
+}
+
+/// Equal records serialise to equal lines, so comparing records first spares hashing both
+/// histories in the common case; the hashes decide otherwise (they are what users compare).
+fn compare(first: &History, second: &History) -> DeterminismCheck {
+    if first.records == second.records {
+        return DeterminismCheck::Same;
+    }
+    let (first_hash, second_hash) = (first.trace_hash(), second.trace_hash());
+    if first_hash == second_hash {
+        return DeterminismCheck::Same;
+    }
+    DeterminismCheck::Differs {
+        first_hash,
+        second_hash,
+        divergence: first_divergence(first, second),
+    }
+}
+
+/// The command that checks a seed's determinism.
+fn determinism_command(scenario: &str, seed: u64) -> String {
+    format!("{} --check-determinism", replay_command(scenario, seed))
+}
+
+/// The text report of a nondeterministic seed, shaped like a violation's.
+fn determinism_report(scenario: &str, seed: u64, check: &DeterminismCheck) -> Option<String> {
+    let DeterminismCheck::Differs {
+        first_hash,
+        second_hash,
+        divergence,
+    } = check
+    else {
+        return None;
+    };
+    let mut report = format!(
+        "NONDETERMINISTIC (harness): seed {seed} ran twice in this process and recorded two \
+         different histories: trace-hash {first_hash:016x}, then {second_hash:016x}.\n"
+    );
+    if let Some(divergence) = divergence {
+        report += &divergence.describe("run 1", "run 2");
+        report.push('\n');
+    }
+    report += &format!("replay: {}\n", determinism_command(scenario, seed));
+    Some(report)
+}
+
+/// The JSON object of one run: `outcome_json` plus `determinism`; a nondeterministic seed is
+/// not ok and lists a `determinism` violation whose witness is the two diverging records.
+fn seed_json(scenario: &str, seed_run: &SeedRun) -> Value {
+    let mut value = outcome_json(scenario, &seed_run.outcome);
+    value["determinism"] = json!(seed_run.determinism.label());
+    if let DeterminismCheck::Differs {
+        first_hash,
+        second_hash,
+        divergence,
+    } = &seed_run.determinism
+    {
+        let seed = seed_run.outcome.setup.seed;
+        let record = |line: Option<&String>| {
+            line.and_then(|line| serde_json::from_str::<Value>(line).ok())
+                .unwrap_or(Value::Null)
+        };
+        let witness = match divergence {
+            Some(d) => vec![record(d.left.as_ref()), record(d.right.as_ref())],
+            None => Vec::new(),
+        };
+        let violation = json!({
+            "invariant": "DET deterministic",
+            "code": "DET",
+            "name": "deterministic",
+            "class": "harness",
+            "explanation": format!(
+                "seed {seed} ran twice in this process and recorded two different histories: \
+                 trace-hash {first_hash:016x}, then {second_hash:016x}"
+            ),
+            "witness": witness,
+            "diverging_record": divergence.as_ref().map(|d| d.index),
+        });
+        value["ok"] = json!(false);
+        if let Some(violations) = value["violations"].as_array_mut() {
+            violations.push(violation);
+        }
+        value["replay"] = json!(determinism_command(scenario, seed));
+    }
+    value
+}
+
+/// Runs `seeds` on `jobs` threads and returns the runs in seed order, each as soon as it and
+/// every seed before it are done.
+fn run_seeds(
+    scenario: &Scenario,
+    seeds: ShardSeeds,
+    jobs: usize,
+    every: u64,
+    rerun: Rerun,
+) -> impl Iterator<Item = SeedRun> {
+    let next = Arc::new(AtomicU64::new(0));
+    let (sender, receiver) = mpsc::channel();
+    let threads = (jobs as u64).min(seeds.len());
+    for _ in 0..threads {
+        let (next, sender, scenario) = (next.clone(), sender.clone(), scenario.clone());
+        std::thread::spawn(move || loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(seed) = seeds.nth(k) else { break };
+            if sender
+                .send((k, run_seed(&scenario, seed, every, rerun)))
+                .is_err()
+            {
+                break;
+            }
+        });
+    }
+    drop(sender);
+    let mut pending = BTreeMap::new();
+    let mut expected = 0u64;
+    std::iter::from_fn(move || loop {
+        if let Some(seed_run) = pending.remove(&expected) {
+            expected += 1;
+            return Some(seed_run);
+        }
+        let (k, seed_run) = receiver.recv().ok()?;
+        pending.insert(k, seed_run);
+    })
+}
+
+/// A bar on a terminal (stderr), an occasional plain line otherwise.
+enum Progress {
+    Bar(ProgressBar),
+    Lines { total: u64, last: Instant },
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        if std::io::stderr().is_terminal() {
+            let style = ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} seeds, eta {eta}, {msg}",
+            )
+            .expect("a constant template parses")
+            .progress_chars("=> ");
+            Progress::Bar(ProgressBar::new(total).with_style(style))
+        } else {
+            Progress::Lines {
+                total,
+                last: Instant::now(),
+            }
+        }
+    }
+
+    /// Prints through `print` without tearing the bar.
+    fn print(&self, print: impl FnOnce()) {
+        match self {
+            Progress::Bar(bar) => bar.suspend(print),
+            Progress::Lines { .. } => print(),
+        }
+    }
+
+    fn advance(&mut self, done: u64, failed: u64, started: Instant) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_position(done);
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("{rate:.0} seeds/s, {failed} failed"));
+            }
+            Progress::Lines { total, last } => {
+                if last.elapsed() < PROGRESS_LINE_EVERY || done == *total {
+                    return;
+                }
+                *last = Instant::now();
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                eprintln!(
+                    "progress: {done}/{total} seeds ({:.0}%), {failed} failed, {rate:.1} seeds/s",
+                    100.0 * done as f64 / (*total).max(1) as f64
+                );
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// What the summary counts.
+#[derive(Default)]
+struct Tally {
+    runs: u64,
+    failed_runs: u64,
+    determinism_checked: u64,
+    /// Replay commands of failed runs.
+    failed: Vec<String>,
+    /// Runs with each fault class on.
+    faults: BTreeMap<FaultClass, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, scenario: &str, seed_run: &SeedRun) {
+        self.runs += 1;
+        let seed = seed_run.outcome.setup.seed;
+        if seed_run.determinism != DeterminismCheck::NotChecked {
+            self.determinism_checked += 1;
+        }
+        if !seed_run.ok() {
+            self.failed_runs += 1;
+        }
+        if !seed_run.outcome.ok() {
+            self.failed.push(replay_command(scenario, seed));
+        }
+        if matches!(seed_run.determinism, DeterminismCheck::Differs { .. }) {
+            self.failed.push(determinism_command(scenario, seed));
+        }
+        for class in seed_run.outcome.setup.faults.classes() {
+            *self.faults.entry(class).or_insert(0) += 1;
+        }
+    }
+
+    /// The summary lines: runs and rate, the determinism sample, faults exercised, failures.
+    fn summary(&self, options: &SweepOptions, scenarios: usize, wall_s: f64) -> Vec<String> {
+        let failed_runs = self.failed_runs;
+        let rate = self.runs as f64 / wall_s.max(1e-9);
+        let mut lines = vec![format!(
+            "run: {} runs ({scenarios} scenarios), {} passed, {failed_runs} failed, {rate:.1} seeds/s, wall {wall_s:.2}s",
+            self.runs,
+            self.runs - failed_runs,
+        )];
+        let (index, count) = (options.shard.index, options.shard.count);
+        let range = match &options.seeds {
+            Some(seeds) => format!("{}..{}", seeds.start, seeds.end),
+            None => "the default or pinned seeds".to_string(),
+        };
+        if self.runs == 0 {
+            lines.push(format!(
+                "note: no seed of {range} belongs to shard {index}/{count}: nothing was run"
+            ));
+        }
+        if options.shard != Shard::WHOLE {
+            lines.push(format!(
+                "shard {index}/{count}: the seeds s of {range} with s % {count} == {index}"
+            ));
+        }
+        lines.push(match options.determinism_every {
+            0 => "determinism: not checked (--check-determinism-every 0)".to_string(),
+            every => format!(
+                "determinism: {} seeds run twice (every seed divisible by {every})",
+                self.determinism_checked
+            ),
+        });
+        let faults: Vec<String> = FaultClass::all()
+            .into_iter()
+            .map(|class| {
+                let name = serde_json::to_value(class).expect("a fault class serialises");
+                let count = self.faults.get(&class).copied().unwrap_or(0);
+                format!("{} {count}", name.as_str().unwrap_or("?"))
+            })
+            .collect();
+        lines.push(format!(
+            "faults exercised (runs with the class on): {}",
+            faults.join(", ")
+        ));
+        lines.extend(
+            self.failed
+                .iter()
+                .map(|command| format!("  failed: {command}")),
+        );
+        lines
+    }
+}
+
+/// Runs every scenario over this shard's seeds and prints each run and the summary. Returns
+/// whether every run passed.
+pub fn sweep(
+    scenarios: &[(String, Scenario)],
+    options: &SweepOptions,
+    rerun: Rerun,
+) -> Result<bool, String> {
+    let seeds_of = |scenario: &Scenario| {
+        let pinned = scenario
+            .pinned
+            .as_ref()
+            .map(|pinned| pinned.seed..pinned.seed + 1);
+        options
+            .shard
+            .seeds(options.seeds.clone().or(pinned).unwrap_or(DEFAULT_SEEDS))
+    };
+    if let Some((dir, _)) = &options.save_failures {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| format!("{}: cannot create: {error}", dir.display()))?;
+    }
+    let total = scenarios
+        .iter()
+        .map(|(_, scenario)| seeds_of(scenario).len())
+        .sum();
+    let mut progress = Progress::new(total);
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    for (name, scenario) in scenarios {
+        let every = options.determinism_every;
+        for seed_run in run_seeds(scenario, seeds_of(scenario), options.jobs, every, rerun) {
+            let seed = seed_run.outcome.setup.seed;
+            if let (Some((dir, shrink)), false) = (&options.save_failures, seed_run.outcome.ok()) {
+                let path = crate::shrink_command::save_failure(
+                    dir,
+                    name,
+                    scenario,
+                    &seed_run.outcome,
+                    *shrink,
+                )?;
+                progress.print(|| eprintln!("saved: {}", path.display()));
+            }
+            progress.print(|| match options.format {
+                Format::Text => {
+                    let harness = determinism_report(name, seed, &seed_run.determinism);
+                    print_outcome_text(name, &seed_run.outcome, harness.as_deref());
+                }
+                Format::Json => say!("{}", seed_json(name, &seed_run)),
+            });
+            tally.add(name, &seed_run);
+            progress.advance(tally.runs, tally.failed_runs, started);
+        }
+    }
+    progress.finish();
+    let wall_s = started.elapsed().as_secs_f64();
+    for line in tally.summary(options, scenarios.len(), wall_s) {
+        match options.format {
+            Format::Text => say!("{line}"),
+            // stdout is one JSON object per run, so that shards concatenate into one result set.
+            Format::Json => eprintln!("{line}"),
+        }
+    }
+    Ok(tally.failed_runs == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imsim_sim::determinism::rerun;
+
+    /// A rerun that stamps one record a millisecond later, as a nondeterministic harness might.
+    fn broken_rerun(scenario: &Scenario, seed: u64) -> History {
+        let mut history = rerun(scenario, seed);
+        let at = history.records.len() / 2;
+        history.records[at].t_ms += 1;
+        history
+    }
+
+    #[test]
+    fn a_sampled_nondeterministic_seed_fails_with_its_divergence() {
+        let scenario = Scenario::default_scenario();
+        let sampled = run_seed(&scenario, 40, 20, broken_rerun);
+        let DeterminismCheck::Differs { divergence, .. } = &sampled.determinism else {
+            panic!("the broken rerun must be caught");
+        };
+        let at = sampled.outcome.history.records.len() / 2;
+        assert_eq!(divergence.as_ref().map(|d| d.index), Some(at));
+        assert!(!sampled.ok());
+        let report = determinism_report("one-to-one", 40, &sampled.determinism).unwrap();
+        assert!(
+            report.contains(&format!("first diverging record: [{at}]")),
+            "{report}"
+        );
+        assert!(report.ends_with("replay: imsim replay one-to-one --seed 40 --check-determinism\n"));
+        let value = seed_json("one-to-one", &sampled);
+        assert_eq!(value["ok"], false);
+        assert_eq!(value["determinism"], "differs");
+        assert_eq!(value["violations"][0]["code"], "DET");
+        assert_eq!(value["violations"][0]["diverging_record"], at as u64);
+
+        let unsampled = run_seed(&scenario, 41, 20, broken_rerun);
+        assert_eq!(unsampled.determinism, DeterminismCheck::NotChecked);
+        assert!(unsampled.ok());
+        assert_eq!(
+            seed_json("one-to-one", &unsampled)["determinism"],
+            "not_checked"
+        );
+        let every = run_seed(&scenario, 41, 1, rerun);
+        assert_eq!(every.determinism, DeterminismCheck::Same);
+    }
+}
