@@ -58,9 +58,11 @@ fn different_seeds_differ() {
 /// The history round-trips through JSON lines unchanged, so a saved history is the run.
 #[test]
 fn history_round_trips_through_json_lines() {
-    let outcome = run(&Scenario::load("server-crash").unwrap(), 3);
-    let text = outcome.history.to_jsonl();
-    let parsed = imsim_sim::History::from_jsonl(&text).expect("parses");
-    assert_eq!(parsed, outcome.history);
-    assert_eq!(parsed.trace_hash(), outcome.history.trace_hash());
+        for name in ["server-crash", "group-membership-churn", "fanout-write"] {
+        let outcome = run(&Scenario::load(name).unwrap(), 3);
+        let text = outcome.history.to_jsonl();
+        let parsed = imsim_sim::History::from_jsonl(&text).expect("parses");
+        assert_eq!(parsed, outcome.history, "{name}");
+        assert_eq!(parsed.trace_hash(), outcome.history.trace_hash(), "{name}");
+    }
 }
