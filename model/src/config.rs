@@ -53,6 +53,9 @@ pub struct ProtocolConfig {
     pub body_bytes_max: u32,
     /// Groups with more members than this get notify-then-pull instead of a push per message.
     pub notify_threshold_members: u32,
+    /// Notices for a large group go out at most once per this window (0: at every commit): the
+    /// news of the window merges into one round, at the cost of up to this much latency.
+    pub notify_merge_ms: u64,
     /// A device acks its cursor after this many newly displayed messages, or `ack_delay_ms` after
     /// the first unacknowledged one, whichever comes first (1 = ack every advance at once).
     pub ack_batch_max: u32,
@@ -88,6 +91,7 @@ impl Default for ProtocolConfig {
             sessions_max: 1_000_000,
             body_bytes_max: 4_096,
             notify_threshold_members: 500,
+            notify_merge_ms: 0,
             ack_batch_max: 1,
             ack_delay_ms: 200,
             fanout_write: false,

@@ -15,6 +15,16 @@ impl Server {
         let notify = conversation.is_group
             && conversation.membership.member_count()
                 > self.config.notify_threshold_members as usize;
+        if notify {
+            if self.config.notify_merge_ms == 0 {
+                self.announce(now, message.conv, Some(message.sender_device));
+            } else {
+                // Merge the news of a window into one round of notices.
+                let at = now.plus_ms(self.config.notify_merge_ms);
+                self.announcements.entry(message.conv).or_insert(at);
+            }
+            return;
+        }
         let mut targets = Vec::new();
         for user in conversation.membership.audience(message.seq) {
             for device in self.directory.devices(user) {
@@ -27,49 +37,77 @@ impl Server {
             }
         }
         let retry_at = now.plus_ms(self.config.push_retry_initial_ms);
-        let head = conversation.durable_head;
         for address in targets {
             let Some(session) = self.sessions.get_mut(&address) else {
                 continue;
             };
-            if notify {
-                // One notice outstanding per device and group: later news merges into it.
-                if session.notices.contains_key(&message.conv) {
-                    continue;
-                }
-                session.notices.insert(
-                    message.conv,
-                    Retry {
-                        attempts: 1,
-                        retry_at,
-                    },
-                );
-                self.transmit(
-                    address,
-                    Packet::Notify {
-                        conv: message.conv,
-                        head,
-                    },
-                );
-            } else {
-                if session.pushes.len() >= self.config.push_window_max as usize {
-                    // Window full: the device is far behind and will catch up by pull.
-                    continue;
-                }
-                session.pushes.insert(
-                    (message.conv, message.seq),
-                    Retry {
-                        attempts: 1,
-                        retry_at,
-                    },
-                );
-                self.transmit(
-                    address,
-                    Packet::Deliver {
-                        message: message.clone(),
-                    },
-                );
+            if session.pushes.len() >= self.config.push_window_max as usize {
+                // Window full: the device is far behind and will catch up by pull.
+                continue;
             }
+            session.pushes.insert(
+                (message.conv, message.seq),
+                Retry {
+                    attempts: 1,
+                    retry_at,
+                },
+            );
+            self.transmit(
+                address,
+                Packet::Deliver {
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+
+    /// Notify-then-pull: tells each online device that may see the durable head of `conv` (but
+    /// `except`) that there is news up to it. One notice is outstanding per device and group;
+    /// later news merges into it until the device pulls.
+    pub(super) fn announce(&mut self, now: Time, conv: ConvId, except: Option<DeviceId>) {
+        let conversation = &self.conversations[&conv];
+        let head = conversation.durable_head;
+        let mut targets = Vec::new();
+        for user in conversation.membership.audience(head) {
+            for device in self.directory.devices(user) {
+                if Some(device) == except {
+                    continue;
+                }
+                if let Some(address) = self.session_of_device.get(&device) {
+                    targets.push(*address);
+                }
+            }
+        }
+        let retry_at = now.plus_ms(self.config.push_retry_initial_ms);
+        for address in targets {
+            let Some(session) = self.sessions.get_mut(&address) else {
+                continue;
+            };
+            if session.notices.contains_key(&conv) {
+                continue;
+            }
+            session.notices.insert(
+                conv,
+                Retry {
+                    attempts: 1,
+                    retry_at,
+                },
+            );
+            self.transmit(address, Packet::Notify { conv, head });
+        }
+    }
+
+    /// Sends the merged notices whose window has closed.
+    pub(super) fn announce_due(&mut self, now: Time) {
+        let due: Vec<ConvId> = self
+            .announcements
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(conv, _)| *conv)
+            .collect();
+        for conv in due {
+            self.announcements.remove(&conv);
+            self.announce(now, conv, None);
         }
     }
 

@@ -47,6 +47,8 @@ pub struct Server {
     /// Per (device, client_msg_id): how its send was resolved, for idempotent retransmits.
     outcomes: BTreeMap<(DeviceId, ClientMsgId), Outcome>,
     sync_in_flight: bool,
+    /// Large groups with news whose merged notices go out at the given time.
+    announcements: BTreeMap<ConvId, Time>,
     sessions: BTreeMap<Address, Session>,
     session_of_device: BTreeMap<DeviceId, Address>,
     sessions_opened: u64,
@@ -136,6 +138,7 @@ impl Server {
             resolved: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             sync_in_flight: false,
+            announcements: BTreeMap::new(),
             sessions: BTreeMap::new(),
             session_of_device: BTreeMap::new(),
             sessions_opened: 0,
@@ -263,6 +266,7 @@ impl Server {
         self.armed = None;
         if now >= self.next_tick {
             self.expire_sessions(now);
+            self.announce_due(now);
             self.retry_deliveries(now);
             self.next_tick = now.plus_ms(self.config.server_tick_ms);
         }
