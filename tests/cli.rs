@@ -171,3 +171,18 @@ fn history_out_never_overwrites() {
     let text = std::fs::read_to_string(&fresh).unwrap();
     assert!(imsim_sim::History::from_jsonl(&text).unwrap().is_complete());
 }
+
+/// A mistyped path is an error, not a silent run of the shipped scenario with the same stem;
+/// the repository's own `scenarios/NAME.toml` spelling works from any directory.
+#[test]
+fn a_missing_path_is_not_replaced_by_a_shipped_scenario() {
+    let output = imsim(&["run", "elsewhere/one-to-one.toml", "--seed", "1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("elsewhere/one-to-one.toml"));
+    let anywhere = Command::new(env!("CARGO_BIN_EXE_imsim"))
+        .args(["run", "scenarios/one-to-one.toml", "--seed", "1"])
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .expect("run imsim");
+    assert_eq!(anywhere.status.code(), Some(0));
+}

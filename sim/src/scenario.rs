@@ -240,11 +240,14 @@ impl Scenario {
             })?;
             return Scenario::parse(name_or_path, &text);
         }
-        let stem = path
-            .file_stem()
-            .and_then(|stem| stem.to_str())
+        // A shipped scenario by its name, or by its path in this repository (`scenarios/x.toml`),
+        // so the README's commands work from any directory. Any other missing path is an error:
+        // running an embedded scenario in place of a mistyped file would hide the mistake.
+        let name = name_or_path
+            .strip_prefix("scenarios/")
+            .and_then(|rest| rest.strip_suffix(".toml"))
             .unwrap_or(name_or_path);
-        match SHIPPED.iter().find(|(name, _)| *name == stem) {
+        match SHIPPED.iter().find(|(shipped, _)| *shipped == name) {
             Some((name, text)) => Scenario::parse(&format!("scenarios/{name}.toml"), text),
             None => Err(ScenarioError {
                 source: name_or_path.to_string(),
