@@ -361,8 +361,11 @@ impl Client {
     }
 
     fn handle_login_ok(&mut self, now: Time, session: SessionId, heads: Vec<Head>) {
-        if !matches!(self.link, Link::LoggingIn { .. }) {
-            return; // A late answer to a login we gave up on; the next attempt gets its own.
+        // A late answer to a login we gave up on is still a session, and taking it is what lets a
+        // device log in at all when the round trip outlasts `login_timeout_ms`. Once online, or
+        // logged out, an extra answer is ignored.
+        if !matches!(self.link, Link::LoggingIn { .. } | Link::Waiting { .. }) {
+            return;
         }
         let next_heartbeat = now.plus_ms(self.config.heartbeat_interval_ms);
         self.link = Link::Online {
