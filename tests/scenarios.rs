@@ -2,13 +2,21 @@
 //! sweeps (`imsim run --seeds 0..200`) are commands, not tests; these seeds keep `cargo test`
 //! fast while still crossing crashes, partitions and swarm faults.
 
-use imsim_sim::{run, Scenario};
+use imsim_model::{Event, PullReason, Rejection, SendFailure};
+use imsim_sim::history::{Entry, Node};
+use imsim_sim::{run, RunOutcome, Scenario};
+use std::collections::BTreeMap;
+use std::ops::Range;
 
-const SEEDS: std::ops::Range<u64> = 0..60;
+const SEEDS: Range<u64> = 0..60;
 
 fn holds_over_seeds(name: &str) {
+    holds_over(name, SEEDS);
+}
+
+fn holds_over(name: &str, seeds: Range<u64>) {
     let scenario = Scenario::load(name).expect("shipped scenarios are valid");
-    for seed in SEEDS {
+    for seed in seeds {
         let outcome = run(&scenario, seed);
         assert!(
             outcome.ok(),
@@ -105,4 +113,285 @@ fn scripted_workload_runs_exactly_its_actions() {
     let mixed = text.replace("messages = 0", "messages = 5");
     let error = Scenario::parse("mixed.toml", &mixed).unwrap_err();
     assert!(error.message.contains("workload.script"), "{error}");
+}
+
+// ---- groups ----
+//
+// Seed bands sized so each test takes a few seconds in the debug test profile (about 25 ms a
+// seed for group-small and fanout-write, 12 ms for the churn, 17 ms for the disorder case).
+
+#[test]
+fn group_small() {
+    holds_over("group-small", 0..100);
+}
+
+#[test]
+fn group_disorder() {
+    holds_over("group-disorder", 0..150);
+}
+
+#[test]
+fn fanout_write() {
+    holds_over("fanout-write", 0..100);
+}
+
+/// Churn refuses sends: a member removed before its message arrives gets `not_member`, an add of
+/// a member or a remove of a non-member `no_effect`. Every send commits or fails with one of
+/// those, and the band must see both (a churn scenario that never refuses tests nothing).
+#[test]
+fn group_membership_churn() {
+    let name = "group-membership-churn";
+    let scenario = Scenario::load(name).expect("shipped scenarios are valid");
+    let mut refusals: BTreeMap<Rejection, u64> = BTreeMap::new();
+    let mut changes_committed = 0;
+    for seed in 0..200 {
+        let outcome = run(&scenario, seed);
+        assert!(
+            outcome.ok(),
+            "{name} seed {seed}:\n{}",
+            outcome.failure_report(name)
+        );
+        let mut rejected = 0;
+        for event in device_events(&outcome) {
+            if let Event::SendFailed {
+                reason: SendFailure::Rejected(reason),
+                ..
+            } = event
+            {
+                assert!(
+                    matches!(reason, Rejection::NotMember | Rejection::NoEffect),
+                    "{name} seed {seed}: a send failed as {reason:?}"
+                );
+                *refusals.entry(*reason).or_default() += 1;
+                rejected += 1;
+            }
+        }
+        assert_eq!(
+            outcome.stats.sends,
+            outcome.stats.committed + rejected,
+            "{name} seed {seed}: every send commits or is refused"
+        );
+        changes_committed += commits(&outcome)
+            .filter(|event| {
+                matches!(
+                    event,
+                    Event::Committed {
+                        change: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+    }
+    assert!(
+        refusals.get(&Rejection::NotMember) > Some(&0)
+            && refusals.get(&Rejection::NoEffect) > Some(&0)
+            && changes_committed > 0,
+        "refusals {refusals:?}, changes committed {changes_committed}"
+    );
+}
+
+/// group-500: one 500-member group at the push threshold; about 0.8 s a seed in debug.
+#[test]
+fn group_500() {
+    holds_over("group-500", 0..2);
+}
+
+fn device_events(outcome: &RunOutcome) -> impl Iterator<Item = &Event> {
+    outcome
+        .history
+        .records
+        .iter()
+        .filter_map(|record| match (&record.node, &record.entry) {
+            (Node::Device(_), Entry::Protocol(event)) => Some(event),
+            _ => None,
+        })
+}
+
+fn commits(outcome: &RunOutcome) -> impl Iterator<Item = &Event> {
+    outcome
+        .history
+        .records
+        .iter()
+        .filter_map(|record| match (&record.node, &record.entry) {
+            (Node::Server, Entry::Protocol(event @ Event::Committed { .. })) => Some(event),
+            _ => None,
+        })
+}
+
+/// What each device displayed: (conversation, seq, sending device, client_msg_id), in order.
+type Shown = BTreeMap<u32, Vec<(u32, u64, u32, u64)>>;
+
+fn shown(outcome: &RunOutcome) -> Shown {
+    let mut shown = Shown::new();
+    for record in &outcome.history.records {
+        if let (
+            Node::Device(device),
+            Entry::Protocol(Event::Displayed {
+                conv,
+                seq,
+                sender_device,
+                client_msg_id,
+                ..
+            }),
+        ) = (&record.node, &record.entry)
+        {
+            shown.entry(device.0).or_default().push((
+                conv.0,
+                seq.0,
+                sender_device.0,
+                client_msg_id.0,
+            ));
+        }
+    }
+    shown
+}
+
+/// Store once and fan-out write on the same seed: the same messages at the same seqs on every
+/// device, and a storage cost of exactly one write per message against one per message plus a
+/// copy per member who may see it.
+#[test]
+fn store_once_and_fanout_write_deliver_the_same_at_different_storage_cost() {
+    let store_once = Scenario::load("group-small").expect("shipped");
+    let fanout = Scenario::load("fanout-write").expect("shipped");
+    assert!(!store_once.protocol.fanout_write && fanout.protocol.fanout_write);
+    for seed in 0..10 {
+        let once = run(&store_once, seed);
+        let copied = run(&fanout, seed);
+        assert!(once.ok(), "{}", once.failure_report("group-small"));
+        assert!(copied.ok(), "{}", copied.failure_report("fanout-write"));
+        assert_eq!(
+            once.setup.topology, copied.setup.topology,
+            "seed {seed}: the same draw"
+        );
+        let (shown_once, shown_copied) = (shown(&once), shown(&copied));
+        assert_eq!(shown_once, shown_copied, "seed {seed}: the same deliveries");
+        assert_eq!(once.stats.delivered, copied.stats.delivered);
+        assert_eq!(
+            once.stats.writes_per_message(),
+            1.0,
+            "seed {seed}: store once writes each message once"
+        );
+        // The audience of a message is its conversation's members (no membership changes here).
+        let members: BTreeMap<u32, usize> = copied
+            .setup
+            .topology
+            .conversations
+            .iter()
+            .map(|c| (c.conv.0, c.members.len()))
+            .collect();
+        let audiences: Vec<usize> = commits(&copied)
+            .map(|event| match event {
+                Event::Committed { conv, .. } => members[&conv.0],
+                _ => unreachable!("commits() yields commits"),
+            })
+            .collect();
+        let mean_audience = audiences.iter().sum::<usize>() as f64 / audiences.len() as f64;
+        let writes = copied.stats.writes_per_message();
+        // The message and a copy for each member: one more than the audience (a write lost in
+        // a crash and redone counts again), so well above the audience minus one.
+        assert!(
+            writes > mean_audience - 1.0 && writes >= 1.0 + mean_audience - 1e-9,
+            "seed {seed}: fan-out write costs {writes:.2} writes a message, \
+             mean audience {mean_audience:.2}"
+        );
+    }
+}
+
+/// Above `notify_threshold_members` a group gets notify-then-pull: `notify` packets instead of
+/// `deliver`, merged while one is outstanding (fewer notices than commits × other members online),
+/// pulls marked `notified`, and acks batched. The same run under the threshold pushes.
+#[test]
+fn a_group_above_the_notify_threshold_is_notified_and_pulls() {
+    let text = r#"
+        name = "notify-then-pull"
+        [topology]
+        users = 30
+        conversations = 0
+        [[topology.groups]]
+        size = 30
+        [workload]
+        duration_ms = 10_000
+        messages = 60
+        burst_max = 4
+        [faults]
+        swarm = true
+        swarm_classes = ["loss", "delay", "duplication"]
+        [protocol]
+        notify_threshold_members = 10
+        ack_batch_max = 10
+    "#;
+    let notified = Scenario::parse("notify-then-pull.toml", text).expect("valid");
+    let pushed = Scenario::parse(
+        "push.toml",
+        &text.replace(
+            "notify_threshold_members = 10",
+            "notify_threshold_members = 30",
+        ),
+    )
+    .expect("valid");
+    for seed in 0..5 {
+        let outcome = run(&notified, seed);
+        assert!(
+            outcome.ok(),
+            "{}",
+            outcome.failure_report("notify-then-pull")
+        );
+        let stats = &outcome.stats;
+        let kind = |name: &str| stats.packets.by_kind.get(name).copied().unwrap_or(0);
+        // Every member is online for the whole run (online_fraction = 1).
+        let members = 30;
+        assert!(
+            kind("notify") > 0,
+            "seed {seed}: {:?}",
+            stats.packets.by_kind
+        );
+        assert_eq!(
+            kind("deliver"),
+            0,
+            "seed {seed}: no message of the group is pushed"
+        );
+        // Unmerged, each commit would notify the 29 other members' devices (seeds 0..5 send 10
+        // to 19 notices a message, retries included).
+        assert!(
+            kind("notify") < stats.committed * (members - 1),
+            "seed {seed}: notices are merged: {} for {} commits × {} other members",
+            kind("notify"),
+            stats.committed,
+            members - 1
+        );
+        assert!(stats.notices_per_message() < members as f64);
+        let notified_pulls = device_events(&outcome)
+            .filter(|event| {
+                matches!(
+                    event,
+                    Event::PullSent {
+                        reason: PullReason::Notified,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(notified_pulls > 0, "seed {seed}: devices pull on notice");
+        // Batched acks: fewer ack packets than messages displayed on recipients' devices.
+        assert!(
+            kind("ack") < stats.delivered,
+            "seed {seed}: {} acks for {} deliveries",
+            kind("ack"),
+            stats.delivered
+        );
+
+        let push = run(&pushed, seed);
+        assert!(push.ok(), "{}", push.failure_report("push"));
+        let push_kind = |name: &str| push.stats.packets.by_kind.get(name).copied().unwrap_or(0);
+        assert_eq!(
+            push_kind("notify"),
+            0,
+            "seed {seed}: at the threshold, push"
+        );
+        assert!(push_kind("deliver") > 0);
+        // Either way every device ends up showing every message.
+        assert_eq!(push.stats.displayed, stats.displayed, "seed {seed}");
+        assert_eq!(stats.displayed, stats.committed * members, "seed {seed}");
+    }
 }
