@@ -342,11 +342,11 @@ fn a_joiner_sees_the_group_from_its_join_point_on() {
     }
 }
 
-// ---- open: notify-then-pull with merged notices ----
+// ---- notify-then-pull with merged notices ----
 //
-// Two latency defects of `notify_merge_ms`, found while writing the tests above and left to the
-// protocol's owner; no invariant catches them (every device converges, by the heartbeat's sync
-// key), so these tests bound the delay on fault-free runs. Run them with `--ignored`.
+// Two latency defects `notify_merge_ms` had when it landed, now fixed. No invariant catches
+// them (every device still converges, by the heartbeat's sync key), so these tests bound the
+// delay on fault-free runs.
 
 /// When a commit was durable, and when a device displayed it (simulated ms).
 fn commit_time(outcome: &RunOutcome, seq: u64) -> u64 {
@@ -381,12 +381,10 @@ fn display_time(outcome: &RunOutcome, device: u32, seq: u64) -> Option<u64> {
 const MERGED_NOTICES: &str = "notify_threshold_members = 10\nnotify_merge_ms = 200";
 
 /// With merged notices the sender's own device is notified of its message, which it already
-/// shows: the client ignores a notice at or below its cursor, the server clears a notice only
-/// on a pull, so the stale notice stays outstanding (retried until `push_attempts_max`, then
-/// `push_abandoned`) and the device gets no notice of the next news: here d1 shows d2's message
-/// at the heartbeat, about 6 s late, with no fault in the run.
+/// shows. The stale notice used to stay outstanding (the client ignored it, the server cleared a
+/// notice only on a pull), so the device missed the next round: d1 showed d2's message at the
+/// heartbeat, about 6 s late. Now the client acks a stale notice and the ack clears it.
 #[test]
-#[ignore = "open: a notice a device does not need is never cleared (notify_merge_ms)"]
 fn merged_notices_reach_an_up_to_date_device_promptly() {
     let mut script = online_at_start(3, &[]);
     script.extend(
@@ -421,11 +419,11 @@ fn merged_notices_reach_an_up_to_date_device_promptly() {
     }
 }
 
-/// A merged round of notices goes to the audience of the head when the window closes, so a
-/// member removed inside the window is not told: it shows its own removal only at its next
-/// heartbeat (about 14 s late here, with no fault in the run).
+/// A merged round of notices used to go to the audience of the head when the window closed, so
+/// a member removed inside the window was not told and showed its own removal only at its next
+/// heartbeat (about 14 s late). A round now reaches everyone who may see any entry since the
+/// last round.
 #[test]
-#[ignore = "open: a member removed inside a merge window is not notified (notify_merge_ms)"]
 fn a_member_removed_inside_a_merge_window_is_told_promptly() {
     let mut script = online_at_start(3, &[]);
     script.extend(

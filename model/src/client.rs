@@ -268,6 +268,9 @@ impl Client {
             Packet::Notify { conv, head } if head > self.cursor(conv) => {
                 self.pull(now, conv, PullReason::Notified);
             }
+            // News we already have (our own message, merged into a round): say so, so the server
+            // clears the notice and can reach us with the next round.
+            Packet::Notify { conv, .. } => self.send_ack(conv),
             // Device-bound kinds only; a server never sends the others.
             _ => {}
         }

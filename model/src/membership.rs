@@ -97,6 +97,16 @@ impl Membership {
             .filter(move |user| self.visible(*user, seq))
     }
 
+    /// The users who may see at least one entry in `from ..= to`.
+    pub fn audience_between(&self, from: Seq, to: Seq) -> impl Iterator<Item = UserId> + '_ {
+        self.periods.iter().filter_map(move |(user, periods)| {
+            let overlaps = periods
+                .iter()
+                .any(|p| p.join <= to && p.leave.is_none_or(|leave| leave >= from));
+            overlaps.then_some(*user)
+        })
+    }
+
     /// What `user` may see up to `head`: `(floor, cap)` of its latest period that started by
     /// `head`, or `None` if it was never a member by then.
     pub fn window(&self, user: UserId, head: Seq) -> Option<(Seq, Seq)> {

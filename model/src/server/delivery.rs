@@ -67,8 +67,16 @@ impl Server {
     pub(super) fn announce(&mut self, now: Time, conv: ConvId, except: Option<DeviceId>) {
         let conversation = &self.conversations[&conv];
         let head = conversation.durable_head;
+        // Everyone who may see any entry since the last round: a member removed within a
+        // merge window must still hear of its removal.
+        let since = self
+            .announced
+            .insert(conv, head)
+            .unwrap_or_default()
+            .next()
+            .min(head);
         let mut targets = Vec::new();
-        for user in conversation.membership.audience(head) {
+        for user in conversation.membership.audience_between(since, head) {
             for device in self.directory.devices(user) {
                 if Some(device) == except {
                     continue;

@@ -49,6 +49,8 @@ pub struct Server {
     sync_in_flight: bool,
     /// Large groups with news whose merged notices go out at the given time.
     announcements: BTreeMap<ConvId, Time>,
+    /// Per large group, the head its last round of notices announced.
+    announced: BTreeMap<ConvId, Seq>,
     sessions: BTreeMap<Address, Session>,
     session_of_device: BTreeMap<DeviceId, Address>,
     sessions_opened: u64,
@@ -139,6 +141,7 @@ impl Server {
             outcomes: BTreeMap::new(),
             sync_in_flight: false,
             announcements: BTreeMap::new(),
+            announced: BTreeMap::new(),
             sessions: BTreeMap::new(),
             session_of_device: BTreeMap::new(),
             sessions_opened: 0,
@@ -243,10 +246,18 @@ impl Server {
                 }
             }
             Packet::Ack { conv, watermark } => {
+                let head = self
+                    .conversations
+                    .get(&conv)
+                    .map_or(Seq::ZERO, |c| c.durable_head);
                 if let Some(session) = self.sessions.get_mut(&from) {
                     session
                         .pushes
                         .retain(|&(c, seq), _| c != conv || seq > watermark);
+                    // A device that has everything needs no notice: a later round may reach it.
+                    if watermark >= head {
+                        session.notices.remove(&conv);
+                    }
                 }
             }
             Packet::Pull { conv, after, limit } => {
