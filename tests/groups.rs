@@ -3,7 +3,7 @@
 //! it, a re-added member and a new joiner see the group from their join point on. The checkers
 //! judge every run as well (G1, G2, D2 …); these tests pin down the exact story.
 
-use imsim_model::{ClientMsgId, Event, MembershipChange, Rejection, SendFailure, UserId};
+use imsim_model::{ClientMsgId, DeviceId, Event, MembershipChange, Rejection, SendFailure, UserId};
 use imsim_sim::history::{Entry, Node};
 use imsim_sim::{run, RunOutcome, Scenario};
 
@@ -194,6 +194,23 @@ fn a_removed_members_send_is_rejected_and_never_committed() {
             failures,
             vec![SendFailure::Rejected(Rejection::NotMember)],
             "seed {seed}: device 3's send after its removal fails once, as not_member"
+        );
+        let server_refusals = outcome
+            .history
+            .records
+            .iter()
+            .filter(|record| {
+                record.node == Node::Server
+                    && matches!(
+                        &record.entry,
+                        Entry::Protocol(Event::Rejected { device: Some(DeviceId(3)), reason: Rejection::NotMember, refused })
+                            if refused == "send"
+                    )
+            })
+            .count();
+        assert_eq!(
+            server_refusals, 1,
+            "seed {seed}: the server's durable refusal is in the history"
         );
         assert!(
             !events_of(&outcome, 3).any(|event| matches!(

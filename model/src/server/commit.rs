@@ -302,6 +302,13 @@ impl Server {
                 reason,
                 ..
             } => {
+                // The history shows the refusal where the commit would have been.
+                let device = Some(sender_device);
+                self.emit(Event::Rejected {
+                    device,
+                    refused: "send".to_string(),
+                    reason,
+                });
                 if let Some(address) = self.session_of_device.get(&sender_device).copied() {
                     self.transmit(
                         address,
