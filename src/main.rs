@@ -2,6 +2,7 @@
 //! check a recorded history. Exit codes: 0 every invariant held, 1 a violation (the failing seed
 //! and the command that replays it are printed), 2 bad input.
 
+mod bench;
 mod check;
 mod output;
 mod replay;
@@ -93,6 +94,15 @@ enum Commands {
     Report(report::ReportArgs),
     /// Write a failing seed as a scenario file, shrunk while the same invariant still fails.
     Shrink(shrink_command::ShrinkArgs),
+    /// Measure the harness's speed against its targets (madsim's ceiling, seeds per second,
+    /// time compression, scale, checker throughput).
+    Bench(bench::BenchArgs),
+    /// One scale step of `bench`, in its own process so its peak memory is its own.
+    #[command(hide = true)]
+    BenchScaleStep {
+        #[arg(long)]
+        members: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -158,6 +168,8 @@ fn main() -> ExitCode {
         Commands::Check { history, format } => check::command_check(&history, format),
         Commands::Report(args) => report::command_report(args),
         Commands::Shrink(args) => shrink_command::command_shrink(args),
+        Commands::Bench(args) => bench::command_bench(args),
+        Commands::BenchScaleStep { members } => bench::command_scale_step(members),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -10,12 +10,14 @@
 //! - [`history`]: what a run records; [`check`]: the invariants over it;
 //! - [`explicit`] and [`shrink`]: a run written out as a scripted scenario, and made small.
 
+pub mod ceiling;
 pub mod check;
 pub mod determinism;
 pub mod explicit;
 pub mod faults;
 pub mod history;
 pub mod history_reader;
+pub mod large_history;
 mod node;
 pub mod run;
 pub mod scenario;

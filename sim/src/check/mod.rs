@@ -5,8 +5,6 @@ mod durability;
 mod exactly_once;
 mod groups;
 mod index;
-#[cfg(test)]
-mod large;
 mod multi_device;
 mod ordering;
 mod periods;

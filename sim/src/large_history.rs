@@ -4,8 +4,7 @@
 //! removed and re-added while messages flow, every entry displayed on exactly the devices of the
 //! users who may see it, cursors acked in batches.
 //!
-//! The timing test is `#[ignore]`d: run it in release with
-//! `cargo test --release -p imsim-sim large -- --ignored --nocapture`.
+//! `imsim bench` times every checker over one of these (its `checker_events_per_s`).
 
 use crate::faults::FaultProfile;
 use crate::history::{ConversationSpec, Entry, HarnessEvent, History, Node, RunStart};
@@ -235,47 +234,11 @@ pub fn large_group(members: u32, messages: u64) -> History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::{check_all, HistoryIndex};
-    use std::time::Instant;
+    use crate::check::check_all;
 
     #[test]
     fn a_mid_sized_group_with_churn_breaks_no_invariant() {
         let history = large_group(300, 120);
         assert_eq!(check_all(&history), vec![]);
-    }
-
-    /// Prints records per second of `check_all` on a 10,000-member group (release build), and
-    /// where the time goes.
-    #[test]
-    #[ignore = "a measurement, not a test: run with --release -- --ignored --nocapture"]
-    fn check_all_throughput_on_a_10k_member_group() {
-        let built = Instant::now();
-        let history = large_group(10_000, 200);
-        let build_s = built.elapsed().as_secs_f64();
-        let started = Instant::now();
-        let violations = check_all(&history);
-        let check_s = started.elapsed().as_secs_f64();
-        assert_eq!(violations, vec![]);
-        let records = history.records.len();
-        println!(
-            "large group: {records} records built in {build_s:.2} s, checked in {check_s:.2} s: \
-             {:.0} records/s",
-            records as f64 / check_s
-        );
-        let timed = Instant::now();
-        let index = HistoryIndex::new(&history);
-        println!("  index {:.2} s", timed.elapsed().as_secs_f64());
-        let families: [(&str, super::super::testkit::Checker); 5] = [
-            ("ordering", super::super::ordering::check),
-            ("exactly-once", super::super::exactly_once::check),
-            ("durability", super::super::durability::check),
-            ("groups", super::super::groups::check),
-            ("multi-device", super::super::multi_device::check),
-        ];
-        for (name, checker) in families {
-            let timed = Instant::now();
-            assert_eq!(checker(&history, &index), vec![]);
-            println!("  {name} {:.2} s", timed.elapsed().as_secs_f64());
-        }
     }
 }
