@@ -58,7 +58,7 @@ fn different_seeds_differ() {
 /// The history round-trips through JSON lines unchanged, so a saved history is the run.
 #[test]
 fn history_round_trips_through_json_lines() {
-        for name in ["server-crash", "group-membership-churn", "fanout-write"] {
+    for name in ["server-crash", "group-membership-churn", "fanout-write"] {
         let outcome = run(&Scenario::load(name).unwrap(), 3);
         let text = outcome.history.to_jsonl();
         let parsed = imsim_sim::History::from_jsonl(&text).expect("parses");
