@@ -824,9 +824,10 @@ impl Client {
             self.accept(message);
         }
         self.after_accept(now, conv, before);
-        // VARIANT sync-off-by-one, store-only-offline: a page that moves nothing would be asked
-        // for again at once, forever; the broken protocols give up instead (the correct one
-        // never gets such a page).
+        // VARIANT sync-off-by-one, store-only-offline: these protocols can answer every pull
+        // with a page that moves nothing, which would be asked for again at once, forever; they
+        // give up instead. The correct protocol keeps paging (a stale page is followed by one
+        // that moves the cursor).
         let stalled = self.cursor(conv) == before
             && matches!(
                 self.config.variant,
