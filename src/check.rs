@@ -31,7 +31,10 @@ pub fn command_check(path: &Path, format: Format) -> Result<bool, String> {
     let violations = check_all(&history);
     let replay = run_start(&history)
         .filter(|start| Scenario::load(&start.scenario).is_ok())
-        .map(|start| replay_command(&start.scenario, start.seed));
+        .map(|start| {
+            let variant = imsim_model::Variant::parse(&start.variant).unwrap_or_default();
+            replay_command(&start.scenario, start.seed, variant)
+        });
     let notes = not_judged(&history);
     match format {
         Format::Text => {

@@ -1,5 +1,5 @@
 //! `imsim`: run scenarios over seeds, replay one seed, report on one seed, shrink a failure,
-//! check a recorded history. Exit codes: 0 every invariant held, 1 a violation (the failing seed
+//! check a recorded history, list the known-bug catalogue. Exit codes: 0 every invariant held, 1 a violation (the failing seed
 //! and the command that replays it are printed), 2 bad input.
 
 mod bench;
@@ -10,8 +10,10 @@ mod report;
 mod shard;
 mod shrink_command;
 mod sweep;
+mod variants;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use imsim_model::Variant;
 use imsim_sim::determinism;
 use imsim_sim::scenario::default_set;
 use imsim_sim::Scenario;
@@ -60,6 +62,9 @@ enum Commands {
         /// Shrink each failing seed before saving it.
         #[arg(long, requires = "save_failures")]
         shrink: bool,
+        /// Run a deliberately broken protocol (see `imsim variants`) instead of the scenario's.
+        #[arg(long, value_name = "NAME", value_parser = parse_variant)]
+        variant: Option<Variant>,
     },
     /// Run one seed and print its event trace and trace hash.
     Replay {
@@ -82,6 +87,9 @@ enum Commands {
         /// Print only the history as JSON lines (used by --check-determinism's fresh process).
         #[arg(long, hide = true, conflicts_with_all = ["device", "conv", "history_out", "check_determinism"])]
         emit_history: bool,
+        /// Run a deliberately broken protocol (see `imsim variants`) instead of the scenario's.
+        #[arg(long, value_name = "NAME", value_parser = parse_variant)]
+        variant: Option<Variant>,
     },
     /// Check every invariant on a history recorded anywhere (JSON lines; `-` reads stdin).
     /// The format: docs/history-format.md.
@@ -102,6 +110,12 @@ enum Commands {
     BenchScaleStep {
         #[arg(long)]
         members: u32,
+    },
+    /// The known-bug catalogue: each broken protocol variant, the scenario that exposes it and
+    /// the invariant expected to catch it.
+    Variants {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
 }
 
@@ -128,6 +142,7 @@ fn main() -> ExitCode {
             format,
             save_failures,
             shrink,
+            variant,
         } => {
             if seed == Some(u64::MAX) {
                 eprintln!(
@@ -145,7 +160,7 @@ fn main() -> ExitCode {
                 determinism_every: check_determinism_every,
                 format,
             };
-            load_all(scenarios)
+            load_all(scenarios, variant)
                 .and_then(|scenarios| sweep::sweep(&scenarios, &options, determinism::rerun))
         }
         Commands::Replay {
@@ -156,6 +171,7 @@ fn main() -> ExitCode {
             history_out,
             check_determinism,
             emit_history,
+            variant,
         } => replay::command_replay(replay::ReplayArgs {
             scenario,
             seed,
@@ -164,12 +180,17 @@ fn main() -> ExitCode {
             history_out,
             check_determinism,
             emit_history,
+            variant,
         }),
         Commands::Check { history, format } => check::command_check(&history, format),
         Commands::Report(args) => report::command_report(args),
         Commands::Shrink(args) => shrink_command::command_shrink(args),
         Commands::Bench(args) => bench::command_bench(args),
         Commands::BenchScaleStep { members } => bench::command_scale_step(members),
+        Commands::Variants { format } => {
+            variants::print_catalogue(format);
+            Ok(true)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -205,8 +226,26 @@ fn parse_seed_range(text: &str) -> Result<Range<u64>, String> {
     Ok(start..end)
 }
 
+/// `--variant NAME`: a bad name is refused (exit 2) with the list of valid ones.
+pub fn parse_variant(text: &str) -> Result<Variant, String> {
+    Variant::parse(text)
+}
+
+/// Loads a scenario and, when `--variant` was given, switches its protocol to that variant (the
+/// run records it in `RunStart.variant`).
+pub fn load(name: &str, variant: Option<Variant>) -> Result<Scenario, String> {
+    let mut scenario = Scenario::load(name).map_err(|error| error.to_string())?;
+    if let Some(variant) = variant {
+        scenario.protocol.variant = variant;
+    }
+    Ok(scenario)
+}
+
 /// Loads every scenario before running any, so a typo in the last one fails at once.
-fn load_all(names: Vec<String>) -> Result<Vec<(String, Scenario)>, String> {
+fn load_all(
+    names: Vec<String>,
+    variant: Option<Variant>,
+) -> Result<Vec<(String, Scenario)>, String> {
     let names = if names.is_empty() {
         default_set().map(str::to_string).collect()
     } else {
@@ -214,10 +253,6 @@ fn load_all(names: Vec<String>) -> Result<Vec<(String, Scenario)>, String> {
     };
     names
         .into_iter()
-        .map(|name| {
-            Scenario::load(&name)
-                .map(|scenario| (name, scenario))
-                .map_err(|error| error.to_string())
-        })
+        .map(|name| load(&name, variant).map(|scenario| (name, scenario)))
         .collect()
 }

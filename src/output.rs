@@ -105,7 +105,11 @@ pub fn outcome_json(scenario: &str, outcome: &RunOutcome) -> Value {
         "violations": violations_json(&outcome.history, &outcome.violations),
         "faults": outcome.setup.faults,
         "stats": outcome.stats,
-        "replay": replay_command(scenario, outcome.setup.seed),
+        "replay": replay_command(
+            scenario,
+            outcome.setup.seed,
+            outcome.setup.scenario.protocol.variant
+        ),
     })
 }
 

@@ -3,6 +3,7 @@
 //! once in a fresh child process, and the three trace hashes must match.
 
 use crate::output::{print_outcome_text, print_trace, say};
+use imsim_model::Variant;
 use imsim_sim::determinism::{first_divergence, rerun};
 use imsim_sim::{run, History, Scenario};
 use std::path::PathBuf;
@@ -18,10 +19,11 @@ pub struct ReplayArgs {
     /// Hidden: print only the history as JSON lines (what the child of `--check-determinism`
     /// does).
     pub emit_history: bool,
+    pub variant: Option<imsim_model::Variant>,
 }
 
 pub fn command_replay(args: ReplayArgs) -> Result<bool, String> {
-    let scenario = Scenario::load(&args.scenario).map_err(|error| error.to_string())?;
+    let scenario = crate::load(&args.scenario, args.variant)?;
     if let Some(path) = &args.history_out {
         if path.exists() {
             return Err(format!(
@@ -56,7 +58,7 @@ fn check_determinism(
     first: &History,
 ) -> Result<bool, String> {
     let second = rerun(scenario, seed);
-    let third = run_in_child(name, seed)?;
+    let third = run_in_child(name, seed, scenario.protocol.variant)?;
     let runs = [
         ("run 1 (this process)", first),
         ("run 2 (this process)", &second),
@@ -86,7 +88,7 @@ fn check_determinism(
 
 /// Re-invokes this executable as `imsim replay NAME --seed N --emit-history` and reads the
 /// history it prints. Logging is switched off in the child: its stderr is only read on failure.
-fn run_in_child(name: &str, seed: u64) -> Result<History, String> {
+fn run_in_child(name: &str, seed: u64, variant: Variant) -> Result<History, String> {
     let executable = std::env::current_exe()
         .map_err(|error| format!("cannot find this executable to rerun it: {error}"))?;
     let output = Command::new(&executable)
@@ -96,6 +98,8 @@ fn run_in_child(name: &str, seed: u64) -> Result<History, String> {
             "--seed",
             &seed.to_string(),
             "--emit-history",
+            "--variant",
+            variant.name(),
         ])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

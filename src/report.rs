@@ -5,11 +5,9 @@
 
 use crate::output::{print_outcome_text, say};
 use imsim_reports::{Overwrite, Report, RunSummary, FILE_NAMES};
-use imsim_sim::{run, Scenario};
+use imsim_sim::run;
 use std::path::PathBuf;
 
-/// `--variant V` comes with the variants issue: a field here, passed to the run and into the
-/// replay command the report shows.
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// A scenario file or a shipped scenario name.
@@ -22,10 +20,13 @@ pub struct ReportArgs {
     /// Replace report files that exist in DIR already (otherwise the command refuses).
     #[arg(long)]
     force: bool,
+    /// Run a deliberately broken protocol (see `imsim variants`) instead of the scenario's.
+    #[arg(long, value_name = "NAME", value_parser = crate::parse_variant)]
+    variant: Option<imsim_model::Variant>,
 }
 
 pub fn command_report(args: ReportArgs) -> Result<bool, String> {
-    let scenario = Scenario::load(&args.scenario).map_err(|error| error.to_string())?;
+    let scenario = crate::load(&args.scenario, args.variant)?;
     let overwrite = if args.force {
         Overwrite::Replace
     } else {

@@ -38,10 +38,13 @@ pub struct ShrinkArgs {
     /// Overwrite `--out` if it exists.
     #[arg(long)]
     force: bool,
+    /// Shrink a failure of a deliberately broken protocol (see `imsim variants`).
+    #[arg(long, value_name = "NAME", value_parser = crate::parse_variant)]
+    variant: Option<imsim_model::Variant>,
 }
 
 pub fn command_shrink(args: ShrinkArgs) -> Result<bool, String> {
-    let scenario = Scenario::load(&args.scenario).map_err(|error| error.to_string())?;
+    let scenario = crate::load(&args.scenario, args.variant)?;
     let seed = args
         .seed
         .or(scenario.pinned.as_ref().map(|pinned| pinned.seed))
@@ -53,7 +56,10 @@ pub fn command_shrink(args: ShrinkArgs) -> Result<bool, String> {
             args.out.display()
         ));
     }
-    let reference = format!("{} --seed {seed}", args.scenario);
+    let reference = variant_suffix(
+        format!("{} --seed {seed}", args.scenario),
+        scenario.protocol.variant,
+    );
     let out = args.out.display().to_string();
     let (mut pinned, header) = if args.explicit {
         let (form, outcome) = explicit_form(&scenario, seed);
@@ -104,6 +110,14 @@ fn parse_invariant(text: &str) -> Result<Invariant, String> {
 }
 
 /// The explicit form of a run, pinned with what it violates.
+/// How a run is named in notes: with `--variant NAME` when the protocol is a broken one.
+fn variant_suffix(reference: String, variant: imsim_model::Variant) -> String {
+    match variant {
+        imsim_model::Variant::Correct => reference,
+        variant => format!("{reference} --variant {variant}"),
+    }
+}
+
 fn explicit_form(scenario: &Scenario, seed: u64) -> (Scenario, RunOutcome) {
     let mut form = explicit(scenario, seed);
     let outcome = run(&form, seed);
@@ -167,7 +181,10 @@ pub fn save_failure(
     shrink_it: bool,
 ) -> Result<PathBuf, String> {
     let seed = outcome.setup.seed;
-    let reference = format!("{scenario_ref} --seed {seed}");
+    let reference = variant_suffix(
+        format!("{scenario_ref} --seed {seed}"),
+        scenario.protocol.variant,
+    );
     let stem: String = scenario
         .name
         .chars()

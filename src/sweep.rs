@@ -6,6 +6,7 @@
 use crate::output::{outcome_json, print_outcome_text, say};
 use crate::shard::{Shard, ShardSeeds};
 use crate::Format;
+use imsim_model::Variant;
 use imsim_sim::determinism::{first_divergence, is_sampled, Divergence};
 use imsim_sim::faults::FaultClass;
 use imsim_sim::{replay_command, run, History, RunOutcome, Scenario};
@@ -105,12 +106,20 @@ fn compare(first: &History, second: &History) -> DeterminismCheck {
 }
 
 /// The command that checks a seed's determinism.
-fn determinism_command(scenario: &str, seed: u64) -> String {
-    format!("{} --check-determinism", replay_command(scenario, seed))
+fn determinism_command(scenario: &str, seed: u64, variant: Variant) -> String {
+    format!(
+        "{} --check-determinism",
+        replay_command(scenario, seed, variant)
+    )
 }
 
 /// The text report of a nondeterministic seed, shaped like a violation's.
-fn determinism_report(scenario: &str, seed: u64, check: &DeterminismCheck) -> Option<String> {
+fn determinism_report(
+    scenario: &str,
+    seed: u64,
+    variant: Variant,
+    check: &DeterminismCheck,
+) -> Option<String> {
     let DeterminismCheck::Differs {
         first_hash,
         second_hash,
@@ -127,7 +136,7 @@ fn determinism_report(scenario: &str, seed: u64, check: &DeterminismCheck) -> Op
         report += &divergence.describe("run 1", "run 2");
         report.push('\n');
     }
-    report += &format!("replay: {}\n", determinism_command(scenario, seed));
+    report += &format!("replay: {}\n", determinism_command(scenario, seed, variant));
     Some(report)
 }
 
@@ -167,7 +176,8 @@ fn seed_json(scenario: &str, seed_run: &SeedRun) -> Value {
         if let Some(violations) = value["violations"].as_array_mut() {
             violations.push(violation);
         }
-        value["replay"] = json!(determinism_command(scenario, seed));
+        let variant = seed_run.outcome.setup.scenario.protocol.variant;
+        value["replay"] = json!(determinism_command(scenario, seed, variant));
     }
     value
 }
@@ -285,6 +295,7 @@ impl Tally {
     fn add(&mut self, scenario: &str, seed_run: &SeedRun) {
         self.runs += 1;
         let seed = seed_run.outcome.setup.seed;
+        let variant = seed_run.outcome.setup.scenario.protocol.variant;
         if seed_run.determinism != DeterminismCheck::NotChecked {
             self.determinism_checked += 1;
         }
@@ -292,10 +303,11 @@ impl Tally {
             self.failed_runs += 1;
         }
         if !seed_run.outcome.ok() {
-            self.failed.push(replay_command(scenario, seed));
+            self.failed.push(replay_command(scenario, seed, variant));
         }
         if matches!(seed_run.determinism, DeterminismCheck::Differs { .. }) {
-            self.failed.push(determinism_command(scenario, seed));
+            self.failed
+                .push(determinism_command(scenario, seed, variant));
         }
         for class in seed_run.outcome.setup.faults.classes() {
             *self.faults.entry(class).or_insert(0) += 1;
@@ -397,7 +409,12 @@ pub fn sweep(
             }
             progress.print(|| match options.format {
                 Format::Text => {
-                    let harness = determinism_report(name, seed, &seed_run.determinism);
+                    let harness = determinism_report(
+                        name,
+                        seed,
+                        scenario.protocol.variant,
+                        &seed_run.determinism,
+                    );
                     print_outcome_text(name, &seed_run.outcome, harness.as_deref());
                 }
                 Format::Json => say!("{}", seed_json(name, &seed_run)),
@@ -441,7 +458,8 @@ mod tests {
         let at = sampled.outcome.history.records.len() / 2;
         assert_eq!(divergence.as_ref().map(|d| d.index), Some(at));
         assert!(!sampled.ok());
-        let report = determinism_report("one-to-one", 40, &sampled.determinism).unwrap();
+        let report =
+            determinism_report("one-to-one", 40, Variant::Correct, &sampled.determinism).unwrap();
         assert!(
             report.contains(&format!("first diverging record: [{at}]")),
             "{report}"

@@ -186,3 +186,62 @@ fn a_missing_path_is_not_replaced_by_a_shipped_scenario() {
         .expect("run imsim");
     assert_eq!(anywhere.status.code(), Some(0));
 }
+
+#[test]
+fn a_variant_run_fails_and_its_replay_command_names_the_variant() {
+    let output = imsim(&[
+        "run",
+        "lossy-network",
+        "--variant",
+        "no-receiver-dedupe",
+        "--seed",
+        "0",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("E1 no-duplicate-display"), "{stdout}");
+    assert!(
+        stdout.contains("imsim replay lossy-network --seed 0 --variant no-receiver-dedupe"),
+        "{stdout}"
+    );
+    let replay = imsim(&[
+        "replay",
+        "lossy-network",
+        "--seed",
+        "0",
+        "--variant",
+        "no-receiver-dedupe",
+    ]);
+    assert_eq!(replay.status.code(), Some(1));
+}
+
+#[test]
+fn a_bad_variant_name_exits_2_listing_the_valid_ones() {
+    for command in ["run", "replay", "shrink", "report"] {
+        let output = imsim(&[command, "one-to-one", "--variant", "nope"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("ack-before-store") && stderr.contains("correct"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn variants_lists_the_catalogue_as_text_and_json() {
+    let text = imsim(&["variants"]);
+    assert_eq!(text.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert_eq!(text.lines().count(), imsim_model::CATALOGUE.len());
+    assert!(text.contains("ack-before-store"));
+    let json = imsim(&["variants", "--format", "json"]);
+    let json = String::from_utf8_lossy(&json.stdout).to_string();
+    for line in json.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        for field in ["name", "scenario", "invariant"] {
+            assert!(value[field].is_string(), "{line}");
+        }
+    }
+    assert_eq!(json.lines().count(), imsim_model::CATALOGUE.len());
+}

@@ -51,6 +51,16 @@ fn offline_resume() {
 }
 
 #[test]
+fn clock_skew() {
+    holds_over_seeds("clock-skew");
+}
+
+#[test]
+fn crash_storm() {
+    holds_over_seeds("crash-storm");
+}
+
+#[test]
 fn sender_retry_order() {
     holds_over_seeds("sender-retry-order");
 }

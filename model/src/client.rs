@@ -21,6 +21,7 @@ use crate::event::{Event, PullReason, SendFailure, SessionEnd};
 use crate::ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
 use crate::output::Output;
 use crate::time::Time;
+use crate::variant::Variant;
 use crate::wire::{Head, MembershipChange, Message, Packet, Rejection};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -610,13 +611,30 @@ impl Client {
             // Our join point: nothing before it is ours to see (in this membership period).
             self.raise_cursor(conv, Seq(seq.0 - 1));
         }
+        let variant = self.config.variant;
         let conversation = self.store.conversations.entry(conv).or_default();
         if seq <= conversation.cursor {
+            if variant == Variant::NoReceiverDedupe {
+                // VARIANT no-receiver-dedupe: what was displayed already is displayed again.
+                self.emit(displayed_event(message));
+                return;
+            }
             self.emit(Event::DuplicateDropped { conv, seq });
             return;
         }
         if seq != conversation.cursor.next() {
+            if variant == Variant::WatermarkSkipsGap {
+                // VARIANT watermark-skips-gap: the cursor (and so the acked watermark) jumps over
+                // the hole to the highest seq received, and that message is displayed.
+                conversation.cursor = Seq(seq.0 - 1);
+                self.display(message);
+                return;
+            }
             self.hold(message);
+            return;
+        }
+        if variant == Variant::TimestampOrder {
+            self.display_by_timestamp(message);
             return;
         }
         self.display(message);
@@ -652,14 +670,29 @@ impl Client {
             "display must be contiguous"
         );
         conversation.cursor = message.seq;
-        self.emit(Event::Displayed {
-            conv: message.conv,
-            seq: message.seq,
-            sender_user: message.sender_user,
-            sender_device: message.sender_device,
-            client_msg_id: message.client_msg_id,
-            body: message.body,
-        });
+        self.emit(displayed_event(message));
+    }
+
+    /// VARIANT timestamp-order: the contiguous run that `message` opens (it and what it
+    /// releases from the hold-back buffer) is shown sorted by the sender's clock, not by seq.
+    fn display_by_timestamp(&mut self, message: Message) {
+        let conv = message.conv;
+        let mut run = vec![message];
+        let mut next = run[0].seq.next();
+        while let Some(held) = self
+            .hold_back
+            .get_mut(&conv)
+            .and_then(|held| held.remove(&next))
+        {
+            run.push(held);
+            next = next.next();
+        }
+        run.sort_by_key(|m| (m.client_time_ms, m.seq));
+        let last = Seq(next.0 - 1);
+        self.store.conversations.entry(conv).or_default().cursor = last;
+        for message in run {
+            self.emit(displayed_event(message));
+        }
     }
 
     fn hold(&mut self, message: Message) {
@@ -759,7 +792,20 @@ impl Client {
         if !self.is_online() || self.pull_deadline.contains_key(&conv) {
             return;
         }
-        let after = self.cursor(conv);
+        let hole_open = self
+            .hold_back
+            .get(&conv)
+            .is_some_and(|held| !held.is_empty());
+        if self.config.variant == Variant::NoGapPull && hole_open {
+            // VARIANT no-gap-pull: with a hole open the device waits for the missing push
+            // instead of pulling, whatever prompted the pull (gap, resume, sync key).
+            return;
+        }
+        let mut after = self.cursor(conv);
+        if self.config.variant == Variant::SyncOffByOne {
+            // VARIANT sync-off-by-one: the pull starts one past the cursor, skipping an entry.
+            after = after.next();
+        }
         self.transmit(Packet::Pull {
             conv,
             after,
@@ -781,7 +827,16 @@ impl Client {
             self.accept(message);
         }
         self.after_accept(now, conv, before);
-        if self.cursor(conv) < head {
+        // VARIANT sync-off-by-one, store-only-offline: these protocols can answer every pull
+        // with a page that moves nothing, which would be asked for again at once, forever; they
+        // give up instead. The correct protocol keeps paging (a stale page is followed by one
+        // that moves the cursor).
+        let stalled = self.cursor(conv) == before
+            && matches!(
+                self.config.variant,
+                Variant::SyncOffByOne | Variant::StoreOnlyOffline
+            );
+        if self.cursor(conv) < head && !stalled {
             self.pull(now, conv, PullReason::NextPage);
         }
     }
@@ -855,6 +910,17 @@ impl Client {
                 self.outputs.push_back(Output::ArmTimer { at });
             }
         }
+    }
+}
+
+fn displayed_event(message: Message) -> Event {
+    Event::Displayed {
+        conv: message.conv,
+        seq: message.seq,
+        sender_user: message.sender_user,
+        sender_device: message.sender_device,
+        client_msg_id: message.client_msg_id,
+        body: message.body,
     }
 }
 

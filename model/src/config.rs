@@ -2,6 +2,7 @@
 //! any of them; the defaults follow practice (heartbeat 15 s, dead after 30 s, MobileIMSDK and
 //! Matrix Synapse) scaled where a simulation gains from it.
 
+use crate::variant::Variant;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,9 @@ pub struct ProtocolConfig {
     /// Fan-out write: copy every entry into each member's inbox (reads come from the inbox).
     /// Off: store once, one shared timeline per conversation, filtered by membership on read.
     pub fanout_write: bool,
+    /// The protocol itself: `correct`, or one of the deliberately broken variants of the
+    /// known-bug catalogue (`model/src/variant.rs`).
+    pub variant: Variant,
 }
 
 impl Default for ProtocolConfig {
@@ -95,6 +99,7 @@ impl Default for ProtocolConfig {
             ack_batch_max: 1,
             ack_delay_ms: 200,
             fanout_write: false,
+            variant: Variant::Correct,
         }
     }
 }

@@ -23,6 +23,7 @@ mod output;
 pub mod server;
 pub mod storage;
 pub mod time;
+pub mod variant;
 pub mod wire;
 
 pub use client::{Client, Command, DeviceIdentity};
@@ -35,4 +36,5 @@ pub use output::Output;
 pub use server::Server;
 pub use storage::{Record, Storage};
 pub use time::Time;
+pub use variant::{CatalogueEntry, Variant, CATALOGUE};
 pub use wire::{Head, MembershipChange, Message, Packet, Rejection};

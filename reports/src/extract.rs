@@ -64,7 +64,13 @@ pub fn build(summary: &RunSummary) -> Report {
         seed: summary.seed,
         variant: start.map_or_else(|| "unknown".to_string(), |s| s.variant.clone()),
         ok: summary.violations.is_empty(),
-        replay: replay_command(summary.scenario, summary.seed),
+        replay: replay_command(
+            summary.scenario,
+            summary.seed,
+            start
+                .and_then(|s| imsim_model::Variant::parse(&s.variant).ok())
+                .unwrap_or_default(),
+        ),
         complete: history.is_complete(),
         duration_ms,
         liveness_phase_ms,

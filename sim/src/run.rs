@@ -17,7 +17,9 @@ use crate::node::{
 };
 use crate::scenario::Scenario;
 use crate::workload::{self, Plan};
-use imsim_model::{Client, Command, DeviceId, DeviceIdentity, Directory, Event, Server, Time};
+use imsim_model::{
+    Client, Command, DeviceId, DeviceIdentity, Directory, Event, Server, Time, Variant,
+};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use madsim::time::Duration;
 use rand::{Rng, SeedableRng};
@@ -178,15 +180,22 @@ impl RunOutcome {
         }
         report += &format!(
             "replay: {}\n",
-            replay_command(scenario_ref, self.setup.seed)
+            replay_command(
+                scenario_ref,
+                self.setup.seed,
+                self.setup.scenario.protocol.variant
+            )
         );
         report
     }
 }
 
-/// The exact command that reproduces a run.
-pub fn replay_command(scenario_ref: &str, seed: u64) -> String {
-    format!("imsim replay {scenario_ref} --seed {seed}")
+/// The exact command that reproduces a run (with `--variant` when the protocol is a broken one).
+pub fn replay_command(scenario_ref: &str, seed: u64, variant: Variant) -> String {
+    match variant {
+        Variant::Correct => format!("imsim replay {scenario_ref} --seed {seed}"),
+        variant => format!("imsim replay {scenario_ref} --seed {seed} --variant {variant}"),
+    }
 }
 
 /// Runs one seed on a fresh OS thread and checks it.
@@ -231,7 +240,7 @@ async fn control(setup: Setup) -> (History, PacketStats, u64) {
         Entry::Harness(HarnessEvent::RunStarted(Box::new(RunStart {
             scenario: scenario.name.clone(),
             seed: setup.seed,
-            variant: "correct".to_string(),
+            variant: scenario.protocol.variant.name().to_string(),
             topology: setup.topology.clone(),
             faults: setup.faults.clone(),
         }))),

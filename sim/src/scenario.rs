@@ -28,6 +28,8 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "group-membership-churn",
     "group-disorder",
     "fanout-write",
+    "clock-skew",
+    "crash-storm",
     "group-500",
     "group-2000",
     "group-10k",

@@ -7,6 +7,7 @@ use crate::event::Event;
 use crate::ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, UserId};
 use crate::storage::Record;
 use crate::time::Time;
+use crate::variant::Variant;
 use crate::wire::{MembershipChange, Message, Packet, Rejection};
 
 pub(super) struct IncomingSend {
@@ -26,9 +27,15 @@ impl Server {
         device: DeviceId,
         send: IncomingSend,
     ) {
+        let variant = self.config.variant;
         if let Some(outcome) = self.outcomes.get(&(device, send.client_msg_id)).copied() {
-            self.answer_retransmit(from, device, send.client_msg_id, outcome);
-            return;
+            // VARIANT non-idempotent-commit: a retransmit of a committed message is not
+            // recognised; it is committed again below, with a new seq.
+            let committed = matches!(outcome.resolution, Resolution::Committed(_));
+            if !(variant == Variant::NonIdempotentCommit && committed) {
+                self.answer_retransmit(from, device, send.client_msg_id, outcome);
+                return;
+            }
         }
         let resolved = self
             .resolved
@@ -36,12 +43,18 @@ impl Server {
             .copied()
             .unwrap_or_default();
         let expected = resolved.next();
-        if send.client_seq < expected {
+        // VARIANT retry-reorders: no sender FIFO, any client_seq is committed as it arrives.
+        // VARIANT non-idempotent-commit: a retransmit's client_seq is resolved already.
+        let any_order = matches!(
+            variant,
+            Variant::RetryReorders | Variant::NonIdempotentCommit
+        );
+        if !any_order && send.client_seq < expected {
             // A resolved client_seq under a new client_msg_id: the device broke its own numbering.
             self.refuse(from, Some(device), Rejection::Unexpected, "send");
             return;
         }
-        if send.client_seq > expected {
+        if !any_order && send.client_seq > expected {
             let (conv, client_seq) = (send.conv, send.client_seq);
             self.emit(Event::OutOfOrderDropped {
                 device,
@@ -78,6 +91,13 @@ impl Server {
         };
         let copies = self.inbox_copies(&record);
         self.apply(&record, log_position);
+        if variant == Variant::AckBeforeStore {
+            // VARIANT ack-before-store: the ack leaves when the write is issued, before the sync
+            // that makes it durable; a crash in between loses an acked message.
+            if let Record::Committed(message) = &record {
+                self.ack_sender(from, message);
+            }
+        }
         self.storage.append(record);
         for copy in copies {
             self.apply(&copy, self.storage.written());
@@ -186,6 +206,11 @@ impl Server {
                     .conversations
                     .get_mut(&message.conv)
                     .expect("validated conversation");
+                if self.config.variant == Variant::SeqReuseAfterRestart {
+                    // VARIANT seq-reuse-after-restart: a reused seq overwrites the durable entry
+                    // that had it (and drops what followed it) when the log is read back.
+                    conversation.messages.truncate(message.seq.0 as usize - 1);
+                }
                 assert_eq!(
                     message.seq.0,
                     conversation.messages.len() as u64 + 1,
@@ -230,8 +255,17 @@ impl Server {
             }
         };
         let resolved = self.resolved.entry((device, conv)).or_default();
-        assert!(client_seq > *resolved, "client_seq resolved twice");
-        *resolved = client_seq;
+        // VARIANT retry-reorders, non-idempotent-commit: a client_seq may be resolved out of
+        // order or twice; the highest stays the mark.
+        let any_order = matches!(
+            self.config.variant,
+            Variant::RetryReorders | Variant::NonIdempotentCommit
+        );
+        assert!(
+            any_order || client_seq > *resolved,
+            "client_seq resolved twice"
+        );
+        *resolved = client_seq.max(*resolved);
         self.outcomes.insert(
             (device, client_msg_id),
             Outcome {
@@ -275,23 +309,12 @@ impl Server {
                     body: message.body.clone(),
                     change: message.change,
                 });
+                // VARIANT ack-before-store: acked at write time already.
+                let acked = self.config.variant == Variant::AckBeforeStore;
                 if let Some(address) = self.session_of_device.get(&message.sender_device).copied() {
-                    let (conv, client_msg_id, seq) =
-                        (message.conv, message.client_msg_id, message.seq);
-                    self.emit(Event::AckSent {
-                        device: message.sender_device,
-                        conv,
-                        client_msg_id,
-                        seq,
-                    });
-                    self.transmit(
-                        address,
-                        Packet::SendAck {
-                            conv,
-                            client_msg_id,
-                            seq,
-                        },
-                    );
+                    if !acked {
+                        self.ack_sender(address, &message);
+                    }
                 }
                 self.deliver(now, &message);
             }
@@ -322,5 +345,23 @@ impl Server {
             }
             Record::InboxCopy { .. } => {}
         }
+    }
+
+    fn ack_sender(&mut self, address: Address, message: &Message) {
+        let (conv, client_msg_id, seq) = (message.conv, message.client_msg_id, message.seq);
+        self.emit(Event::AckSent {
+            device: message.sender_device,
+            conv,
+            client_msg_id,
+            seq,
+        });
+        self.transmit(
+            address,
+            Packet::SendAck {
+                conv,
+                client_msg_id,
+                seq,
+            },
+        );
     }
 }

@@ -5,7 +5,9 @@
 use super::{Retry, Server};
 use crate::event::Event;
 use crate::ids::{Address, ConvId, DeviceId, Seq, UserId};
+use crate::membership::Membership;
 use crate::time::Time;
+use crate::variant::Variant;
 use crate::wire::{Head, Message, Packet, Rejection};
 
 impl Server {
@@ -25,15 +27,31 @@ impl Server {
             }
             return;
         }
+        let variant = self.config.variant;
+        let audience: Vec<UserId> = if variant == Variant::RemovedMemberStillReceives {
+            // VARIANT removed-member-still-receives: fan-out reads the founding member list.
+            Membership::founded(self.directory.members(message.conv))
+                .audience(message.seq)
+                .collect()
+        } else {
+            conversation.membership.audience(message.seq).collect()
+        };
         let mut targets = Vec::new();
-        for user in conversation.membership.audience(message.seq) {
+        for user in audience {
+            let mut online = false;
             for device in self.directory.devices(user) {
                 if device == message.sender_device {
                     continue;
                 }
                 if let Some(address) = self.session_of_device.get(&device) {
                     targets.push(*address);
+                    online = true;
                 }
+            }
+            if variant == Variant::StoreOnlyOffline && online {
+                // VARIANT store-only-offline: a user online now gets the push and nothing is
+                // kept for its pulls; if the push fails the entry is lost to it.
+                self.push_only.insert((user, message.conv, message.seq));
             }
         }
         let retry_at = now.plus_ms(self.config.push_retry_initial_ms);
@@ -205,6 +223,8 @@ impl Server {
             (start.0 + 1..=cap.0)
                 .map(Seq)
                 .filter(|seq| conversation.membership.visible(user, *seq))
+                // VARIANT store-only-offline: what was pushed to the user is not kept for it.
+                .filter(|seq| !self.push_only.contains(&(user, conv, *seq)))
                 .take(limit)
                 .collect()
         };

@@ -28,6 +28,7 @@ use crate::membership::Membership;
 use crate::output::Output;
 use crate::storage::Storage;
 use crate::time::Time;
+use crate::variant::Variant;
 use crate::wire::{Message, Packet, Rejection};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -47,6 +48,9 @@ pub struct Server {
     /// Per (device, client_msg_id): how its send was resolved, for idempotent retransmits.
     outcomes: BTreeMap<(DeviceId, ClientMsgId), Outcome>,
     sync_in_flight: bool,
+    /// VARIANT store-only-offline: entries pushed to a user who was online at commit, which
+    /// are therefore not kept for that user's pulls.
+    push_only: BTreeSet<(UserId, ConvId, Seq)>,
     /// Large groups with news whose merged notices go out at the given time.
     announcements: BTreeMap<ConvId, Time>,
     /// Per large group, the head its last round of notices announced.
@@ -140,6 +144,7 @@ impl Server {
             resolved: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             sync_in_flight: false,
+            push_only: BTreeSet::new(),
             announcements: BTreeMap::new(),
             announced: BTreeMap::new(),
             sessions: BTreeMap::new(),
@@ -153,6 +158,12 @@ impl Server {
             server.apply(record, position as u64);
         }
         for conversation in server.conversations.values_mut() {
+            if server.config.variant == Variant::SeqReuseAfterRestart && incarnation > 0 {
+                // VARIANT seq-reuse-after-restart: the timeline (and with it the seq counter) is
+                // kept in memory only; after a crash it restarts empty, so the next send takes
+                // seq 1 again although seq 1 is durable.
+                conversation.messages.clear();
+            }
             conversation.durable_head = Seq(conversation.messages.len() as u64);
         }
         server.storage = storage;
