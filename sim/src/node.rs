@@ -330,6 +330,8 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
                 Output::ArmTimer { at } => alarm.set(at.0),
                 Output::SyncStorage { through } => {
                     let inputs = inputs.clone();
+                    // madsim's generator, not rand's: madsim seeds it from the run seed
+                    // (`Setup::new`), so sync latencies replay like everything else.
                     let sync_ms = madsim::rand::thread_rng().gen_range(SYNC_MS_MIN..=SYNC_MS_MAX);
                     madsim::task::spawn(async move {
                         sleep(Duration::from_millis(sync_ms)).await;
