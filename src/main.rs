@@ -67,30 +67,7 @@ enum Commands {
         variant: Option<Variant>,
     },
     /// Run one seed and print its event trace and trace hash.
-    Replay {
-        scenario: String,
-        #[arg(long)]
-        seed: u64,
-        /// Show only events of this device (number) plus harness events.
-        #[arg(long)]
-        device: Option<u32>,
-        /// Show only events of this conversation (number) plus harness events.
-        #[arg(long)]
-        conv: Option<u32>,
-        /// Also write the whole history as JSON lines to this file (it must not exist).
-        #[arg(long)]
-        history_out: Option<std::path::PathBuf>,
-        /// Also run the seed again in this process and once in a fresh process: all three
-        /// trace hashes must match (exit 1 if not, with the first diverging record).
-        #[arg(long)]
-        check_determinism: bool,
-        /// Print only the history as JSON lines (used by --check-determinism's fresh process).
-        #[arg(long, hide = true, conflicts_with_all = ["device", "conv", "history_out", "check_determinism"])]
-        emit_history: bool,
-        /// Run a deliberately broken protocol (see `imsim variants`) instead of the scenario's.
-        #[arg(long, value_name = "NAME", value_parser = parse_variant)]
-        variant: Option<Variant>,
-    },
+    Replay(replay::ReplayArgs),
     /// Check every invariant on a history recorded anywhere (JSON lines; `-` reads stdin).
     /// The format: docs/history-format.md.
     Check {
@@ -163,25 +140,7 @@ fn main() -> ExitCode {
             load_all(scenarios, variant)
                 .and_then(|scenarios| sweep::sweep(&scenarios, &options, determinism::rerun))
         }
-        Commands::Replay {
-            scenario,
-            seed,
-            device,
-            conv,
-            history_out,
-            check_determinism,
-            emit_history,
-            variant,
-        } => replay::command_replay(replay::ReplayArgs {
-            scenario,
-            seed,
-            device,
-            conv,
-            history_out,
-            check_determinism,
-            emit_history,
-            variant,
-        }),
+        Commands::Replay(args) => replay::command_replay(args),
         Commands::Check { history, format } => check::command_check(&history, format),
         Commands::Report(args) => report::command_report(args),
         Commands::Shrink(args) => shrink_command::command_shrink(args),

@@ -9,16 +9,29 @@ use imsim_sim::{run, History, Scenario};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+#[derive(clap::Args)]
 pub struct ReplayArgs {
     pub scenario: String,
+    #[arg(long)]
     pub seed: u64,
+    /// Show only events of this device (number) plus harness events.
+    #[arg(long)]
     pub device: Option<u32>,
+    /// Show only events of this conversation (number) plus harness events.
+    #[arg(long)]
     pub conv: Option<u32>,
+    /// Also write the whole history as JSON lines to this file (it must not exist).
+    #[arg(long)]
     pub history_out: Option<PathBuf>,
+    /// Also run the seed again in this process and once in a fresh process: all three
+    /// trace hashes must match (exit 1 if not, with the first diverging record).
+    #[arg(long)]
     pub check_determinism: bool,
-    /// Hidden: print only the history as JSON lines (what the child of `--check-determinism`
-    /// does).
+    /// Print only the history as JSON lines (used by --check-determinism's fresh process).
+    #[arg(long, hide = true, conflicts_with_all = ["device", "conv", "history_out", "check_determinism"])]
     pub emit_history: bool,
+    /// Run a deliberately broken protocol (see `imsim variants`) instead of the scenario's.
+    #[arg(long, value_name = "NAME", value_parser = crate::parse_variant)]
     pub variant: Option<imsim_model::Variant>,
 }
 

@@ -130,26 +130,41 @@ fn replay_hint(scenario: &Scenario, seed: u64) -> String {
     path.display().to_string()
 }
 
+/// Runs a generated scenario; a failure names the scenario file written for it and the command
+/// that replays the failing run.
+fn every_invariant_holds(scenario: &Scenario, seed: u64) -> Result<(), TestCaseError> {
+    scenario.validate().expect("generated scenarios are valid");
+    let outcome = run(scenario, seed);
+    if !outcome.ok() {
+        let path = replay_hint(scenario, seed);
+        prop_assert!(false, "{}", outcome.failure_report(&path));
+    }
+    Ok(())
+}
+
+/// A scenario written out as TOML reads back as the same scenario, so a shrunk or generated
+/// failure can be saved and replayed exactly.
+fn round_trips_through_toml(scenario: Scenario) -> Result<(), TestCaseError> {
+    let text = scenario.to_toml();
+    let parsed = Scenario::parse("round-trip.toml", &text)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(parsed, scenario);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
-    #[test]
+        #[test]
     fn every_invariant_holds_under_swarm_faults((scenario, seed) in scenarios()) {
-        scenario.validate().expect("generated scenarios are valid");
-        let outcome = run(&scenario, seed);
-        if !outcome.ok() {
-            let path = replay_hint(&scenario, seed);
-            prop_assert!(false, "{}", outcome.failure_report(&path));
-        }
+        every_invariant_holds(&scenario, seed)?;
     }
 
     /// A scenario written out as TOML reads back as the same scenario, so a shrunk or generated
     /// failure can be saved and replayed exactly.
     #[test]
-    fn scenarios_round_trip_through_toml((scenario, _seed) in scenarios()) {
-        let text = scenario.to_toml();
-        let parsed = Scenario::parse("round-trip.toml", &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(parsed, scenario);
+        fn scenarios_round_trip_through_toml((scenario, _seed) in scenarios()) {
+        round_trips_through_toml(scenario)?;
     }
 }
 
@@ -158,21 +173,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_invariant_holds_for_groups_with_churn_under_swarm_faults(
+        fn every_invariant_holds_for_groups_with_churn_under_swarm_faults(
         (scenario, seed) in group_scenarios()
     ) {
-        scenario.validate().expect("generated scenarios are valid");
-        let outcome = run(&scenario, seed);
-        if !outcome.ok() {
-            let path = replay_hint(&scenario, seed);
-            prop_assert!(false, "{}", outcome.failure_report(&path));
-        }
+        every_invariant_holds(&scenario, seed)?;
     }
 
     #[test]
-    fn group_scenarios_round_trip_through_toml((scenario, _seed) in group_scenarios()) {
-        let text = scenario.to_toml();
-        let parsed = Scenario::parse("round-trip.toml", &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(parsed, scenario);
+        fn group_scenarios_round_trip_through_toml((scenario, _seed) in group_scenarios()) {
+        round_trips_through_toml(scenario)?;
     }
 }
