@@ -243,6 +243,7 @@ async fn control(setup: Setup) -> (History, PacketStats, u64) {
             variant: scenario.protocol.variant.name().to_string(),
             topology: setup.topology.clone(),
             faults: setup.faults.clone(),
+            protocol: scenario.protocol.clone(),
         }))),
     );
     let handle = Handle::current();

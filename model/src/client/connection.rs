@@ -91,6 +91,8 @@ impl Client {
         for conv in convs {
             self.send_window(now, conv);
         }
+        self.send_reads(now);
+        self.poll_presence(now);
     }
 
     pub(super) fn handle_error(&mut self, now: Time, reason: Rejection, refused: &str) {
@@ -111,6 +113,8 @@ impl Client {
         self.emit(Event::SessionLost { reason });
         self.pull_deadline.clear();
         self.retransmit.clear();
+        self.read_deadline.clear();
+        self.presence_poll_at = None;
         for conversation in self.store.conversations.values_mut() {
             conversation
                 .outbox

@@ -321,6 +321,16 @@ impl HistoryIndex {
         self.user_of_device.get(&device).copied()
     }
 
+    /// A user's devices, from the topology.
+    pub fn devices_of(&self, user: UserId) -> &[DeviceId] {
+        self.devices_of_user.get(&user).map_or(&[], Vec::as_slice)
+    }
+
+    /// The users of the topology, in id order.
+    pub fn users(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.devices_of_user.keys().copied()
+    }
+
     /// The conversations of the topology, in id order.
     pub fn conversations(&self) -> impl Iterator<Item = ConvId> + '_ {
         self.member_devices.keys().copied()

@@ -183,6 +183,7 @@ impl Story {
             variant: "default".to_string(),
             topology,
             faults: FaultProfile::default(),
+            protocol: Default::default(),
         })));
         story
     }
