@@ -7,7 +7,7 @@
 //! - Who hears of a watermark: the user's own devices (so a sibling stops showing the
 //!   conversation unread), and in 1:1 the peer's devices (the "read" tick).
 //! - Groups: per message, the number of members who read it (members at its seq, its sender
-//!   excluded) goes to the sender's devices: at once for a small group; for a group above
+//!   excluded; membership entries are not counted) goes to the sender's devices: at once for a small group; for a group above
 //!   `notify_threshold_members`, once per `receipt_batch_ms` with the window's reads merged.
 //! - The heartbeat's receipt key (the sum of everything the user's devices should show) lets a
 //!   device that missed an update ask for the whole state.
@@ -130,7 +130,8 @@ impl Server {
                     break;
                 };
                 let seq = Seq(seq);
-                if message.sender_user != user && conversation.membership.visible(user, seq) {
+                let counted = message.change.is_none() && message.sender_user != user;
+                if counted && conversation.membership.visible(user, seq) {
                     *self.receipts.counts.entry((conv, seq)).or_default() += 1;
                     *self.receipts.keys.entry(message.sender_user).or_default() += 1;
                     gained.push(seq);

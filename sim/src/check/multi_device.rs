@@ -60,7 +60,8 @@ fn devices_converge(index: &HistoryIndex, findings: &mut Findings) {
                     let witness = shown.get(seq).map_or(timeline.record, |(_, at)| *at);
                     findings.report(Invariant::M1DevicesConverge, || {
                         let text = format!(
-                            "After the quiet period {who} ({user}) does not show {conv} {seq}                              as the server's timeline has it, so {user}'s devices disagree."
+                            "After the quiet period {who} ({user}) does not show {conv} {seq} \
+                             as the server's timeline has it, so {user}'s devices disagree."
                         );
                         (text, vec![witness, timeline.record])
                     });
@@ -123,7 +124,8 @@ fn read_state_converges(history: &History, index: &HistoryIndex, findings: &mut 
                     let who = device_name(*device);
                     findings.report(Invariant::M2ReadStateConverges, || {
                         let text = format!(
-                            "After the quiet period {who} shows {user}'s {conv} read watermark                              at {seen}, but the server has {up_to}."
+                            "After the quiet period {who} shows {user}'s {conv} read watermark \
+                             at {seen}, but the server has {up_to}."
                         );
                         (text, vec![record])
                     });
@@ -196,6 +198,59 @@ mod tests {
         assert_eq!(
             violation.explanation,
             "device-3's c1 cursor went back from #2 to #1."
+        );
+    }
+
+    #[test]
+    fn siblings_showing_the_same_timeline_and_read_state_pass() {
+        let mut story = Story::one_to_one();
+        story.message(D3, C1, m(1));
+        story.server(Event::ReadAdvanced {
+            conv: C1,
+            user: U1,
+            device: D1,
+            up_to: Seq(1),
+        });
+        for device in [D1, D2, D3] {
+            let (conv, user, up_to) = (C1, U1, Seq(1));
+            story.device(device, Event::ReadSeen { conv, user, up_to });
+        }
+        story.finish();
+        assert_eq!(multi_device(&story), vec![]);
+    }
+
+    #[test]
+    fn m1_a_sibling_missing_a_message_fires_after_the_quiet_period() {
+        let mut story = Story::one_to_one();
+        story.send(D3, C1, m(1));
+        story.commit(C1, D3, m(1));
+        story.deliver_to(C1, 1, &[D1, D3]);
+        story.finish();
+        let violation = single(multi_device(&story), Invariant::M1DevicesConverge);
+        assert!(violation.explanation.contains("device-2 (u1)"), "{violation:?}");
+    }
+
+    #[test]
+    fn m2_a_device_left_with_an_old_watermark_fires_after_the_quiet_period() {
+        let mut story = Story::one_to_one();
+        story.message(D3, C1, m(1));
+        story.message(D3, C1, m(2));
+        let read = story.server(Event::ReadAdvanced {
+            conv: C1,
+            user: U1,
+            device: D1,
+            up_to: Seq(2),
+        });
+        for (device, up_to) in [(D1, 2), (D2, 1), (D3, 2)] {
+            let (conv, user, up_to) = (C1, U1, Seq(up_to));
+            story.device(device, Event::ReadSeen { conv, user, up_to });
+        }
+        story.finish();
+        let violation = single(multi_device(&story), Invariant::M2ReadStateConverges);
+        assert_eq!(violation.witness, vec![read]);
+        assert!(
+            violation.explanation.contains("device-2 shows u1's c1 read watermark at #1"),
+            "{violation:?}"
         );
     }
 

@@ -460,3 +460,157 @@ fn word(online: bool) -> &'static str {
         "offline"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+    use imsim_model::SessionId;
+
+    fn presence(story: &Story) -> Vec<Violation> {
+        run(story, check)
+    }
+
+    fn changed(story: &mut Story, user: UserId, online: bool, notified: &[DeviceId]) -> usize {
+        story.server(Event::PresenceChanged {
+            user,
+            online,
+            notified: notified.to_vec(),
+        })
+    }
+
+    fn opened(story: &mut Story, user: UserId, device: DeviceId) -> usize {
+        let session = SessionId(u64::from(device.0));
+        story.device(device, Event::LoggedIn { session });
+        story.server(Event::SessionOpened {
+            session,
+            user,
+            device,
+        })
+    }
+
+    fn shown(story: &mut Story, device: DeviceId, user: UserId, online: bool) -> usize {
+        story.device(device, Event::PresenceSeen { user, online })
+    }
+
+    /// u1 (d1, d2) and u2 (d3) log in; each is pushed to the other's devices.
+    fn everyone_online() -> Story {
+        let mut story = Story::one_to_one();
+        opened(&mut story, U1, D1);
+        changed(&mut story, U1, true, &[]);
+        opened(&mut story, U1, D2);
+        opened(&mut story, U2, D3);
+        changed(&mut story, U2, true, &[D1, D2]);
+        shown(&mut story, D1, U2, true);
+        shown(&mut story, D2, U2, true);
+        shown(&mut story, D3, U1, true);
+        story
+    }
+
+    #[test]
+    fn true_status_everywhere_passes() {
+        let mut story = everyone_online();
+        story.finish();
+        assert_eq!(presence(&story), vec![]);
+    }
+
+    #[test]
+    fn p3_a_push_beyond_the_contacts_fires() {
+        // c1 and c2 are 1:1 here: u2's contacts are u1 and u3, c1's other members.
+        let mut story = Story::group();
+        changed(&mut story, U2, true, &[D1, D2, D4, D5]);
+        let push = changed(&mut story, U2, false, &[D1, D3, D1]);
+        let violation = single(presence(&story), Invariant::P3PresenceFanoutBounded);
+        assert_eq!(violation.witness, vec![push]);
+        assert!(violation.explanation.contains("2 device(s)"), "{violation:?}");
+        assert!(violation.explanation.contains("device-3"), "{violation:?}");
+    }
+
+    #[test]
+    fn p3_a_push_in_pull_mode_fires() {
+        let mut story = Story::one_to_one();
+        story.set_protocol(ProtocolConfig {
+            presence: PresenceMode::Pull,
+            ..ProtocolConfig::default()
+        });
+        changed(&mut story, U2, true, &[D1]);
+        single(presence(&story), Invariant::P3PresenceFanoutBounded);
+    }
+
+    #[test]
+    fn p2_a_dead_phone_detected_within_the_session_timeout_passes() {
+        let mut story = everyone_online();
+        story.crash(Node::Device(D3));
+        story.wait(ProtocolConfig::default().session_timeout_ms);
+        changed(&mut story, U2, false, &[D1, D2]);
+        shown(&mut story, D1, U2, false);
+        shown(&mut story, D2, U2, false);
+        story.wait(30_000);
+        story.restart(Node::Device(D3));
+        assert_eq!(presence(&story), vec![]);
+    }
+
+    #[test]
+    fn p2_a_dead_phone_still_online_fires() {
+        let mut story = everyone_online();
+        let crash = story.crash(Node::Device(D3));
+        story.wait(60_000);
+        story.restart(Node::Device(D3));
+        let violation = single(presence(&story), Invariant::P2OfflineDetectedInTime);
+        assert!(violation.witness.contains(&crash), "{violation:?}");
+        assert!(violation.explanation.contains("still showed u2 online"));
+    }
+
+    #[test]
+    fn p2_the_bound_comes_from_the_protocol_settings() {
+        let mut story = everyone_online();
+        story.set_protocol(ProtocolConfig {
+            session_timeout_ms: 60_000,
+            server_silence_timeout_ms: 60_000,
+            ..ProtocolConfig::default()
+        });
+        story.crash(Node::Device(D3));
+        story.wait(45_000);
+        changed(&mut story, U2, false, &[D1, D2]);
+        shown(&mut story, D1, U2, false);
+        shown(&mut story, D2, U2, false);
+        story.wait(30_000);
+        story.restart(Node::Device(D3));
+        // Detected after 45 s: late for the default 30 s timeout, in time for 60 s.
+        let violations = presence(&story);
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+
+    #[test]
+    fn p2_a_contact_left_showing_a_dead_phone_online_fires() {
+        let mut story = everyone_online();
+        story.crash(Node::Device(D3));
+        story.wait(30_000);
+        changed(&mut story, U2, false, &[D1]);
+        shown(&mut story, D1, U2, false);
+        story.wait(30_000);
+        story.restart(Node::Device(D3));
+        let violation = single(presence(&story), Invariant::P2OfflineDetectedInTime);
+        assert!(violation.explanation.starts_with("device-2"), "{violation:?}");
+    }
+
+    #[test]
+    fn p1_a_stale_status_after_the_quiet_period_fires() {
+        let mut story = everyone_online();
+        let stale = shown(&mut story, D2, U2, false);
+        story.finish();
+        let violation = single(presence(&story), Invariant::P1PresenceConverges);
+        assert!(violation.witness.contains(&stale), "{violation:?}");
+        assert!(violation.explanation.contains("device-2 shows u2 offline"));
+    }
+
+    #[test]
+    fn p1_a_server_status_that_disagrees_with_its_sessions_fires() {
+        let mut story = everyone_online();
+        changed(&mut story, U1, false, &[D3]);
+        shown(&mut story, D3, U1, false);
+        story.finish();
+        let violation = single(presence(&story), Invariant::P1PresenceConverges);
+        assert!(violation.explanation.contains("server shows u1 offline"));
+    }
+}

@@ -6,7 +6,7 @@
 //! - R3 read-after-display: a device marks read only what it displayed, and the server records a
 //!   read of seq s only after a device of that user displayed s (or later).
 //! - R4 group-read-count: a group message's read count is the number of members at its seq, its
-//!   sender excluded, whose watermark covers it. What a sender's device shows never exceeds that
+//!   sender excluded, whose watermark covers it (membership entries have no read count). What a sender's device shows never exceeds that
 //!   count, and after the quiet period every device of the sender shows it exactly.
 
 use super::index::{device_name, Findings};
@@ -203,7 +203,8 @@ impl Pass<'_> {
             let Some(commit) = self.index.commits_at(conv, seq).next() else {
                 continue;
             };
-            if commit.sender_user != user && periods.visible(seq) {
+            let counted = commit.change.is_none() && commit.sender_user != user;
+            if counted && periods.visible(seq) {
                 self.readers.entry((conv, seq)).or_default().insert(user);
             }
         }
@@ -290,5 +291,168 @@ impl Pass<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+
+    fn receipts(story: &Story) -> Vec<Violation> {
+        run(story, check)
+    }
+
+    fn marked(story: &mut Story, device: DeviceId, conv: ConvId, up_to: u64) -> usize {
+        let up_to = Seq(up_to);
+        story.device(device, Event::ReadMarked { conv, up_to })
+    }
+
+    fn advanced(story: &mut Story, device: DeviceId, user: UserId, up_to: u64) -> usize {
+        story.server(Event::ReadAdvanced {
+            conv: C1,
+            user,
+            device,
+            up_to: Seq(up_to),
+        })
+    }
+
+    fn seen(story: &mut Story, device: DeviceId, user: UserId, up_to: u64) -> usize {
+        let up_to = Seq(up_to);
+        story.device(device, Event::ReadSeen { conv: C1, user, up_to })
+    }
+
+    fn count(story: &mut Story, device: DeviceId, seq: u64, readers: u32) -> usize {
+        let seq = Seq(seq);
+        story.device(device, Event::ReadCountSeen { conv: C1, seq, readers })
+    }
+
+    /// u2 reads u1's two messages on d3; u1's devices and d3 see the watermark.
+    fn read_one_to_one() -> Story {
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(1));
+        story.message(D1, C1, m(2));
+        marked(&mut story, D3, C1, 2);
+        advanced(&mut story, D3, U2, 2);
+        for device in [D1, D2, D3] {
+            seen(&mut story, device, U2, 2);
+        }
+        story
+    }
+
+    #[test]
+    fn reads_of_displayed_messages_pass() {
+        let mut story = read_one_to_one();
+        story.finish();
+        assert_eq!(receipts(&story), vec![]);
+    }
+
+    #[test]
+    fn r1_a_server_watermark_that_goes_back_fires() {
+        let mut story = read_one_to_one();
+        let back = advanced(&mut story, D3, U2, 1);
+        let violation = single(receipts(&story), Invariant::R1WatermarkMonotonic);
+        assert!(violation.witness.contains(&back), "{violation:?}");
+        assert!(violation.explanation.contains("from #2 to #1"), "{violation:?}");
+    }
+
+    #[test]
+    fn r1_a_device_showing_a_watermark_go_back_fires() {
+        let mut story = read_one_to_one();
+        seen(&mut story, D1, U2, 1);
+        let violation = single(receipts(&story), Invariant::R1WatermarkMonotonic);
+        assert!(violation.explanation.contains("device-1"), "{violation:?}");
+    }
+
+    #[test]
+    fn r2_a_read_beyond_what_was_received_or_committed_fires() {
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(1));
+        marked(&mut story, D3, C1, 2);
+        let violation = single(receipts(&story), Invariant::R2ReadLeDelivered);
+        assert!(violation.explanation.contains("received only up to #1"));
+
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(1));
+        seen(&mut story, D1, U2, 3);
+        let violation = single(receipts(&story), Invariant::R2ReadLeDelivered);
+        assert!(violation.explanation.contains("beyond the committed head #1"));
+    }
+
+    #[test]
+    fn r3_a_read_of_a_held_back_message_fires() {
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(1));
+        story.send(D1, C1, m(2));
+        story.commit(C1, D1, m(2));
+        story.send(D1, C1, m(3));
+        story.commit(C1, D1, m(3));
+        // #3 arrives ahead of the hole at #2 and waits; the device marks it read anyway.
+        let seq = Seq(3);
+        story.device(D3, Event::HeldBack { conv: C1, seq });
+        let read = marked(&mut story, D3, C1, 3);
+        let violation = single(receipts(&story), Invariant::R3ReadAfterDisplay);
+        assert_eq!(violation.witness, vec![read]);
+    }
+
+    #[test]
+    fn r3_a_server_read_no_device_displayed_fires() {
+        let mut story = Story::one_to_one();
+        story.send(D1, C1, m(1));
+        story.commit(C1, D1, m(1));
+        let read = advanced(&mut story, D3, U2, 1);
+        let violation = single(receipts(&story), Invariant::R3ReadAfterDisplay);
+        assert_eq!(violation.witness, vec![read]);
+    }
+
+    /// A group of u1, u2 and u3 (added at #1); u1 sends #2 on d1.
+    fn group_message() -> Story {
+        let mut story = Story::team();
+        story.add(C1, D1, U3);
+        story.deliver(C1, 1);
+        story.message(D1, C1, m(1));
+        story
+    }
+
+    #[test]
+    fn r4_read_counts_shown_to_every_sender_device_pass() {
+        let mut story = group_message();
+        advanced(&mut story, D3, U2, 2);
+        count(&mut story, D1, 2, 1);
+        advanced(&mut story, D4, U3, 2);
+        // A second device of u3 reads too: u3 is still one reader.
+        advanced(&mut story, D5, U3, 2);
+        count(&mut story, D1, 2, 2);
+        count(&mut story, D2, 2, 2);
+        story.finish();
+        let violations: Vec<_> = receipts(&story)
+            .into_iter()
+            .filter(|v| v.invariant != Invariant::R1WatermarkMonotonic)
+            .collect();
+        assert_eq!(violations, vec![]);
+    }
+
+    #[test]
+    fn r4_a_count_above_the_readers_fires() {
+        let mut story = group_message();
+        advanced(&mut story, D4, U3, 2);
+        // The same user read on a second device, and was counted again.
+        let double = count(&mut story, D1, 2, 2);
+        let violation = single(receipts(&story), Invariant::R4GroupReadCount);
+        assert_eq!(violation.witness, vec![double]);
+        assert!(violation.explanation.contains("only 1 members"), "{violation:?}");
+    }
+
+    #[test]
+    fn r4_a_sender_device_left_with_a_stale_count_fires_after_the_quiet_period() {
+        let mut story = group_message();
+        advanced(&mut story, D3, U2, 2);
+        count(&mut story, D1, 2, 1);
+        story.finish();
+        let violation = single(receipts(&story), Invariant::R4GroupReadCount);
+        assert!(
+            violation.explanation.contains("device-2 shows 0 readers"),
+            "{violation:?}"
+        );
     }
 }
