@@ -64,6 +64,16 @@ impl Net {
     /// `owners[d - 1]` owns device `d`, whose token is `1000 + d`; `members` lists each
     /// conversation's users. Nobody is online yet.
     pub fn new(config: ProtocolConfig, owners: &[UserId], members: &[(ConvId, &[UserId])]) -> Net {
+        Net::with_groups(config, owners, members, &[])
+    }
+
+    /// As `new`, plus groups (conversations whose members change through the timeline).
+    pub fn with_groups(
+        config: ProtocolConfig,
+        owners: &[UserId],
+        members: &[(ConvId, &[UserId])],
+        groups: &[(ConvId, &[UserId])],
+    ) -> Net {
         config.validate().expect("test config is valid");
         let mut directory = Directory::new();
         let mut clients = Vec::new();
@@ -80,6 +90,9 @@ impl Net {
         }
         for (conv, users) in members {
             directory.add_conversation(*conv, users.to_vec());
+        }
+        for (conv, users) in groups {
+            directory.add_group(*conv, users.to_vec());
         }
         let mut net = Net {
             now: Time(0),

@@ -522,7 +522,12 @@ mod tests {
         let m1_for_u1 = vec![Invariant::M1DevicesConverge; 2];
         assert_eq!(
             invariants,
-            [d2_for_each_device, vec![Invariant::D4NoSilentLoss], m1_for_u1].concat()
+            [
+                d2_for_each_device,
+                vec![Invariant::D4NoSilentLoss],
+                m1_for_u1
+            ]
+            .concat()
         );
     }
 

@@ -227,7 +227,10 @@ mod tests {
         story.deliver_to(C1, 1, &[D1, D3]);
         story.finish();
         let violation = single(multi_device(&story), Invariant::M1DevicesConverge);
-        assert!(violation.explanation.contains("device-2 (u1)"), "{violation:?}");
+        assert!(
+            violation.explanation.contains("device-2 (u1)"),
+            "{violation:?}"
+        );
     }
 
     #[test]
@@ -249,7 +252,9 @@ mod tests {
         let violation = single(multi_device(&story), Invariant::M2ReadStateConverges);
         assert_eq!(violation.witness, vec![read]);
         assert!(
-            violation.explanation.contains("device-2 shows u1's c1 read watermark at #1"),
+            violation
+                .explanation
+                .contains("device-2 shows u1's c1 read watermark at #1"),
             "{violation:?}"
         );
     }

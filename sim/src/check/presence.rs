@@ -522,7 +522,10 @@ mod tests {
         let push = changed(&mut story, U2, false, &[D1, D3, D1]);
         let violation = single(presence(&story), Invariant::P3PresenceFanoutBounded);
         assert_eq!(violation.witness, vec![push]);
-        assert!(violation.explanation.contains("2 device(s)"), "{violation:?}");
+        assert!(
+            violation.explanation.contains("2 device(s)"),
+            "{violation:?}"
+        );
         assert!(violation.explanation.contains("device-3"), "{violation:?}");
     }
 
@@ -591,7 +594,10 @@ mod tests {
         story.wait(30_000);
         story.restart(Node::Device(D3));
         let violation = single(presence(&story), Invariant::P2OfflineDetectedInTime);
-        assert!(violation.explanation.starts_with("device-2"), "{violation:?}");
+        assert!(
+            violation.explanation.starts_with("device-2"),
+            "{violation:?}"
+        );
     }
 
     #[test]

@@ -319,12 +319,26 @@ mod tests {
 
     fn seen(story: &mut Story, device: DeviceId, user: UserId, up_to: u64) -> usize {
         let up_to = Seq(up_to);
-        story.device(device, Event::ReadSeen { conv: C1, user, up_to })
+        story.device(
+            device,
+            Event::ReadSeen {
+                conv: C1,
+                user,
+                up_to,
+            },
+        )
     }
 
     fn count(story: &mut Story, device: DeviceId, seq: u64, readers: u32) -> usize {
         let seq = Seq(seq);
-        story.device(device, Event::ReadCountSeen { conv: C1, seq, readers })
+        story.device(
+            device,
+            Event::ReadCountSeen {
+                conv: C1,
+                seq,
+                readers,
+            },
+        )
     }
 
     /// u2 reads u1's two messages on d3; u1's devices and d3 see the watermark.
@@ -353,7 +367,10 @@ mod tests {
         let back = advanced(&mut story, D3, U2, 1);
         let violation = single(receipts(&story), Invariant::R1WatermarkMonotonic);
         assert!(violation.witness.contains(&back), "{violation:?}");
-        assert!(violation.explanation.contains("from #2 to #1"), "{violation:?}");
+        assert!(
+            violation.explanation.contains("from #2 to #1"),
+            "{violation:?}"
+        );
     }
 
     #[test]
@@ -376,7 +393,9 @@ mod tests {
         story.message(D1, C1, m(1));
         seen(&mut story, D1, U2, 3);
         let violation = single(receipts(&story), Invariant::R2ReadLeDelivered);
-        assert!(violation.explanation.contains("beyond the committed head #1"));
+        assert!(violation
+            .explanation
+            .contains("beyond the committed head #1"));
     }
 
     #[test]
@@ -440,7 +459,10 @@ mod tests {
         let double = count(&mut story, D1, 2, 2);
         let violation = single(receipts(&story), Invariant::R4GroupReadCount);
         assert_eq!(violation.witness, vec![double]);
-        assert!(violation.explanation.contains("only 1 members"), "{violation:?}");
+        assert!(
+            violation.explanation.contains("only 1 members"),
+            "{violation:?}"
+        );
     }
 
     #[test]
