@@ -5,6 +5,9 @@
 //! its fate, like the simulator's fault layer. Storage syncs complete at once unless `hold_syncs`
 //! is set, so a test can crash the server between a write and its sync.
 
+// Shared by several test binaries; each uses only part of it.
+#![allow(dead_code)]
+
 use imsim_model::{
     Address, Client, Command, ConvId, DeviceId, DeviceIdentity, Directory, Event, Output, Packet,
     ProtocolConfig, Server, Time, UserId,
