@@ -148,6 +148,13 @@ pub enum Event {
         seq: Seq,
         readers: u32,
     },
+    /// The device shows who read its user's message `seq` and who has not.
+    ReadersSeen {
+        conv: ConvId,
+        seq: Seq,
+        readers: Vec<UserId>,
+        unread: Vec<UserId>,
+    },
     /// The device now shows `user` online or offline.
     PresenceSeen {
         user: UserId,
@@ -260,6 +267,7 @@ impl Event {
             Event::ReadMarked { .. } => "read_marked",
             Event::ReadSeen { .. } => "read_seen",
             Event::ReadCountSeen { .. } => "read_count_seen",
+            Event::ReadersSeen { .. } => "readers_seen",
             Event::PresenceSeen { .. } => "presence_seen",
             Event::ReadAdvanced { .. } => "read_advanced",
             Event::ReadIgnored { .. } => "read_ignored",

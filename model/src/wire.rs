@@ -118,6 +118,12 @@ pub enum Packet {
     /// Ask for the user's read state: its watermarks, its 1:1 peers' watermarks and the read
     /// counts of its group messages (sent when the heartbeat's receipt key disagrees).
     ReceiptSyncRequest,
+    /// Ask who read the user's own message `seq` and who has not (the sender taps the read
+    /// count).
+    ReadersQuery {
+        conv: ConvId,
+        seq: Seq,
+    },
     /// Ask who is online: `None` for the user's contacts (push mode, when the heartbeat's
     /// presence key disagrees), a conversation for its members (pull mode, when it is open).
     PresenceQuery {
@@ -191,6 +197,14 @@ pub enum Packet {
         watermarks: Vec<ReadMark>,
         counts: Vec<(ConvId, Vec<ReadCount>)>,
     },
+    /// The answer to `ReadersQuery`: the members at `seq` (its sender excluded) split into those
+    /// who read it and those who have not.
+    Readers {
+        conv: ConvId,
+        seq: Seq,
+        readers: Vec<UserId>,
+        unread: Vec<UserId>,
+    },
     /// A contact went online or offline (push mode).
     Presence(PresenceEntry),
     /// The status of several users (at login in push mode, and the answer to `PresenceQuery`).
@@ -236,6 +250,7 @@ impl Packet {
             Packet::SyncRequest => "sync_request",
             Packet::Read { .. } => "read",
             Packet::ReceiptSyncRequest => "receipt_sync_request",
+            Packet::ReadersQuery { .. } => "readers_query",
             Packet::PresenceQuery { .. } => "presence_query",
             Packet::LoginOk { .. } => "login_ok",
             Packet::Error { .. } => "error",
@@ -249,6 +264,7 @@ impl Packet {
             Packet::ReadUpdate { .. } => "read_update",
             Packet::ReadCounts { .. } => "read_counts",
             Packet::ReceiptState { .. } => "receipt_state",
+            Packet::Readers { .. } => "readers",
             Packet::Presence(_) => "presence",
             Packet::PresenceState { .. } => "presence_state",
         }

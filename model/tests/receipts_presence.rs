@@ -214,6 +214,26 @@ fn read_counts_count_users_not_devices() {
     }
 }
 
+// Opening a conversation shows who read the user's latest message there and who has not.
+#[test]
+fn the_sender_sees_who_read_and_who_has_not() {
+    let mut net = group(ProtocolConfig::default());
+    net.send(1, CONV, "hello");
+    net.run_until_quiet();
+    read(&mut net, 3, CONV);
+    read(&mut net, 1, CONV);
+    let lists: Vec<(Vec<UserId>, Vec<UserId>)> = net
+        .events_of(Address(1))
+        .filter_map(|e| match e {
+            Event::ReadersSeen {
+                readers, unread, ..
+            } => Some((readers.clone(), unread.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lists, vec![(vec![U3], vec![U2])]);
+}
+
 // Above the size threshold, a window's reads reach the sender as one batch.
 #[test]
 fn large_group_read_counts_are_batched() {

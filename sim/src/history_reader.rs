@@ -49,6 +49,7 @@ pub fn reporter_of(event: &Event) -> Reporter {
         | Event::ReadMarked { .. }
         | Event::ReadSeen { .. }
         | Event::ReadCountSeen { .. }
+        | Event::ReadersSeen { .. }
         | Event::PresenceSeen { .. } => Reporter::Device,
         Event::SessionOpened { .. }
         | Event::SessionClosed { .. }

@@ -119,6 +119,8 @@ struct Conversation {
     watermarks: BTreeMap<UserId, Seq>,
     /// The read counts shown for the user's own messages (groups).
     read_counts: BTreeMap<Seq, u32>,
+    /// The seq of the latest message this device sent here.
+    last_own: Seq,
 }
 
 struct Outgoing {
@@ -326,6 +328,17 @@ impl Client {
             Packet::ReceiptState { watermarks, counts } => {
                 self.handle_receipt_state(now, watermarks, counts)
             }
+            Packet::Readers {
+                conv,
+                seq,
+                readers,
+                unread,
+            } => self.emit(Event::ReadersSeen {
+                conv,
+                seq,
+                readers,
+                unread,
+            }),
             Packet::Presence(entry) => self.handle_presence(entry),
             Packet::PresenceState { entries } => {
                 entries.into_iter().for_each(|e| self.handle_presence(e))

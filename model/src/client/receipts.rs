@@ -5,11 +5,23 @@
 use super::*;
 
 impl Client {
-    /// The user opened `conv` and read what is on screen.
+    /// The user opened `conv` and read what is on screen, and looks at who read its own latest
+    /// message there (enterprise IM's reader list, fetched on demand; in 1:1, the peer or no one).
     pub(super) fn handle_read(&mut self, now: Time, conv: ConvId) {
         self.store.open_conv = Some(conv);
         self.emit(Event::ConversationOpened { conv });
         self.poll_presence(now);
+        let last_own = self
+            .store
+            .conversations
+            .get(&conv)
+            .map_or(Seq::ZERO, |c| c.last_own);
+        if last_own > Seq::ZERO && self.is_online() {
+            self.transmit(Packet::ReadersQuery {
+                conv,
+                seq: last_own,
+            });
+        }
         let own = self.identity.user;
         let held = self
             .hold_back

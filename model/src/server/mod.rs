@@ -296,6 +296,9 @@ impl Server {
                 self.transmit(from, Packet::SyncState { heads });
             }
             Packet::Read { conv, up_to } => self.handle_read(from, user, device, conv, up_to),
+            Packet::ReadersQuery { conv, seq } => {
+                self.handle_readers_query(from, user, device, conv, seq)
+            }
             Packet::ReceiptSyncRequest => {
                 let state = self.receipt_state(user);
                 self.transmit(from, state);

@@ -239,6 +239,41 @@ impl Server {
         }
     }
 
+    /// The reader list of one of the user's own messages: members at its seq, its sender
+    /// excluded, split by whether their watermark covers it.
+    pub(super) fn handle_readers_query(
+        &mut self,
+        from: Address,
+        user: UserId,
+        device: DeviceId,
+        conv: ConvId,
+        seq: Seq,
+    ) {
+        let Some(conversation) = self.conversations.get(&conv) else {
+            self.refuse(from, Some(device), Rejection::Unexpected, "readers_query");
+            return;
+        };
+        let own = seq <= conversation.durable_head
+            && seq > Seq::ZERO
+            && conversation.messages[seq.0 as usize - 1].sender_user == user;
+        if !own {
+            self.refuse(from, Some(device), Rejection::Unexpected, "readers_query");
+            return;
+        }
+        let (readers, unread) = conversation
+            .membership
+            .audience(seq)
+            .filter(|member| *member != user)
+            .partition(|member| self.watermark(conv, *member) >= seq);
+        let answer = Packet::Readers {
+            conv,
+            seq,
+            readers,
+            unread,
+        };
+        self.transmit(from, answer);
+    }
+
     /// What the user's devices should show; the heartbeat carries it as the receipt key.
     pub(super) fn receipt_key(&self, user: UserId) -> u64 {
         self.receipts.keys.get(&user).copied().unwrap_or(0)

@@ -7,7 +7,9 @@
 //!   read of seq s only after a device of that user displayed s (or later).
 //! - R4 group-read-count: a group message's read count is the number of members at its seq, its
 //!   sender excluded, whose watermark covers it (membership entries have no read count). What a sender's device shows never exceeds that
-//!   count, and after the quiet period every device of the sender shows it exactly.
+//!   count, and after the quiet period every device of the sender shows it exactly. A reader list
+//!   names as readers only members whose watermark covers the message, and splits exactly the
+//!   members at its seq (its sender excluded) into readers and unread.
 
 use super::index::{device_name, Findings};
 use super::{HistoryIndex, Invariant, Violation};
@@ -103,6 +105,15 @@ impl Pass<'_> {
             (Node::Device(device), Event::ReadCountSeen { conv, seq, readers }) => {
                 self.count_seen(record, device, *conv, *seq, *readers, findings)
             }
+            (
+                Node::Device(device),
+                Event::ReadersSeen {
+                    conv,
+                    seq,
+                    readers,
+                    unread,
+                },
+            ) => self.readers_seen(record, device, (*conv, *seq), readers, unread, findings),
             _ => {}
         }
     }
@@ -267,6 +278,55 @@ impl Pass<'_> {
         }
         self.counts_shown
             .insert((device, conv, seq), (readers, record));
+    }
+
+    fn readers_seen(
+        &self,
+        record: usize,
+        device: DeviceId,
+        (conv, seq): (ConvId, Seq),
+        readers: &[UserId],
+        unread: &[UserId],
+        findings: &mut Findings,
+    ) {
+        let who = device_name(device);
+        let watermark = |user: &UserId| {
+            self.watermark
+                .get(&(conv, *user))
+                .map_or(Seq::ZERO, |(up_to, _)| *up_to)
+        };
+        if let Some(early) = readers.iter().find(|user| watermark(user) < seq) {
+            let read = watermark(early);
+            findings.report(Invariant::R4GroupReadCount, || {
+                let text = format!(
+                    "{who} listed {early} as a reader of {conv} {seq}, but {early} had read only \
+                     up to {read}."
+                );
+                (text, vec![record])
+            });
+            return;
+        }
+        let Some(commit) = self.index.commits_at(conv, seq).next() else {
+            return;
+        };
+        let members: BTreeSet<UserId> = self
+            .index
+            .users()
+            .filter(|u| *u != commit.sender_user && self.index.periods(conv, *u).visible(seq))
+            .collect();
+        let listed: Vec<UserId> = readers.iter().chain(unread).copied().collect();
+        let distinct: BTreeSet<UserId> = listed.iter().copied().collect();
+        if distinct != members || distinct.len() != listed.len() {
+            findings.report(Invariant::R4GroupReadCount, || {
+                let text = format!(
+                    "{who}'s reader list of {conv} {seq} names {} user(s) as read or unread, \
+                     but {} members (its sender excluded) could see it.",
+                    listed.len(),
+                    members.len()
+                );
+                (text, vec![record, commit.record])
+            });
+        }
     }
 
     /// After the quiet period every device of a group message's sender shows its read count.
@@ -449,6 +509,49 @@ mod tests {
             .filter(|v| v.invariant != Invariant::R1WatermarkMonotonic)
             .collect();
         assert_eq!(violations, vec![]);
+    }
+
+    fn readers(story: &mut Story, seq: u64, readers: &[UserId], unread: &[UserId]) -> usize {
+        story.device(
+            D1,
+            Event::ReadersSeen {
+                conv: C1,
+                seq: Seq(seq),
+                readers: readers.to_vec(),
+                unread: unread.to_vec(),
+            },
+        )
+    }
+
+    #[test]
+    fn r4_reader_lists_name_readers_and_the_unread_members() {
+        let mut story = group_message();
+        advanced(&mut story, D3, U2, 2);
+        readers(&mut story, 2, &[U2], &[U3]);
+        assert_eq!(receipts(&story), vec![]);
+
+        let early = readers(&mut story, 2, &[U2, U3], &[]);
+        let violation = single(receipts(&story), Invariant::R4GroupReadCount);
+        assert_eq!(violation.witness, vec![early]);
+        assert!(
+            violation.explanation.contains("listed u3 as a reader"),
+            "{violation:?}"
+        );
+    }
+
+    #[test]
+    fn r4_a_reader_list_missing_a_member_fires() {
+        let mut story = group_message();
+        readers(&mut story, 2, &[], &[U2]);
+        let violation = single(receipts(&story), Invariant::R4GroupReadCount);
+        assert!(
+            violation.explanation.contains("names 1 user(s)"),
+            "{violation:?}"
+        );
+        assert!(
+            violation.explanation.contains("but 2 members"),
+            "{violation:?}"
+        );
     }
 
     #[test]
