@@ -103,6 +103,9 @@ impl Client {
             (_, Link::LoggingIn { backoff_ms, .. }) if refused == "login" => {
                 self.link = self.waiting(now, backoff_ms);
             }
+            // A refused read is not sent again before the next login: resending it every
+            // timeout would be refused every time.
+            (_, Link::Online { .. }) if refused == "read" => self.read_deadline.clear(),
             // Other refusals concern one request (a pull of a conversation we left, say); the
             // request's own timeout deals with it.
             _ => {}

@@ -60,7 +60,13 @@ impl Server {
             self.refuse(from, Some(device), Rejection::Unexpected, "read");
             return;
         };
-        if !conversation.membership.is_member(user) {
+        // A removed member may still read what it saw while it was one (the phone keeps it);
+        // only a user who was never a member is refused.
+        if conversation
+            .membership
+            .window(user, conversation.durable_head)
+            .is_none()
+        {
             self.refuse(from, Some(device), Rejection::NotMember, "read");
             return;
         }
