@@ -190,7 +190,7 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
     },
     CatalogueEntry {
         variant: Variant::ReadBeforeDisplay,
-        scenario: "receipts-group",
+        scenario: "receipts-1to1",
         invariant: "read-after-display",
         also: &[],
         description: "a read receipt covers messages received but still held back, not displayed",
