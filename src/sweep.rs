@@ -474,6 +474,9 @@ pub fn sweep(
     for line in &missed {
         print(line);
     }
+    if options.require_coverage && missed.is_empty() {
+        print("coverage: every applicable signal was hit");
+    }
     Ok(tally.failed_runs == 0 && missed.is_empty())
 }
 
