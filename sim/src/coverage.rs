@@ -454,9 +454,28 @@ mod tests {
         assert!(applies(Signal::CrashBetweenStoreAndAck, &crash_storm));
         let lossy = Scenario::load("lossy-network").unwrap();
         assert!(!applies(Signal::CrashBetweenStoreAndAck, &lossy));
-        // Notify-then-pull: only above the threshold.
-        assert!(!applies(Signal::NotifyThenPull, &churn));
+        // Notify-then-pull: only with a group above the threshold.
+        assert!(!applies(Signal::NotifyThenPull, &one_to_one));
         assert!(applies(Signal::NotifyThenPull, &group_2000));
+        let mut below = churn.clone();
+        below.protocol.notify_threshold_members = 10;
+        assert!(!applies(Signal::NotifyThenPull, &below));
+        below.protocol.notify_threshold_members = 9;
+        assert!(applies(Signal::NotifyThenPull, &below));
+        // Long silences: a drawn partition (at most 10 s) never outlasts a 30 s timeout; a
+        // fixed one may.
+        assert!(!applies(Signal::SessionExpiredByServer, &one_to_one));
+        let offline = Scenario::load("offline-resume").unwrap();
+        assert!(applies(Signal::SessionExpiredByServer, &offline));
+        assert!(
+            !applies(Signal::SessionTimedOut, &offline),
+            "it cuts the uplink only"
+        );
+        // Push abandonment: only when the tries end before the device's silence timeout.
+        assert!(applies(Signal::PushAbandoned, &lossy));
+        let mut six_tries = lossy.clone();
+        six_tries.protocol.push_attempts_max = 6;
+        assert!(!applies(Signal::PushAbandoned, &six_tries));
         // Signals without needs apply everywhere.
         assert!(applies(Signal::HeldBack, &lossy));
     }
