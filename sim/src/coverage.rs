@@ -467,10 +467,12 @@ mod tests {
         assert!(!applies(Signal::SessionExpiredByServer, &one_to_one));
         let offline = Scenario::load("offline-resume").unwrap();
         assert!(applies(Signal::SessionExpiredByServer, &offline));
-        assert!(
-            !applies(Signal::SessionTimedOut, &offline),
-            "it cuts the uplink only"
-        );
+        assert!(applies(Signal::SessionTimedOut, &offline));
+        let mut uplink_only = offline.clone();
+        let partitions = &mut uplink_only.faults.profile.partitions;
+        partitions.retain(|p| p.direction == Direction::ToServer);
+        assert!(applies(Signal::SessionExpiredByServer, &uplink_only));
+        assert!(!applies(Signal::SessionTimedOut, &uplink_only));
         // Push abandonment: only when the tries end before the device's silence timeout.
         assert!(applies(Signal::PushAbandoned, &lossy));
         let mut six_tries = lossy.clone();
