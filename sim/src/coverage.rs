@@ -144,7 +144,7 @@ signals! {
         "a message requested before a server crash was acked after the restart",
         [Need::AnyFault(&[ServerCrash])];
     CrashBetweenStoreAndAck = "crash-between-store-and-ack",
-        "a message was durable when the server crashed, but its ack reached the device only after the restart",
+        "durable before a server crash, its ack reached the device only after the restart",
         [Need::AnyFault(&[ServerCrash])];
     UnsyncedWritesLost = "unsynced-writes-lost",
         "a server crash lost writes that were issued but not yet synced",
