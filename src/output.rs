@@ -54,10 +54,11 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome, harness_failure:
     let latency = &stats.latency_ms;
     say!(
         "   cost: storage writes/msg {:.2} | packets/delivery {:.2} | notices/msg {:.2} | \
-         send->display p50 {} ms p90 {} ms p99 {} ms max {} ms",
+         presence packets/change {:.2} | send->display p50 {} ms p90 {} ms p99 {} ms max {} ms",
         stats.writes_per_message(),
         stats.packets_per_delivery(),
         stats.notices_per_message(),
+        stats.presence_packets_per_change(),
         latency.p50,
         latency.p90,
         latency.p99,

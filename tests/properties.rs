@@ -3,6 +3,7 @@
 //! scenario, and the message names a scenario file written for it and the command that replays
 //! the failing run.
 
+use imsim_model::PresenceMode;
 use imsim_sim::faults::FaultClass;
 use imsim_sim::scenario::{Conversations, GroupSpec};
 use imsim_sim::{run, Scenario};
@@ -121,6 +122,79 @@ fn group_scenarios() -> impl Strategy<Value = (Scenario, u64)> {
     )
 }
 
+/// Mixed workloads, every invariant family at once: 1:1 pairs and groups side by side, 1..4
+/// devices per user (some installed mid-run, roaming), reads at random times, presence pushed or
+/// pulled with heartbeats and timeouts drawn, users logging out and in (presence churn), read
+/// counts batched for groups over a low threshold, membership churn.
+fn mixed_scenarios() -> impl Strategy<Value = (Scenario, u64)> {
+    let topology = (
+        3u32..12,
+        1u32..5,
+        prop::collection::vec(0u32..1_000, 0..3),
+        1u32..8,
+    );
+    let workload = (
+        2_000u64..30_000,
+        0u32..60,
+        0u32..80,
+        0u32..3,
+        0u32..8,
+        0u32..4,
+    );
+    let protocol = (
+        any::<bool>(),
+        1_000u64..15_000,
+        2u64..4,
+        prop_oneof![Just(500u32), 1u32..6],
+        100u64..2_000,
+        1u32..9,
+    );
+    let classes = prop::sample::subsequence(FaultClass::all(), 0..=8);
+    (topology, workload, protocol, classes, any::<u64>()).prop_map(
+        |((users, devices, sizes, pairs), workload, protocol, classes, seed)| {
+            let mut scenario = Scenario::default_scenario();
+            scenario.name = "property-mixed".to_string();
+            scenario.topology.users = users;
+            scenario.topology.devices_per_user = devices;
+            scenario.topology.conversations =
+                Conversations::Pairs(pairs.min(users * (users - 1) / 2));
+            scenario.topology.groups = sizes
+                .into_iter()
+                .map(|raw| GroupSpec {
+                    size: 2 + raw % (users - 1),
+                    count: 1,
+                    members: Vec::new(),
+                })
+                .collect();
+            let (duration_ms, messages, reads, offline_periods, changes, roaming) = workload;
+            scenario.workload.duration_ms = duration_ms;
+            scenario.workload.messages = messages;
+            scenario.workload.reads = reads;
+            scenario.workload.offline_periods_per_device = offline_periods;
+            scenario.workload.offline_ms_max = 5_000;
+            if !scenario.topology.groups.is_empty() {
+                scenario.workload.membership_changes = changes;
+            }
+            scenario.workload.roaming_devices = roaming.min(users * (devices - 1));
+            let (pull, heartbeat_ms, timeout_factor, threshold, batch_ms, page) = protocol;
+            scenario.protocol.presence = if pull {
+                PresenceMode::Pull
+            } else {
+                PresenceMode::Push
+            };
+            scenario.protocol.presence_poll_ms = heartbeat_ms * 2;
+            scenario.protocol.heartbeat_interval_ms = heartbeat_ms;
+            scenario.protocol.session_timeout_ms = heartbeat_ms * timeout_factor;
+            scenario.protocol.server_silence_timeout_ms = heartbeat_ms * timeout_factor;
+            scenario.protocol.notify_threshold_members = threshold;
+            scenario.protocol.receipt_batch_ms = batch_ms;
+            scenario.protocol.pull_page_max = page;
+            scenario.faults.swarm_classes = classes;
+            (scenario, seed)
+        },
+    )
+}
+
 /// Writes a failing scenario where a person can replay it, and says how.
 fn replay_hint(scenario: &Scenario, seed: u64) -> String {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("proptest-failures");
@@ -181,6 +255,22 @@ proptest! {
 
     #[test]
         fn group_scenarios_round_trip_through_toml((scenario, _seed) in group_scenarios()) {
+        round_trips_through_toml(scenario)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_invariant_family_holds_for_mixed_workloads_under_swarm_faults(
+        (scenario, seed) in mixed_scenarios()
+    ) {
+        every_invariant_holds(&scenario, seed)?;
+    }
+
+    #[test]
+    fn mixed_scenarios_round_trip_through_toml((scenario, _seed) in mixed_scenarios()) {
         round_trips_through_toml(scenario)?;
     }
 }

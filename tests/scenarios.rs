@@ -405,3 +405,138 @@ fn a_group_above_the_notify_threshold_is_notified_and_pulls() {
         assert_eq!(stats.displayed, stats.committed * members, "seed {seed}");
     }
 }
+
+// ---- receipts, presence, multi-device ----
+
+#[test]
+fn receipts_1to1() {
+    holds_over_seeds("receipts-1to1");
+}
+
+#[test]
+fn multi_device() {
+    holds_over_seeds("multi-device");
+}
+
+#[test]
+fn roaming() {
+    holds_over_seeds("roaming");
+}
+
+#[test]
+fn presence_push() {
+    holds_over("presence-push", 0..20);
+}
+
+#[test]
+fn presence_pull() {
+    holds_over("presence-pull", 0..20);
+}
+
+#[test]
+fn presence_flapping() {
+    holds_over_seeds("presence-flapping");
+}
+
+/// receipts-group: a 500-member group; about a second a seed in the test profile.
+#[test]
+fn receipts_group() {
+    holds_over("receipts-group", 0..2);
+}
+
+fn count_events(outcome: &RunOutcome, matches: impl Fn(&Node, &Event) -> bool) -> usize {
+    outcome
+        .history
+        .records
+        .iter()
+        .filter(|record| match &record.entry {
+            Entry::Protocol(event) => matches(&record.node, event),
+            Entry::Harness(_) => false,
+        })
+        .count()
+}
+
+/// The receipt scenarios are not vacuous: reads are recorded, peers and siblings see the ticks,
+/// and senders see read counts.
+#[test]
+fn reads_reach_peers_siblings_and_senders() {
+    let outcome = run(&Scenario::load("receipts-1to1").unwrap(), 1);
+    let advanced = count_events(&outcome, |_, e| matches!(e, Event::ReadAdvanced { .. }));
+    let seen = count_events(&outcome, |_, e| matches!(e, Event::ReadSeen { .. }));
+    assert!(advanced >= 10, "reads recorded: {advanced}");
+    assert!(
+        seen >= 2 * advanced,
+        "each read seen by the peer and the sibling: {seen}"
+    );
+    let outcome = run(&Scenario::load("multi-device").unwrap(), 1);
+    let counts = count_events(&outcome, |_, e| matches!(e, Event::ReadCountSeen { .. }));
+    assert!(counts > 0, "group senders see read counts");
+}
+
+/// presence-flapping's dead phones are detected by the session timeout, and contacts hear it.
+#[test]
+fn dead_phones_go_offline_by_timeout_and_contacts_hear_it() {
+    let outcome = run(&Scenario::load("presence-flapping").unwrap(), 1);
+    let timeouts = count_events(&outcome, |node, e| {
+        *node == Node::Server
+            && matches!(
+                e,
+                Event::SessionClosed {
+                    reason: imsim_model::SessionEnd::Timeout,
+                    ..
+                }
+            )
+    });
+    assert!(timeouts >= 2, "sessions expired: {timeouts}");
+    let offline_seen = count_events(&outcome, |_, e| {
+        matches!(e, Event::PresenceSeen { online: false, .. })
+    });
+    assert!(offline_seen > 0);
+}
+
+/// Same population and seed: push sends each change to the contacts; pull sends nothing per
+/// change but answers the open conversation's polls.
+#[test]
+fn push_and_pull_presence_differ_in_what_they_send() {
+    let push = run(&Scenario::load("presence-push").unwrap(), 1);
+    let pull = run(&Scenario::load("presence-pull").unwrap(), 1);
+    let kind = |outcome: &RunOutcome, kind: &str| {
+        outcome
+            .stats
+            .packets
+            .by_kind
+            .get(kind)
+            .copied()
+            .unwrap_or(0)
+    };
+    assert!(kind(&push, "presence") > 0);
+    assert_eq!(kind(&pull, "presence"), 0, "pull mode pushes nothing");
+    assert!(kind(&pull, "presence_query") > 0);
+    assert!(push.stats.presence_changes > 0 && pull.stats.presence_changes > 0);
+}
+
+/// A roaming device starts empty, pulls the history in pages, and ends showing everything.
+#[test]
+fn a_roaming_device_pulls_history_in_pages() {
+    let outcome = run(&Scenario::load("roaming").unwrap(), 1);
+    let roaming: Vec<_> = outcome
+        .setup
+        .plan
+        .commands
+        .iter()
+        .filter(|(_, commands)| commands.first().is_some_and(|(at_ms, _)| *at_ms > 1_000))
+        .map(|(device, _)| *device)
+        .collect();
+    assert_eq!(roaming.len(), 4, "{roaming:?}");
+    let pages = count_events(&outcome, |node, e| {
+        matches!(node, Node::Device(d) if roaming.contains(d))
+            && matches!(
+                e,
+                Event::PullSent {
+                    reason: PullReason::NextPage,
+                    ..
+                }
+            )
+    });
+    assert!(pages > 0, "a fresh device pages through the history");
+}

@@ -82,6 +82,9 @@ detected! {
     store_only_offline: StoreOnlyOffline,
     removed_member_still_receives: RemovedMemberStillReceives,
     timestamp_order: TimestampOrder,
+    read_before_display: ReadBeforeDisplay,
+    read_count_double: ReadCountDouble,
+    ghost_online: GhostOnline,
 }
 
 #[test]

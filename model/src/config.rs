@@ -5,6 +5,17 @@
 use crate::variant::Variant;
 use serde::{Deserialize, Serialize};
 
+/// How devices learn who is online.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PresenceMode {
+    /// The server pushes each change to the subscribers: the user's 1:1 contacts.
+    #[default]
+    Push,
+    /// Devices ask for the members of the conversation they have open.
+    Pull,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProtocolConfig {
@@ -64,6 +75,14 @@ pub struct ProtocolConfig {
     /// Fan-out write: copy every entry into each member's inbox (reads come from the inbox).
     /// Off: store once, one shared timeline per conversation, filtered by membership on read.
     pub fanout_write: bool,
+    /// Presence: `push` sends every change to the user's 1:1 contacts; `pull` has a device ask
+    /// for the members of the conversation it has open, when it opens it and every
+    /// `presence_poll_ms` while it stays open.
+    pub presence: PresenceMode,
+    pub presence_poll_ms: u64,
+    /// Read counts of a group above `notify_threshold_members` reach the senders at most once
+    /// per this window (every read of the window merged); smaller groups get them at once.
+    pub receipt_batch_ms: u64,
     /// The protocol itself: `correct`, or one of the deliberately broken variants of the
     /// known-bug catalogue (`model/src/variant.rs`).
     pub variant: Variant,
@@ -99,6 +118,9 @@ impl Default for ProtocolConfig {
             ack_batch_max: 1,
             ack_delay_ms: 200,
             fanout_write: false,
+            presence: PresenceMode::Push,
+            presence_poll_ms: 30_000,
+            receipt_batch_ms: 1_000,
             variant: Variant::Correct,
         }
     }
@@ -113,6 +135,22 @@ impl ProtocolConfig {
         let reconnect = self.reconnect_backoff_max_ms + self.login_timeout_ms;
         let resend = self.retransmit_max_ms + self.push_retry_max_ms + self.pull_timeout_ms;
         2 * (detect + reconnect + resend)
+    }
+
+    /// The server's part of presence: a user whose devices all went silent is shown offline by
+    /// the server at most this long after the server last heard from any of them (the session
+    /// timeout, and one housekeeping tick to notice it).
+    pub fn offline_detection_ms(&self) -> u64 {
+        self.session_timeout_ms + self.server_tick_ms
+    }
+
+    /// How long a change the server made takes, at most, to reach an observer over a healthy
+    /// link: at once when pushed; in pull mode at the next poll.
+    pub fn presence_propagation_ms(&self) -> u64 {
+        match self.presence {
+            PresenceMode::Push => self.server_tick_ms,
+            PresenceMode::Pull => self.presence_poll_ms + self.server_tick_ms,
+        }
     }
 
     /// Checks the settings make sense together; the error names the field.
@@ -142,6 +180,8 @@ impl ProtocolConfig {
             ("body_bytes_max", self.body_bytes_max.into()),
             ("ack_batch_max", self.ack_batch_max.into()),
             ("ack_delay_ms", self.ack_delay_ms),
+            ("presence_poll_ms", self.presence_poll_ms),
+            ("receipt_batch_ms", self.receipt_batch_ms),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -193,6 +233,8 @@ impl ProtocolConfig {
             ("reconnect_backoff_max_ms", self.reconnect_backoff_max_ms),
             ("retransmit_max_ms", self.retransmit_max_ms),
             ("push_retry_max_ms", self.push_retry_max_ms),
+            ("presence_poll_ms", self.presence_poll_ms),
+            ("receipt_batch_ms", self.receipt_batch_ms),
         ];
         for (field, value) in timeouts {
             if value > HOUR_MS {

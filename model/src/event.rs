@@ -125,6 +125,41 @@ pub enum Event {
         conv: ConvId,
         count: u32,
     },
+    /// The user opened `conv` on this device (to read it; in pull-mode presence the device asks
+    /// who of its members is online).
+    ConversationOpened {
+        conv: ConvId,
+    },
+    /// The user read `conv` on this device up to `up_to` (the device will tell the server).
+    ReadMarked {
+        conv: ConvId,
+        up_to: Seq,
+    },
+    /// The device now shows `user`'s read watermark in `conv` at `up_to` (its own user's, or
+    /// in 1:1 the peer's "read" tick).
+    ReadSeen {
+        conv: ConvId,
+        user: UserId,
+        up_to: Seq,
+    },
+    /// The device now shows `readers` as the read count of its user's message `seq`.
+    ReadCountSeen {
+        conv: ConvId,
+        seq: Seq,
+        readers: u32,
+    },
+    /// The device shows who read its user's message `seq` and who has not.
+    ReadersSeen {
+        conv: ConvId,
+        seq: Seq,
+        readers: Vec<UserId>,
+        unread: Vec<UserId>,
+    },
+    /// The device now shows `user` online or offline.
+    PresenceSeen {
+        user: UserId,
+        online: bool,
+    },
 
     // ---- server ----
     SessionOpened {
@@ -181,6 +216,28 @@ pub enum Event {
         messages: u64,
         lost_unsynced_writes: u64,
     },
+    /// `user`'s read watermark in `conv` is durable at `up_to`; `device` sent the read.
+    ReadAdvanced {
+        conv: ConvId,
+        user: UserId,
+        device: DeviceId,
+        up_to: Seq,
+    },
+    /// A read that would not move the watermark forward (late, duplicated or reordered) was
+    /// ignored.
+    ReadIgnored {
+        conv: ConvId,
+        user: UserId,
+        up_to: Seq,
+        watermark: Seq,
+    },
+    /// A user went online (its first live session) or offline (its last one ended). `notified`
+    /// are the devices the change was pushed to.
+    PresenceChanged {
+        user: UserId,
+        online: bool,
+        notified: Vec<DeviceId>,
+    },
     /// A push to a session was given up after `push_attempts_max` tries; sync will catch up.
     PushAbandoned {
         device: DeviceId,
@@ -206,6 +263,15 @@ impl Event {
             Event::HoldBackOverflow { .. } => "hold_back_overflow",
             Event::PullSent { .. } => "pull_sent",
             Event::Retransmitted { .. } => "retransmitted",
+            Event::ConversationOpened { .. } => "conversation_opened",
+            Event::ReadMarked { .. } => "read_marked",
+            Event::ReadSeen { .. } => "read_seen",
+            Event::ReadCountSeen { .. } => "read_count_seen",
+            Event::ReadersSeen { .. } => "readers_seen",
+            Event::PresenceSeen { .. } => "presence_seen",
+            Event::ReadAdvanced { .. } => "read_advanced",
+            Event::ReadIgnored { .. } => "read_ignored",
+            Event::PresenceChanged { .. } => "presence_changed",
             Event::SessionOpened { .. } => "session_opened",
             Event::SessionClosed { .. } => "session_closed",
             Event::Committed { .. } => "committed",

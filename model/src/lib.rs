@@ -27,7 +27,7 @@ pub mod variant;
 pub mod wire;
 
 pub use client::{Client, Command, DeviceIdentity};
-pub use config::ProtocolConfig;
+pub use config::{PresenceMode, ProtocolConfig};
 pub use directory::Directory;
 pub use event::{Event, PullReason, SendFailure, SessionEnd};
 pub use ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
@@ -37,4 +37,6 @@ pub use server::Server;
 pub use storage::{Record, Storage};
 pub use time::Time;
 pub use variant::{CatalogueEntry, Variant, CATALOGUE};
-pub use wire::{Head, MembershipChange, Message, Packet, Rejection};
+pub use wire::{
+    Head, MembershipChange, Message, Packet, PresenceEntry, ReadCount, ReadMark, Rejection,
+};

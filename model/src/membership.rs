@@ -44,6 +44,11 @@ impl Membership {
         self.current.contains(&user)
     }
 
+    /// The members now, in user order.
+    pub fn members(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.current.iter().copied()
+    }
+
     pub fn member_count(&self) -> usize {
         self.current.len()
     }

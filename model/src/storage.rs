@@ -25,6 +25,13 @@ pub enum Record {
         client_seq: ClientSeq,
         reason: Rejection,
     },
+    /// A user's read watermark moved to `up_to` (sent by `device`).
+    Read {
+        conv: ConvId,
+        user: UserId,
+        device: DeviceId,
+        up_to: Seq,
+    },
     /// Fan-out write: a committed entry copied to one user's inbox.
     InboxCopy {
         user: UserId,

@@ -24,6 +24,9 @@ pub enum Variant {
     StoreOnlyOffline,
     RemovedMemberStillReceives,
     TimestampOrder,
+    ReadBeforeDisplay,
+    ReadCountDouble,
+    GhostOnline,
 }
 
 /// What the catalogue says about one broken variant.
@@ -41,7 +44,7 @@ pub struct CatalogueEntry {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 12] = [
+    pub const ALL: [Variant; 15] = [
         Variant::Correct,
         Variant::NoReceiverDedupe,
         Variant::AckBeforeStore,
@@ -54,6 +57,9 @@ impl Variant {
         Variant::StoreOnlyOffline,
         Variant::RemovedMemberStillReceives,
         Variant::TimestampOrder,
+        Variant::ReadBeforeDisplay,
+        Variant::ReadCountDouble,
+        Variant::GhostOnline,
     ];
 
     /// The kebab-case name, as on the command line and in the history.
@@ -71,6 +77,9 @@ impl Variant {
             Variant::StoreOnlyOffline => "store-only-offline",
             Variant::RemovedMemberStillReceives => "removed-member-still-receives",
             Variant::TimestampOrder => "timestamp-order",
+            Variant::ReadBeforeDisplay => "read-before-display",
+            Variant::ReadCountDouble => "read-count-double",
+            Variant::GhostOnline => "ghost-online",
         }
     }
 
@@ -178,6 +187,27 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         invariant: "display-order",
         also: &["agreement"],
         description: "devices order a batch by the sender's clock instead of by seq",
+    },
+    CatalogueEntry {
+        variant: Variant::ReadBeforeDisplay,
+        scenario: "receipts-group",
+        invariant: "read-after-display",
+        also: &[],
+        description: "a read receipt covers messages received but still held back, not displayed",
+    },
+    CatalogueEntry {
+        variant: Variant::ReadCountDouble,
+        scenario: "multi-device",
+        invariant: "group-read-count",
+        also: &[],
+        description: "group read counts count each device that read, so a user's second device is a second reader",
+    },
+    CatalogueEntry {
+        variant: Variant::GhostOnline,
+        scenario: "presence-flapping",
+        invariant: "offline-detected-in-time",
+        also: &["presence-converges"],
+        description: "the server never expires a session that stopped heartbeating: a dead phone stays online",
     },
 ];
 

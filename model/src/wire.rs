@@ -110,6 +110,25 @@ pub enum Packet {
     },
     /// Ask for the heads of all the user's conversations.
     SyncRequest,
+    /// The user read `conv` on this device up to `up_to`, a seq the device displayed.
+    Read {
+        conv: ConvId,
+        up_to: Seq,
+    },
+    /// Ask for the user's read state: its watermarks, its 1:1 peers' watermarks and the read
+    /// counts of its group messages (sent when the heartbeat's receipt key disagrees).
+    ReceiptSyncRequest,
+    /// Ask who read the user's own message `seq` and who has not (the sender taps the read
+    /// count).
+    ReadersQuery {
+        conv: ConvId,
+        seq: Seq,
+    },
+    /// Ask who is online: `None` for the user's contacts (push mode, when the heartbeat's
+    /// presence key disagrees), a conversation for its members (pull mode, when it is open).
+    PresenceQuery {
+        conv: Option<ConvId>,
+    },
 
     // Server → device.
     LoginOk {
@@ -123,8 +142,14 @@ pub enum Packet {
     },
     /// `sync_key` is the sum of the durable heads of the user's conversations: a device whose own
     /// sum of cursors is lower knows it is behind without being told which conversation.
+    /// `receipt_key` and `presence_key` do the same for read state and contacts' presence: a
+    /// device whose own sum differs asks for the whole state.
     HeartbeatAck {
         sync_key: u64,
+        #[serde(default)]
+        receipt_key: u64,
+        #[serde(default)]
+        presence_key: u64,
     },
     SendAck {
         conv: ConvId,
@@ -155,6 +180,61 @@ pub enum Packet {
     SyncState {
         heads: Vec<Head>,
     },
+    /// `user`'s read watermark in `conv` is durable at `up_to` (to the user's own devices, and
+    /// in 1:1 to the peer's).
+    ReadUpdate {
+        conv: ConvId,
+        user: UserId,
+        up_to: Seq,
+    },
+    /// How many members read each of the receiving user's messages in a group.
+    ReadCounts {
+        conv: ConvId,
+        counts: Vec<ReadCount>,
+    },
+    /// The whole read state of a user (the answer to `ReceiptSyncRequest`).
+    ReceiptState {
+        watermarks: Vec<ReadMark>,
+        counts: Vec<(ConvId, Vec<ReadCount>)>,
+    },
+    /// The answer to `ReadersQuery`: the members at `seq` (its sender excluded) split into those
+    /// who read it and those who have not.
+    Readers {
+        conv: ConvId,
+        seq: Seq,
+        readers: Vec<UserId>,
+        unread: Vec<UserId>,
+    },
+    /// A contact went online or offline (push mode).
+    Presence(PresenceEntry),
+    /// The status of several users (at login in push mode, and the answer to `PresenceQuery`).
+    PresenceState {
+        entries: Vec<PresenceEntry>,
+    },
+}
+
+/// A user's read watermark in one conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMark {
+    pub conv: ConvId,
+    pub user: UserId,
+    pub up_to: Seq,
+}
+
+/// The members who read one group message (its sender excluded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadCount {
+    pub seq: Seq,
+    pub readers: u32,
+}
+
+/// A user's status as the server sees it. `version` grows with every change, also across server
+/// restarts (it is derived from the server's clock), so a device keeps the newest it heard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    pub user: UserId,
+    pub online: bool,
+    pub version: u64,
 }
 
 impl Packet {
@@ -168,6 +248,10 @@ impl Packet {
             Packet::Ack { .. } => "ack",
             Packet::Pull { .. } => "pull",
             Packet::SyncRequest => "sync_request",
+            Packet::Read { .. } => "read",
+            Packet::ReceiptSyncRequest => "receipt_sync_request",
+            Packet::ReadersQuery { .. } => "readers_query",
+            Packet::PresenceQuery { .. } => "presence_query",
             Packet::LoginOk { .. } => "login_ok",
             Packet::Error { .. } => "error",
             Packet::HeartbeatAck { .. } => "heartbeat_ack",
@@ -177,6 +261,12 @@ impl Packet {
             Packet::Notify { .. } => "notify",
             Packet::PullResponse { .. } => "pull_response",
             Packet::SyncState { .. } => "sync_state",
+            Packet::ReadUpdate { .. } => "read_update",
+            Packet::ReadCounts { .. } => "read_counts",
+            Packet::ReceiptState { .. } => "receipt_state",
+            Packet::Readers { .. } => "readers",
+            Packet::Presence(_) => "presence",
+            Packet::PresenceState { .. } => "presence_state",
         }
     }
 }

@@ -42,6 +42,7 @@ pub fn start() -> History {
             variant: "correct".to_string(),
             topology,
             faults: FaultProfile::default(),
+            protocol: Default::default(),
         }))),
     );
     history

@@ -43,6 +43,7 @@ pub fn explicit(scenario: &Scenario, seed: u64) -> Scenario {
                     }
                     MembershipChange::Leave => (Action::Leave, Some(conv.0), None, None),
                 },
+                Command::Read { conv } => (Action::Read, Some(conv.0), None, None),
             };
             script.push(ScriptedAction {
                 at_ms: *at_ms,
@@ -96,6 +97,8 @@ pub fn explicit(scenario: &Scenario, seed: u64) -> Scenario {
             offline_ms_max: scenario.workload.offline_ms_max,
             online_fraction: 1.0,
             membership_changes: 0,
+            reads: 0,
+            roaming_devices: 0,
             script,
         },
         faults: FaultSpec {
@@ -251,6 +254,7 @@ fn inline(action: &ScriptedAction) -> String {
         Action::Add => "add",
         Action::Remove => "remove",
         Action::Leave => "leave",
+        Action::Read => "read",
     };
     let mut fields = format!(
         "{{ at_ms = {}, device = {}, action = \"{name}\"",

@@ -4,7 +4,7 @@
 //! bytes in any process on any machine.
 
 use crate::faults::FaultProfile;
-use imsim_model::{ClientMsgId, ConvId, DeviceId, Event, Seq, UserId};
+use imsim_model::{ClientMsgId, ConvId, DeviceId, Event, ProtocolConfig, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -115,6 +115,9 @@ pub struct RunStart {
     pub variant: String,
     pub topology: Topology,
     pub faults: FaultProfile,
+    /// The protocol settings: checkers derive time bounds from them (presence detection).
+    #[serde(default)]
+    pub protocol: ProtocolConfig,
 }
 
 /// What the simulator records: the run's setup, faults as they start and end, the phase change
@@ -197,8 +200,12 @@ impl History {
 
     /// The run's topology, from its `RunStarted` record.
     pub fn topology(&self) -> Option<&Topology> {
+        self.run_start().map(|start| &start.topology)
+    }
+
+    pub fn run_start(&self) -> Option<&RunStart> {
         self.records.iter().find_map(|record| match &record.entry {
-            Entry::Harness(HarnessEvent::RunStarted(start)) => Some(&start.topology),
+            Entry::Harness(HarnessEvent::RunStarted(start)) => Some(start.as_ref()),
             _ => None,
         })
     }

@@ -44,7 +44,13 @@ pub fn reporter_of(event: &Event) -> Reporter {
         | Event::HeldBack { .. }
         | Event::HoldBackOverflow { .. }
         | Event::PullSent { .. }
-        | Event::Retransmitted { .. } => Reporter::Device,
+        | Event::Retransmitted { .. }
+        | Event::ConversationOpened { .. }
+        | Event::ReadMarked { .. }
+        | Event::ReadSeen { .. }
+        | Event::ReadCountSeen { .. }
+        | Event::ReadersSeen { .. }
+        | Event::PresenceSeen { .. } => Reporter::Device,
         Event::SessionOpened { .. }
         | Event::SessionClosed { .. }
         | Event::Committed { .. }
@@ -53,7 +59,10 @@ pub fn reporter_of(event: &Event) -> Reporter {
         | Event::OutOfOrderDropped { .. }
         | Event::Rejected { .. }
         | Event::Recovered { .. }
-        | Event::PushAbandoned { .. } => Reporter::Server,
+        | Event::PushAbandoned { .. }
+        | Event::ReadAdvanced { .. }
+        | Event::ReadIgnored { .. }
+        | Event::PresenceChanged { .. } => Reporter::Server,
     }
 }
 

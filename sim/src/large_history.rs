@@ -191,6 +191,7 @@ pub fn large_group(members: u32, messages: u64) -> History {
         variant: "default".to_string(),
         topology,
         faults: FaultProfile::default(),
+        protocol: Default::default(),
     })));
     let mut draw = Draw(0x9e37_79b9_7f4a_7c15);
     let mut next_newcomer = members - newcomers + 1;

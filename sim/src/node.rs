@@ -380,18 +380,15 @@ impl DeviceSlot {
         (local.0 as i64 - CLOCK_BASE_MS - self.skew_ms).max(0) as u64
     }
 
-    /// After an app restart: the sends the user could not make while the app was dead are
-    /// skipped; whether they wanted to be online still follows the plan.
+    /// After an app restart: the sends and reads the user could not make while the app was dead
+    /// are skipped; whether they wanted to be online still follows the plan.
     fn restart(&mut self, now_ms: u64) {
         let local = self.local(now_ms);
         self.client.restart(local);
         while self.next_command < self.plan.len() && self.plan[self.next_command].0 < now_ms {
             let command = self.plan[self.next_command].1.clone();
             self.next_command += 1;
-            if !matches!(
-                command,
-                Command::Send { .. } | Command::ChangeMembership { .. }
-            ) {
+            if matches!(command, Command::GoOnline | Command::GoOffline) {
                 self.client.handle_command(local, command);
             }
         }

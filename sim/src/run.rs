@@ -101,6 +101,8 @@ pub struct RunStats {
     pub storage_writes: u64,
     /// Send → display on another device, in simulated milliseconds.
     pub latency_ms: Quantiles,
+    /// Users going online or offline at the server.
+    pub presence_changes: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -139,6 +141,17 @@ impl RunStats {
     /// Packets of any kind per message displayed on a recipient's device.
     pub fn packets_per_delivery(&self) -> f64 {
         self.packets.sent as f64 / self.delivered.max(1) as f64
+    }
+
+    /// Presence packets (pushed changes, and status lists sent at login or on request) per
+    /// status change: the storm coefficient of presence, push or pull.
+    pub fn presence_packets_per_change(&self) -> f64 {
+        let kinds = ["presence", "presence_state"];
+        let packets: u64 = kinds
+            .iter()
+            .map(|kind| self.packets.by_kind.get(kind).copied().unwrap_or(0))
+            .sum();
+        packets as f64 / self.presence_changes.max(1) as f64
     }
 
     /// Notices sent per committed entry: the storm coefficient of notify-then-pull.
@@ -243,6 +256,7 @@ async fn control(setup: Setup) -> (History, PacketStats, u64) {
             variant: scenario.protocol.variant.name().to_string(),
             topology: setup.topology.clone(),
             faults: setup.faults.clone(),
+            protocol: scenario.protocol.clone(),
         }))),
     );
     let handle = Handle::current();
@@ -481,6 +495,7 @@ fn stats(history: &History, packets: PacketStats, storage_writes: u64) -> RunSta
                 stats.storage_writes += lost_unsynced_writes;
             }
             Entry::Protocol(Event::Committed { .. }) => stats.committed += 1,
+            Entry::Protocol(Event::PresenceChanged { .. }) => stats.presence_changes += 1,
             Entry::Protocol(Event::SendAcked { .. }) => stats.acked += 1,
             Entry::Protocol(Event::Displayed { .. }) => stats.displayed += 1,
             Entry::Harness(HarnessEvent::NodeCrashed {

@@ -30,6 +30,13 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "fanout-write",
     "clock-skew",
     "crash-storm",
+    "receipts-1to1",
+    "receipts-group",
+    "presence-push",
+    "presence-pull",
+    "presence-flapping",
+    "multi-device",
+    "roaming",
     "group-500",
     "group-2000",
     "group-10k",
@@ -44,7 +51,7 @@ pub fn default_set() -> impl Iterator<Item = &'static str> {
         .filter(|name| !LARGE.contains(name))
 }
 
-const LARGE: [&str; 3] = ["group-500", "group-2000", "group-10k"];
+const LARGE: [&str; 4] = ["group-500", "group-2000", "group-10k", "receipts-group"];
 
 /// Limits that keep a run within this machine's means; a scenario beyond them is refused.
 pub const USERS_MAX: u32 = 100_000;
@@ -133,6 +140,15 @@ pub struct WorkloadSpec {
     /// Group membership changes (add, remove, leave) at random times, by random members.
     #[serde(default)]
     pub membership_changes: u32,
+    /// Reads at random times: a random device of a random member opens a conversation and reads
+    /// what it displayed (in pull-mode presence, opening also asks who of its members is online).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reads: u32,
+    /// Devices installed mid-run (roaming): each is a user's second or later device that first
+    /// goes online at a random time in the middle third of the safety phase, with no local state,
+    /// and pulls the history in pages. Needs `topology.devices_per_user` of 2 or more.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub roaming_devices: u32,
     /// An explicit schedule. When given it is the whole workload (the random one above must be
     /// switched off: `messages = 0`, `offline_periods_per_device = 0`), so a shrunk or
     /// hand-written failure replays the same user actions whatever the seed.
@@ -168,6 +184,8 @@ pub enum Action {
     Add,
     Remove,
     Leave,
+    /// Open the conversation and read what the device displayed of it.
+    Read,
 }
 
 /// A scenario saved for one seed: `imsim run FILE` without `--seed` runs this seed, and the
@@ -402,6 +420,23 @@ impl Scenario {
         if w.membership_changes > 0 && t.groups.is_empty() {
             return Err("workload.membership_changes needs topology.groups".to_string());
         }
+        check_range("workload.reads", w.reads.into(), 0, MESSAGES_MAX.into())?;
+        if w.roaming_devices > 0 {
+            let spare = u64::from(t.users) * u64::from(t.devices_per_user - 1);
+            if spare == 0 {
+                return Err(
+                    "workload.roaming_devices needs topology.devices_per_user of 2 or more \
+                     (a roaming device is a user's additional device)"
+                        .to_string(),
+                );
+            }
+            check_range(
+                "workload.roaming_devices",
+                w.roaming_devices.into(),
+                0,
+                spare,
+            )?;
+        }
         check_range(
             "workload.messages",
             w.messages.into(),
@@ -438,10 +473,14 @@ impl Scenario {
         if w.script.is_empty() {
             return Ok(());
         }
-        if w.messages > 0 || w.offline_periods_per_device > 0 {
+        if w.messages > 0
+            || w.offline_periods_per_device > 0
+            || w.reads > 0
+            || w.roaming_devices > 0
+        {
             return Err(
                 "workload.script replaces the random workload: set workload.messages = 0 and \
-                        workload.offline_periods_per_device = 0"
+                        workload.offline_periods_per_device = 0 (and no reads or roaming_devices)"
                     .to_string(),
             );
         }
@@ -482,7 +521,7 @@ impl Scenario {
                 (true, None) => return Err(format!("{field}: a {:?} needs a conv", action.action)),
                 (false, Some(_)) => {
                     return Err(format!(
-                        "{field}: only a send or a membership change has a conv"
+                        "{field}: only a send, a read or a membership change has a conv"
                     ))
                 }
                 (false, None) => {}
@@ -519,6 +558,10 @@ pub(crate) fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result
 
 fn one() -> u32 {
     1
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 fn yes() -> bool {

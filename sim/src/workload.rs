@@ -174,6 +174,27 @@ pub fn plan(scenario: &Scenario, topology: &Topology, rng: &mut impl Rng) -> Pla
         rng,
         &mut commands,
     );
+    for _ in 0..workload.reads {
+        if topology.conversations.is_empty() {
+            break;
+        }
+        let conversation = &topology.conversations[rng.gen_range(0..topology.conversations.len())];
+        let user = conversation.members[rng.gen_range(0..conversation.members.len())];
+        let devices = devices_of[&user];
+        let device = devices[rng.gen_range(0..devices.len())];
+        let at_ms = rng.gen_range(0..duration_ms);
+        let read = Command::Read {
+            conv: conversation.conv,
+        };
+        commands.entry(device).or_default().push((at_ms, read));
+    }
+    roaming(
+        workload.roaming_devices,
+        topology,
+        duration_ms,
+        rng,
+        &mut commands,
+    );
     // A stable sort keeps same-time commands in the order they were drawn (a burst stays in order).
     for device_commands in commands.values_mut() {
         device_commands.sort_by_key(|(at_ms, _)| *at_ms);
@@ -217,6 +238,30 @@ fn membership_changes(
     }
 }
 
+/// Roaming: devices installed mid-run. Each chosen device (never a user's first) does nothing
+/// before its install time, then goes online with no local state.
+fn roaming(
+    count: u32,
+    topology: &Topology,
+    duration_ms: u64,
+    rng: &mut impl Rng,
+    commands: &mut BTreeMap<DeviceId, Vec<(u64, Command)>>,
+) {
+    let spare: Vec<DeviceId> = topology
+        .users
+        .iter()
+        .flat_map(|user| user.devices.iter().skip(1).copied())
+        .collect();
+    let chosen = rand::seq::index::sample(rng, spare.len(), count as usize);
+    for index in chosen {
+        let device = spare[index];
+        let install_ms = rng.gen_range(duration_ms / 3..=duration_ms * 2 / 3);
+        let device_commands = commands.entry(device).or_default();
+        device_commands.retain(|(at_ms, _)| *at_ms > install_ms);
+        device_commands.insert(0, (install_ms, Command::GoOnline));
+    }
+}
+
 /// The plan of a scripted workload: exactly its actions, in time order.
 fn scripted(script: &[ScriptedAction]) -> Plan {
     let mut commands: BTreeMap<DeviceId, Vec<(u64, Command)>> = BTreeMap::new();
@@ -231,6 +276,7 @@ fn scripted(script: &[ScriptedAction]) -> Plan {
             Action::Add => change(MembershipChange::Add(user)),
             Action::Remove => change(MembershipChange::Remove(user)),
             Action::Leave => change(MembershipChange::Leave),
+            Action::Read => Command::Read { conv },
             Action::Send => Command::Send {
                 // Validation guarantees a send has a conv.
                 conv: ConvId(action.conv.expect("a validated send has a conv")),

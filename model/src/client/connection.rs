@@ -91,6 +91,8 @@ impl Client {
         for conv in convs {
             self.send_window(now, conv);
         }
+        self.send_reads(now);
+        self.poll_presence(now);
     }
 
     pub(super) fn handle_error(&mut self, now: Time, reason: Rejection, refused: &str) {
@@ -101,6 +103,9 @@ impl Client {
             (_, Link::LoggingIn { backoff_ms, .. }) if refused == "login" => {
                 self.link = self.waiting(now, backoff_ms);
             }
+            // A refused read is not sent again before the next login: resending it every
+            // timeout would be refused every time.
+            (_, Link::Online { .. }) if refused == "read" => self.read_deadline.clear(),
             // Other refusals concern one request (a pull of a conversation we left, say); the
             // request's own timeout deals with it.
             _ => {}
@@ -111,6 +116,8 @@ impl Client {
         self.emit(Event::SessionLost { reason });
         self.pull_deadline.clear();
         self.retransmit.clear();
+        self.read_deadline.clear();
+        self.presence_poll_at = None;
         for conversation in self.store.conversations.values_mut() {
             conversation
                 .outbox

@@ -16,10 +16,15 @@
 //! - **Connection.** Log in with backoff; heartbeat; drop the session after a silence of
 //!   `server_silence_timeout_ms` and reconnect; pull whatever the server's heads show is missing.
 //!
-//! `connection.rs`, `sending.rs` and `receiving.rs` hold those three parts; this file holds the
-//! state, the inputs and the outputs.
+//! - **Reads and presence.** The user reads what this device displayed; the device shows the
+//!   watermarks, read counts and statuses the server sends, newest first, never going back.
+//!
+//! `connection.rs`, `sending.rs`, `receiving.rs`, `receipts.rs` and `presence.rs` hold those
+//! parts; this file holds the state, the inputs and the outputs.
 
 mod connection;
+mod presence;
+mod receipts;
 mod receiving;
 mod sending;
 
@@ -29,7 +34,9 @@ use crate::ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, Session
 use crate::output::Output;
 use crate::time::Time;
 use crate::variant::Variant;
-use crate::wire::{Head, MembershipChange, Message, Packet, Rejection};
+use crate::wire::{
+    Head, MembershipChange, Message, Packet, PresenceEntry, ReadCount, ReadMark, Rejection,
+};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Who a device is and where its server is.
@@ -58,6 +65,10 @@ pub enum Command {
     GoOnline,
     /// Log out: disconnect and stay offline until `GoOnline`.
     GoOffline,
+    /// Open a conversation and read what the device displayed of it.
+    Read {
+        conv: ConvId,
+    },
 }
 
 pub struct Client {
@@ -76,6 +87,10 @@ pub struct Client {
     ack_pending: BTreeMap<ConvId, (u32, Time)>,
     /// Per conversation with sends in flight: retransmission deadline and timeout.
     retransmit: BTreeMap<ConvId, Retransmit>,
+    /// Per conversation with a read the server has not confirmed: when to send it again.
+    read_deadline: BTreeMap<ConvId, Time>,
+    /// Pull-mode presence: when to ask again about the open conversation's members.
+    presence_poll_at: Option<Time>,
     outputs: VecDeque<Output>,
     armed: Option<Time>,
 }
@@ -85,13 +100,27 @@ struct LocalStore {
     online_wanted: bool,
     next_client_msg_id: u64,
     conversations: BTreeMap<ConvId, Conversation>,
+    /// The conversation the user has open (the last one read).
+    open_conv: Option<ConvId>,
+    /// The newest status heard per user.
+    presence: BTreeMap<UserId, PresenceEntry>,
 }
 
 #[derive(Default)]
 struct Conversation {
     cursor: Seq,
+    /// The highest seq displayed (the cursor may be above it: a join point).
+    displayed_up_to: Seq,
     last_client_seq: ClientSeq,
     outbox: VecDeque<Outgoing>,
+    /// The highest seq the user read on this device.
+    read_local: Seq,
+    /// The read watermarks shown: the user's own, and in 1:1 the peer's.
+    watermarks: BTreeMap<UserId, Seq>,
+    /// The read counts shown for the user's own messages (groups).
+    read_counts: BTreeMap<Seq, u32>,
+    /// The seq of the latest message this device sent here.
+    last_own: Seq,
 }
 
 struct Outgoing {
@@ -146,6 +175,8 @@ impl Client {
             pull_deadline: BTreeMap::new(),
             ack_pending: BTreeMap::new(),
             retransmit: BTreeMap::new(),
+            read_deadline: BTreeMap::new(),
+            presence_poll_at: None,
             outputs: VecDeque::new(),
             armed: None,
         }
@@ -159,6 +190,8 @@ impl Client {
         self.pull_deadline.clear();
         self.ack_pending.clear();
         self.retransmit.clear();
+        self.read_deadline.clear();
+        self.presence_poll_at = None;
         self.outputs.clear();
         self.armed = None;
         for conversation in self.store.conversations.values_mut() {
@@ -226,6 +259,7 @@ impl Client {
                 }
                 self.link = Link::Offline;
             }
+            Command::Read { conv } => self.handle_read(now, conv),
         }
         self.rearm();
     }
@@ -250,7 +284,15 @@ impl Client {
         match packet {
             Packet::LoginOk { session, heads } => self.handle_login_ok(now, session, heads),
             Packet::Error { reason, refused } => self.handle_error(now, reason, &refused),
-            Packet::HeartbeatAck { sync_key } => self.handle_sync_key(sync_key),
+            Packet::HeartbeatAck {
+                sync_key,
+                receipt_key,
+                presence_key,
+            } => {
+                self.handle_sync_key(sync_key);
+                self.check_receipt_key(receipt_key);
+                self.check_presence_key(presence_key);
+            }
             Packet::SendAck {
                 conv,
                 client_msg_id,
@@ -279,6 +321,28 @@ impl Client {
             // News we already have (our own message, merged into a round): say so, so the server
             // clears the notice and can reach us with the next round.
             Packet::Notify { conv, .. } => self.send_ack(conv),
+            Packet::ReadUpdate { conv, user, up_to } => {
+                self.handle_read_update(now, conv, user, up_to)
+            }
+            Packet::ReadCounts { conv, counts } => self.handle_read_counts(conv, counts),
+            Packet::ReceiptState { watermarks, counts } => {
+                self.handle_receipt_state(now, watermarks, counts)
+            }
+            Packet::Readers {
+                conv,
+                seq,
+                readers,
+                unread,
+            } => self.emit(Event::ReadersSeen {
+                conv,
+                seq,
+                readers,
+                unread,
+            }),
+            Packet::Presence(entry) => self.handle_presence(entry),
+            Packet::PresenceState { entries } => {
+                entries.into_iter().for_each(|e| self.handle_presence(e))
+            }
             // Device-bound kinds only; a server never sends the others.
             _ => {}
         }
@@ -294,6 +358,8 @@ impl Client {
             self.pull_timeouts(now);
             self.gap_timeouts(now);
             self.ack_timeouts(now);
+            self.read_timeouts(now);
+            self.presence_timeouts(now);
         }
         self.rearm();
     }
@@ -342,11 +408,14 @@ impl Client {
             .ack_pending
             .values()
             .map(|(_, first)| first.plus_ms(self.config.ack_delay_ms));
+        let reads = self.read_deadline.values().copied();
         link.into_iter()
             .chain(retransmit)
             .chain(pulls)
             .chain(acks)
             .chain(gaps)
+            .chain(reads)
+            .chain(self.presence_poll_at)
             .min()
     }
 

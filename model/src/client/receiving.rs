@@ -76,6 +76,7 @@ impl Client {
             "display must be contiguous"
         );
         conversation.cursor = message.seq;
+        conversation.displayed_up_to = message.seq;
         self.emit(displayed_event(message));
     }
 
@@ -95,7 +96,9 @@ impl Client {
         }
         run.sort_by_key(|m| (m.client_time_ms, m.seq));
         let last = Seq(next.0 - 1);
-        self.store.conversations.entry(conv).or_default().cursor = last;
+        let conversation = self.store.conversations.entry(conv).or_default();
+        conversation.cursor = last;
+        conversation.displayed_up_to = last;
         for message in run {
             self.emit(displayed_event(message));
         }

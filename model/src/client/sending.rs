@@ -128,6 +128,8 @@ impl Client {
             client_msg_id,
             seq,
         });
+        let conversation = self.store.conversations.entry(conv).or_default();
+        conversation.last_own = conversation.last_own.max(seq);
         // Our own message takes its place in the timeline now that we know its seq.
         let message = Message {
             conv,

@@ -253,6 +253,16 @@ impl Server {
                 self.inboxes.entry((*user, *conv)).or_default().push(*seq);
                 return;
             }
+            // Reads change state only once durable: see `publish`. Here: recovery.
+            Record::Read {
+                conv,
+                user,
+                device,
+                up_to,
+            } => {
+                self.apply_read(*conv, *user, *device, *up_to);
+                return;
+            }
         };
         let resolved = self.resolved.entry((device, conv)).or_default();
         // VARIANT retry-reorders, non-idempotent-commit: a client_seq may be resolved out of
@@ -344,6 +354,12 @@ impl Server {
                 }
             }
             Record::InboxCopy { .. } => {}
+            Record::Read {
+                conv,
+                user,
+                device,
+                up_to,
+            } => self.publish_read(now, conv, user, device, up_to),
         }
     }
 

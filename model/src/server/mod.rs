@@ -15,12 +15,15 @@
 //!    `notify_threshold_members` announced by a merged notice and pulled. Devices catch up on
 //!    anything else by pull, prompted by heads at login, the heartbeat's sync key or a gap.
 //!
-//! `commit.rs` holds rules 1–4, `delivery.rs` rule 5 and the reads.
+//! `commit.rs` holds rules 1–4, `delivery.rs` rule 5 and the reads; `receipts.rs` the read
+//! receipts and `presence.rs` who is online.
 
 mod commit;
 mod delivery;
+mod presence;
+mod receipts;
 
-use crate::config::ProtocolConfig;
+use crate::config::{PresenceMode, ProtocolConfig};
 use crate::directory::Directory;
 use crate::event::{Event, SessionEnd};
 use crate::ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
@@ -29,7 +32,8 @@ use crate::output::Output;
 use crate::storage::Storage;
 use crate::time::Time;
 use crate::variant::Variant;
-use crate::wire::{Message, Packet, Rejection};
+use crate::wire::{Message, Packet, PresenceEntry, Rejection};
+use receipts::Receipts;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub struct Server {
@@ -55,9 +59,14 @@ pub struct Server {
     announcements: BTreeMap<ConvId, Time>,
     /// Per large group, the head its last round of notices announced.
     announced: BTreeMap<ConvId, Seq>,
+    receipts: Receipts,
     sessions: BTreeMap<Address, Session>,
     session_of_device: BTreeMap<DeviceId, Address>,
+    sessions_of_user: BTreeMap<UserId, u32>,
     sessions_opened: u64,
+    /// Status of users that changed since the restart; the others are offline at `boot_version`.
+    presence: BTreeMap<UserId, PresenceEntry>,
+    boot_version: u64,
     next_tick: Time,
     outputs: VecDeque<Output>,
     armed: Option<Time>,
@@ -147,9 +156,13 @@ impl Server {
             push_only: BTreeSet::new(),
             announcements: BTreeMap::new(),
             announced: BTreeMap::new(),
+            receipts: Receipts::default(),
             sessions: BTreeMap::new(),
             session_of_device: BTreeMap::new(),
+            sessions_of_user: BTreeMap::new(),
             sessions_opened: 0,
+            presence: BTreeMap::new(),
+            boot_version: presence::boot_version(now),
             next_tick: now,
             outputs: VecDeque::new(),
             armed: None,
@@ -228,10 +241,14 @@ impl Server {
         session.last_heard = now;
         let (user, device) = (session.user, session.device);
         match packet {
-            Packet::Logout => self.close_session(from, SessionEnd::Logout),
+            Packet::Logout => self.close_session(now, from, SessionEnd::Logout),
             Packet::Heartbeat => {
-                let sync_key = self.sync_key(user);
-                self.transmit(from, Packet::HeartbeatAck { sync_key });
+                let ack = Packet::HeartbeatAck {
+                    sync_key: self.sync_key(user),
+                    receipt_key: self.receipt_key(user),
+                    presence_key: self.presence_key(user),
+                };
+                self.transmit(from, ack);
             }
             Packet::Send {
                 conv,
@@ -278,6 +295,15 @@ impl Server {
                 let heads = self.heads(user);
                 self.transmit(from, Packet::SyncState { heads });
             }
+            Packet::Read { conv, up_to } => self.handle_read(from, user, device, conv, up_to),
+            Packet::ReadersQuery { conv, seq } => {
+                self.handle_readers_query(from, user, device, conv, seq)
+            }
+            Packet::ReceiptSyncRequest => {
+                let state = self.receipt_state(user);
+                self.transmit(from, state);
+            }
+            Packet::PresenceQuery { conv } => self.handle_presence_query(from, user, device, conv),
             other => self.refuse(from, Some(device), Rejection::Unexpected, other.kind()),
         }
         self.rearm();
@@ -289,6 +315,7 @@ impl Server {
         if now >= self.next_tick {
             self.expire_sessions(now);
             self.announce_due(now);
+            self.send_due_counts(now);
             self.retry_deliveries(now);
             self.next_tick = now.plus_ms(self.config.server_tick_ms);
         }
@@ -327,10 +354,10 @@ impl Server {
             return;
         }
         if let Some(old) = self.session_of_device.get(&device).copied() {
-            self.close_session(old, SessionEnd::Replaced);
+            self.close_session(now, old, SessionEnd::Replaced);
         }
         if self.sessions.contains_key(&from) {
-            self.close_session(from, SessionEnd::Replaced);
+            self.close_session(now, from, SessionEnd::Replaced);
         }
         if self.sessions.len() >= self.config.sessions_max as usize {
             self.refuse(from, Some(device), Rejection::ServerFull, "login");
@@ -355,21 +382,36 @@ impl Server {
         });
         let heads = self.heads(user);
         self.transmit(from, Packet::LoginOk { session, heads });
+        self.session_count_changed(now, user, true);
+        if self.config.presence == PresenceMode::Push {
+            let entries = self
+                .contacts(user)
+                .into_iter()
+                .map(|contact| self.presence_of(contact))
+                .collect();
+            self.transmit(from, Packet::PresenceState { entries });
+        }
     }
 
-    fn close_session(&mut self, address: Address, reason: SessionEnd) {
+    fn close_session(&mut self, now: Time, address: Address, reason: SessionEnd) {
         if let Some(session) = self.sessions.remove(&address) {
             self.session_of_device.remove(&session.device);
-            let (session, device) = (session.id, session.device);
+            let (user, session, device) = (session.user, session.id, session.device);
             self.emit(Event::SessionClosed {
                 session,
                 device,
                 reason,
             });
+            self.session_count_changed(now, user, false);
         }
     }
 
     fn expire_sessions(&mut self, now: Time) {
+        if self.config.variant == Variant::GhostOnline {
+            // VARIANT ghost-online: sessions never expire; a device that died stays online
+            // until it logs in again.
+            return;
+        }
         let timeout_ms = self.config.session_timeout_ms;
         let expired: Vec<Address> = self
             .sessions
@@ -378,7 +420,7 @@ impl Server {
             .map(|(address, _)| *address)
             .collect();
         for address in expired {
-            self.close_session(address, SessionEnd::Timeout);
+            self.close_session(now, address, SessionEnd::Timeout);
         }
     }
 

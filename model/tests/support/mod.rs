@@ -5,6 +5,9 @@
 //! its fate, like the simulator's fault layer. Storage syncs complete at once unless `hold_syncs`
 //! is set, so a test can crash the server between a write and its sync.
 
+// Shared by several test binaries; each uses only part of it.
+#![allow(dead_code)]
+
 use imsim_model::{
     Address, Client, Command, ConvId, DeviceId, DeviceIdentity, Directory, Event, Output, Packet,
     ProtocolConfig, Server, Time, UserId,
@@ -64,6 +67,16 @@ impl Net {
     /// `owners[d - 1]` owns device `d`, whose token is `1000 + d`; `members` lists each
     /// conversation's users. Nobody is online yet.
     pub fn new(config: ProtocolConfig, owners: &[UserId], members: &[(ConvId, &[UserId])]) -> Net {
+        Net::with_groups(config, owners, members, &[])
+    }
+
+    /// As `new`, plus groups (conversations whose members change through the timeline).
+    pub fn with_groups(
+        config: ProtocolConfig,
+        owners: &[UserId],
+        members: &[(ConvId, &[UserId])],
+        groups: &[(ConvId, &[UserId])],
+    ) -> Net {
         config.validate().expect("test config is valid");
         let mut directory = Directory::new();
         let mut clients = Vec::new();
@@ -80,6 +93,9 @@ impl Net {
         }
         for (conv, users) in members {
             directory.add_conversation(*conv, users.to_vec());
+        }
+        for (conv, users) in groups {
+            directory.add_group(*conv, users.to_vec());
         }
         let mut net = Net {
             now: Time(0),

@@ -517,9 +517,17 @@ mod tests {
             .map(|v| v.invariant)
             .collect();
         let d2_for_each_device = vec![Invariant::D2EventualDelivery; 3];
+        // u1's two devices both miss the message: they agree with each other but not with the
+        // server's timeline, which M1 requires too.
+        let m1_for_u1 = vec![Invariant::M1DevicesConverge; 2];
         assert_eq!(
             invariants,
-            [d2_for_each_device, vec![Invariant::D4NoSilentLoss]].concat()
+            [
+                d2_for_each_device,
+                vec![Invariant::D4NoSilentLoss],
+                m1_for_u1
+            ]
+            .concat()
         );
     }
 

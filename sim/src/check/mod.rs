@@ -8,6 +8,8 @@ mod index;
 mod multi_device;
 mod ordering;
 mod periods;
+mod presence;
+mod receipts;
 #[cfg(test)]
 mod testkit;
 
@@ -42,11 +44,20 @@ pub enum Invariant {
     D4NoSilentLoss,
     G1MemberOnlyDelivery,
     G2MemberOnlySend,
+    R1WatermarkMonotonic,
+    R2ReadLeDelivered,
+    R3ReadAfterDisplay,
+    R4GroupReadCount,
+    P1PresenceConverges,
+    P2OfflineDetectedInTime,
+    P3PresenceFanoutBounded,
+    M1DevicesConverge,
+    M2ReadStateConverges,
     M3CursorMonotonic,
 }
 
 impl Invariant {
-    pub const ALL: [Invariant; 14] = [
+    pub const ALL: [Invariant; 23] = [
         Invariant::O1SeqMonotonic,
         Invariant::O2DisplayOrder,
         Invariant::O3SenderFifo,
@@ -60,6 +71,15 @@ impl Invariant {
         Invariant::D4NoSilentLoss,
         Invariant::G1MemberOnlyDelivery,
         Invariant::G2MemberOnlySend,
+        Invariant::R1WatermarkMonotonic,
+        Invariant::R2ReadLeDelivered,
+        Invariant::R3ReadAfterDisplay,
+        Invariant::R4GroupReadCount,
+        Invariant::P1PresenceConverges,
+        Invariant::P2OfflineDetectedInTime,
+        Invariant::P3PresenceFanoutBounded,
+        Invariant::M1DevicesConverge,
+        Invariant::M2ReadStateConverges,
         Invariant::M3CursorMonotonic,
     ];
 
@@ -75,7 +95,11 @@ impl Invariant {
 
     pub fn class(self) -> Class {
         match self {
-            Invariant::D2EventualDelivery | Invariant::D4NoSilentLoss => Class::Liveness,
+            Invariant::D2EventualDelivery
+            | Invariant::D4NoSilentLoss
+            | Invariant::P1PresenceConverges
+            | Invariant::M1DevicesConverge
+            | Invariant::M2ReadStateConverges => Class::Liveness,
             _ => Class::Safety,
         }
     }
@@ -95,6 +119,15 @@ impl Invariant {
             Invariant::D4NoSilentLoss => ("D4", "no-silent-loss"),
             Invariant::G1MemberOnlyDelivery => ("G1", "member-only-delivery"),
             Invariant::G2MemberOnlySend => ("G2", "member-only-send"),
+            Invariant::R1WatermarkMonotonic => ("R1", "watermark-monotonic"),
+            Invariant::R2ReadLeDelivered => ("R2", "read-le-delivered"),
+            Invariant::R3ReadAfterDisplay => ("R3", "read-after-display"),
+            Invariant::R4GroupReadCount => ("R4", "group-read-count"),
+            Invariant::P1PresenceConverges => ("P1", "presence-converges"),
+            Invariant::P2OfflineDetectedInTime => ("P2", "offline-detected-in-time"),
+            Invariant::P3PresenceFanoutBounded => ("P3", "presence-fanout-bounded"),
+            Invariant::M1DevicesConverge => ("M1", "devices-converge"),
+            Invariant::M2ReadStateConverges => ("M2", "read-state-converges"),
             Invariant::M3CursorMonotonic => ("M3", "cursor-monotonic"),
         }
     }
@@ -131,6 +164,8 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     violations.extend(exactly_once::check(history, &index));
     violations.extend(durability::check(history, &index));
     violations.extend(groups::check(history, &index));
+    violations.extend(receipts::check(history, &index));
+    violations.extend(presence::check(history, &index));
     violations.extend(multi_device::check(history, &index));
     if !history.is_complete() {
         violations.retain(|violation| violation.class() == Class::Safety);

@@ -183,6 +183,7 @@ impl Story {
             variant: "default".to_string(),
             topology,
             faults: FaultProfile::default(),
+            protocol: Default::default(),
         })));
         story
     }
@@ -197,11 +198,29 @@ impl Story {
         self.history.records.len() - 1
     }
 
-    fn harness(&mut self, event: HarnessEvent) -> usize {
+    pub fn harness(&mut self, event: HarnessEvent) -> usize {
         self.push(Node::Harness, Entry::Harness(event))
     }
 
-    fn device(&mut self, device: DeviceId, event: Event) -> usize {
+    /// Any server event (the helpers above cover the common ones).
+    pub fn server(&mut self, event: Event) -> usize {
+        self.push(Node::Server, Entry::Protocol(event))
+    }
+
+    /// Lets `ms` pass before the next record (each record is 10 ms after the previous anyway).
+    pub fn wait(&mut self, ms: u64) {
+        self.t_ms += ms;
+    }
+
+    /// The protocol settings the story's run declares (checkers derive time bounds from them).
+    pub fn set_protocol(&mut self, protocol: imsim_model::ProtocolConfig) {
+        if let Entry::Harness(HarnessEvent::RunStarted(start)) = &mut self.history.records[0].entry
+        {
+            start.protocol = protocol;
+        }
+    }
+
+    pub fn device(&mut self, device: DeviceId, event: Event) -> usize {
         self.push(Node::Device(device), Entry::Protocol(event))
     }
 
