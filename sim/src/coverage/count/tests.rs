@@ -53,6 +53,7 @@ impl Story {
             variant: "correct".to_string(),
             topology,
             faults: FaultProfile::default(),
+            protocol: Default::default(),
         })));
         story
     }
