@@ -4,6 +4,7 @@
 
 mod bench;
 mod check;
+mod coverage_summary;
 mod output;
 mod replay;
 mod report;
@@ -65,6 +66,10 @@ enum Commands {
         /// Run a deliberately broken protocol (see `imsim variants`) instead of the scenario's.
         #[arg(long, value_name = "NAME", value_parser = parse_variant)]
         variant: Option<Variant>,
+        /// Fail (exit 1) if a coverage signal that a scenario can reach was never hit in the
+        /// sweep; the summary lists every signal with its count either way.
+        #[arg(long)]
+        require_coverage: bool,
     },
     /// Run one seed and print its event trace and trace hash.
     Replay(replay::ReplayArgs),
@@ -120,6 +125,7 @@ fn main() -> ExitCode {
             save_failures,
             shrink,
             variant,
+            require_coverage,
         } => {
             if seed == Some(u64::MAX) {
                 eprintln!(
@@ -136,6 +142,7 @@ fn main() -> ExitCode {
                 jobs,
                 determinism_every: check_determinism_every,
                 format,
+                require_coverage,
             };
             load_all(scenarios, variant)
                 .and_then(|scenarios| sweep::sweep(&scenarios, &options, determinism::rerun))

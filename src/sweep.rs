@@ -3,10 +3,12 @@
 //! to check determinism (`--check-determinism-every`), with a progress bar on a terminal and a
 //! summary at the end: runs, failures, seeds per second and how often each fault class was on.
 
+use crate::coverage_summary::{self, ScenarioCoverage};
 use crate::output::{outcome_json, print_outcome_text, say};
 use crate::shard::{Shard, ShardSeeds};
 use crate::Format;
 use imsim_model::Variant;
+use imsim_sim::coverage::{self, Coverage, Signal};
 use imsim_sim::determinism::{first_divergence, is_sampled, Divergence};
 use imsim_sim::faults::FaultClass;
 use imsim_sim::{replay_command, run, History, RunOutcome, Scenario};
@@ -35,6 +37,8 @@ pub struct SweepOptions {
     /// Rerun every seed divisible by this (0: never) and compare histories.
     pub determinism_every: u64,
     pub format: Format,
+    /// Fail (exit 1) when a coverage signal the scenario can reach was never hit.
+    pub require_coverage: bool,
 }
 
 /// What the determinism sample found for one seed.
@@ -59,10 +63,11 @@ impl DeterminismCheck {
     }
 }
 
-/// One seed of a sweep: the run and its determinism check.
+/// One seed of a sweep: the run, its determinism check and its coverage signals.
 pub struct SeedRun {
     pub outcome: RunOutcome,
     pub determinism: DeterminismCheck,
+    pub signals: BTreeMap<Signal, u64>,
 }
 
 impl SeedRun {
@@ -82,9 +87,12 @@ pub fn run_seed(scenario: &Scenario, seed: u64, every: u64, rerun: Rerun) -> See
     } else {
         DeterminismCheck::NotChecked
     };
+    // Counted on the worker thread: it is a pass over the whole history.
+    let signals = coverage::signals(&outcome.history);
     SeedRun {
         outcome,
         determinism,
+        signals,
     }
 }
 
@@ -145,6 +153,14 @@ fn determinism_report(
 fn seed_json(scenario: &str, seed_run: &SeedRun) -> Value {
     let mut value = outcome_json(scenario, &seed_run.outcome);
     value["determinism"] = json!(seed_run.determinism.label());
+    // Only the signals hit, so that shards' lines add up to the sweep's coverage.
+    let hit: BTreeMap<&str, u64> = seed_run
+        .signals
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(signal, count)| (signal.name(), *count))
+        .collect();
+    value["signals"] = json!(hit);
     if let DeterminismCheck::Differs {
         first_hash,
         second_hash,
@@ -350,11 +366,12 @@ impl Tally {
             .map(|class| {
                 let name = serde_json::to_value(class).expect("a fault class serialises");
                 let count = self.faults.get(&class).copied().unwrap_or(0);
-                format!("{} {count}", name.as_str().unwrap_or("?"))
+                let share = 100.0 * count as f64 / self.runs.max(1) as f64;
+                format!("{} {count} ({share:.0}%)", name.as_str().unwrap_or("?"))
             })
             .collect();
         lines.push(format!(
-            "faults exercised (runs with the class on): {}",
+            "faults exercised (runs with the class on, share of runs): {}",
             faults.join(", ")
         ));
         lines.extend(
@@ -373,15 +390,14 @@ pub fn sweep(
     options: &SweepOptions,
     rerun: Rerun,
 ) -> Result<bool, String> {
-    let seeds_of = |scenario: &Scenario| {
+    let range_of = |scenario: &Scenario| {
         let pinned = scenario
             .pinned
             .as_ref()
             .map(|pinned| pinned.seed..pinned.seed + 1);
-        options
-            .shard
-            .seeds(options.seeds.clone().or(pinned).unwrap_or(DEFAULT_SEEDS))
+        options.seeds.clone().or(pinned).unwrap_or(DEFAULT_SEEDS)
     };
+    let seeds_of = |scenario: &Scenario| options.shard.seeds(range_of(scenario));
     if let Some((dir, _)) = &options.save_failures {
         std::fs::create_dir_all(dir)
             .map_err(|error| format!("{}: cannot create: {error}", dir.display()))?;
@@ -393,7 +409,9 @@ pub fn sweep(
     let mut progress = Progress::new(total);
     let started = Instant::now();
     let mut tally = Tally::default();
+    let mut coverages = Vec::new();
     for (name, scenario) in scenarios {
+        let mut coverage = Coverage::default();
         let every = options.determinism_every;
         for seed_run in run_seeds(scenario, seeds_of(scenario), options.jobs, every, rerun) {
             let seed = seed_run.outcome.setup.seed;
@@ -420,19 +438,46 @@ pub fn sweep(
                 Format::Json => say!("{}", seed_json(name, &seed_run)),
             });
             tally.add(name, &seed_run);
+            coverage.add(&seed_run.signals);
             progress.advance(tally.runs, tally.failed_runs, started);
         }
+        coverages.push(ScenarioCoverage {
+            name: name.clone(),
+            scenario: scenario.clone(),
+            coverage,
+            seeds: range_of(scenario),
+        });
     }
     progress.finish();
     let wall_s = started.elapsed().as_secs_f64();
+    let print = |line: &str| match options.format {
+        Format::Text => say!("{line}"),
+        // stdout is one JSON object per run, so that shards concatenate into one result set.
+        Format::Json => eprintln!("{line}"),
+    };
     for line in tally.summary(options, scenarios.len(), wall_s) {
+        print(&line);
+    }
+    for entry in &coverages {
         match options.format {
-            Format::Text => say!("{line}"),
-            // stdout is one JSON object per run, so that shards concatenate into one result set.
-            Format::Json => eprintln!("{line}"),
+            Format::Text => entry.text_lines().iter().for_each(|line| print(line)),
+            Format::Json => print(&entry.json().to_string()),
         }
     }
-    Ok(tally.failed_runs == 0)
+    let shard = (options.shard != Shard::WHOLE)
+        .then(|| format!("{}/{}", options.shard.index, options.shard.count));
+    let missed = if options.require_coverage {
+        coverage_summary::missing_lines(&coverages, shard)
+    } else {
+        Vec::new()
+    };
+    for line in &missed {
+        print(line);
+    }
+    if options.require_coverage && missed.is_empty() {
+        print("coverage: every applicable signal was hit");
+    }
+    Ok(tally.failed_runs == 0 && missed.is_empty())
 }
 
 #[cfg(test)]

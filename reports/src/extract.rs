@@ -8,8 +8,8 @@ use crate::bands::{bands, liveness_phase};
 use crate::focus::focus;
 use crate::latency;
 use crate::report::{
-    Counts, InvariantRow, Lane, LaneKind, MessageRef, PacketCounts, Report, Status, TimelineEvent,
-    ViolationReport, WitnessRecord, FORMAT_VERSION,
+    Counts, InvariantRow, Lane, LaneKind, MessageRef, PacketCounts, Report, SignalCount, Status,
+    TimelineEvent, ViolationReport, WitnessRecord, FORMAT_VERSION,
 };
 use crate::RunSummary;
 use imsim_model::{DeviceId, Event};
@@ -89,6 +89,14 @@ pub fn build(summary: &RunSummary) -> Report {
             .violations
             .iter()
             .map(|v| violation_report(history, v))
+            .collect(),
+        coverage: imsim_sim::coverage::signals(history)
+            .into_iter()
+            .map(|(signal, count)| SignalCount {
+                signal: signal.name().to_string(),
+                description: signal.description().to_string(),
+                count,
+            })
             .collect(),
     }
 }
@@ -548,5 +556,49 @@ mod tests {
         assert!(witness[1].line.contains("displayed"));
         assert_eq!(report.focus.reason, FocusReason::Witness);
         assert_eq!(report.scenario_name, "hand-made");
+    }
+
+    #[test]
+    fn every_coverage_signal_is_listed_with_its_count_in_every_rendering() {
+        let mut history = start();
+        let held = Event::HeldBack {
+            conv: C1,
+            seq: imsim_model::Seq(2),
+        };
+        on(&mut history, 10, Node::Device(D3), held);
+        let report = summary(&history, &[]);
+        let names: Vec<&str> = report.coverage.iter().map(|r| r.signal.as_str()).collect();
+        let all: Vec<&str> = imsim_sim::coverage::Signal::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect();
+        assert_eq!(names, all);
+        let count = |name: &str| {
+            report
+                .coverage
+                .iter()
+                .find(|r| r.signal == name)
+                .unwrap()
+                .count
+        };
+        assert_eq!(count("held-back"), 1);
+        assert_eq!(count("batched-ack"), 0);
+
+        let markdown = report.to_markdown();
+        assert!(markdown.contains(&format!("coverage signals: 1 of {} hit", all.len())));
+        assert!(markdown.contains("| `held-back` | 1 |"), "{markdown}");
+        let html = report.to_html();
+        assert!(html.contains(r#"<table id="coverage" class="coverage">"#));
+        assert!(html.contains(
+            r#"<tr class="hit"><td class="code">held-back</td><td class="count">1</td>"#
+        ));
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["coverage"][0]["signal"], all[0]);
+
+        // A report.json written before coverage existed still reads.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("coverage");
+        let read: Report = serde_json::from_value(old).unwrap();
+        assert!(read.coverage.is_empty());
     }
 }

@@ -58,6 +58,7 @@ pub fn page(report: &Report) -> String {
     timeline_section(&mut html, report, &witness);
     latency_section(&mut html, report);
     invariants(&mut html, report);
+    coverage(&mut html, report);
     faults(&mut html, report);
     let _ = write!(
         html,
@@ -344,6 +345,27 @@ fn invariants(html: &mut String, report: &Report) {
         );
     }
     html.push_str(r#"</tbody></table><p class="note"><b>always</b>: must hold at every point of the run (safety). <b>eventually</b>: must hold once faults are healed and the quiet period has passed (liveness).</p></section>"#);
+}
+
+/// Every coverage signal with its count; the ones this run did not hit are dimmed.
+fn coverage(html: &mut String, report: &Report) {
+    let hit = report.coverage.iter().filter(|row| row.count > 0).count();
+    let _ = write!(
+        html,
+        r#"<section id="coverage-section"><h2>Coverage signals</h2><p class="note">{hit} of {} hit in this run. A sweep must hit each signal its scenario can reach at least once (<code>imsim run --require-coverage</code>); one run need not.</p><table id="coverage" class="coverage"><thead><tr><th>signal</th><th>count</th><th>what happened</th></tr></thead><tbody>"#,
+        report.coverage.len()
+    );
+    for row in &report.coverage {
+        let class = if row.count > 0 { "hit" } else { "not-hit" };
+        let _ = write!(
+            html,
+            r#"<tr class="{class}"><td class="code">{}</td><td class="count">{}</td><td>{}</td></tr>"#,
+            escape(&row.signal),
+            row.count,
+            escape(&row.description)
+        );
+    }
+    html.push_str("</tbody></table></section>");
 }
 
 fn faults(html: &mut String, report: &Report) {

@@ -61,6 +61,7 @@ pub fn summary(report: &Report) -> String {
     }
     invariant_table(&mut out, report);
     violations(&mut out, report);
+    coverage(&mut out, report);
     let _ = writeln!(out, "\nreplay: `{}`", report.replay);
     out
 }
@@ -82,6 +83,24 @@ fn invariant_table(out: &mut String, report: &Report) {
             row.code, row.name, row.class
         );
     }
+}
+
+/// Folded, so the comment stays short: the count of each coverage signal in this run.
+fn coverage(out: &mut String, report: &Report) {
+    if report.coverage.is_empty() {
+        return;
+    }
+    let hit = report.coverage.iter().filter(|row| row.count > 0).count();
+    let _ = writeln!(
+        out,
+        "\n<details><summary>coverage signals: {hit} of {} hit</summary>\n\n\
+         | signal | count |\n|---|---|",
+        report.coverage.len()
+    );
+    for row in &report.coverage {
+        let _ = writeln!(out, "| `{}` | {} |", row.signal, row.count);
+    }
+    let _ = writeln!(out, "\n</details>");
 }
 
 fn violations(out: &mut String, report: &Report) {

@@ -43,6 +43,19 @@ pub struct Report {
     pub latency: Latency,
     pub invariants: Vec<InvariantRow>,
     pub violations: Vec<ViolationReport>,
+    /// Every coverage signal (`imsim_sim::coverage`) with how often this run hit it, in the
+    /// signals' list order. A file written before the field existed reads back with it empty.
+    #[serde(default)]
+    pub coverage: Vec<SignalCount>,
+}
+
+/// One coverage signal ("sometimes" property) and how often the run hit it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalCount {
+    /// The stable kebab-case name, e.g. `crash-between-store-and-ack`.
+    pub signal: String,
+    pub description: String,
+    pub count: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

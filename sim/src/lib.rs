@@ -12,6 +12,7 @@
 
 pub mod ceiling;
 pub mod check;
+pub mod coverage;
 pub mod determinism;
 pub mod explicit;
 pub mod faults;
