@@ -48,6 +48,14 @@ pub enum Need {
     Pages,
     /// A partition can cut a link, in the direction given, for longer than the protocol waits.
     Silence(Silence),
+    /// Users read conversations: `workload.reads`, or a scripted `read`.
+    Reads,
+    /// 1:1 conversations.
+    OneToOne,
+    /// Group conversations.
+    Groups,
+    /// Devices installed mid-run (`workload.roaming_devices`).
+    Roaming,
 }
 
 /// The long silences some signals need; each names the direction cut and the protocol bound it
@@ -235,9 +243,33 @@ signals! {
         [Need::MembershipChanges];
 
     // ---- receipts and presence ----
-    // Signals over read receipts and presence go here once their events exist in
-    // `imsim_model::Event` (a receipt ignored as stale, a presence timeout fired, …); count them
-    // in `coverage/count.rs`.
+    ReadAdvanced = "read-advanced",
+        "a read was stored and moved its user's watermark",
+        [Need::Reads];
+    ReadIgnoredStale = "read-ignored-stale",
+        "a late, duplicated or sibling's lower read was ignored without moving a watermark back",
+        [Need::Reads, Need::AnyFault(DELIVERED_TWICE)];
+    ReadTickSeen = "read-tick-seen",
+        "a device showed its 1:1 peer's read watermark (the read tick)",
+        [Need::Reads, Need::OneToOne];
+    ReadSyncedToSibling = "read-synced-to-sibling",
+        "a device showed its own user's watermark moved by a read on another device",
+        [Need::Reads, Need::MultiDevice];
+    ReadCountSeen = "read-count-seen",
+        "a sender's device showed a group message's read count",
+        [Need::Reads, Need::Groups];
+    ReaderListSeen = "reader-list-seen",
+        "a sender's device showed who read its message and who has not, with a reader in it",
+        [Need::Reads];
+    OfflineByTimeout = "offline-by-timeout",
+        "a user went offline because the server expired its last session (no logout)",
+        [Need::Silence(Silence::ServerHearsNothing)];
+    ContactSeenOffline = "contact-seen-offline",
+        "a device showed a user it had shown online as offline",
+        [Need::Offline, Need::OneToOne];
+    RoamingDeviceCaughtUp = "roaming-device-caught-up",
+        "a device installed mid-run displayed a message committed before it first logged in",
+        [Need::Roaming];
 }
 
 impl Signal {
@@ -297,6 +329,10 @@ fn meets(scenario: &Scenario, need: Need) -> bool {
         Need::MultiDevice => topology.devices_per_user > 1,
         Need::Bursts => workload.burst_max > 1,
         Need::Silence(silence) => can_be_silent(scenario, silence),
+        Need::Reads => workload.reads > 0 || scripted(&[Action::Read]),
+        Need::OneToOne => conversation_count(scenario) > 0,
+        Need::Groups => !topology.groups.is_empty(),
+        Need::Roaming => workload.roaming_devices > 0,
         Need::Pages => {
             let falls_behind =
                 meets(scenario, Need::Offline) || meets(scenario, Need::AnyFault(FALLS_BEHIND));

@@ -13,6 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A message committed this long (or less) before its sender's removal or leave races it.
 pub const REMOVAL_RACE_MS: u64 = 1_000;
 
+/// A device whose first login comes this long after the start was installed mid-run (the
+/// workload brings every other device online within its first half second).
+pub const ROAMING_AFTER_MS: u64 = 1_000;
+
 /// Consecutive seqs whose senders' clocks disagree by more than this count as inverted; below
 /// it, network delay alone inverts them and the signal would say nothing about skew.
 pub const CLOCK_INVERSION_MIN_MS: u64 = 1_000;
@@ -72,6 +76,14 @@ struct Tracker {
     last_message_ms: BTreeMap<(ConvId, UserId), u64>,
     /// Users removed from (or who left) each conversation and not added back.
     removed: BTreeSet<(ConvId, UserId)>,
+    /// The device whose read last moved each (conversation, user) watermark.
+    last_reader: BTreeMap<(ConvId, UserId), DeviceId>,
+    /// Per (device, user): shown online at the moment.
+    shown_online: BTreeSet<(DeviceId, UserId)>,
+    /// Sessions the server expired, waiting for the presence change they cause.
+    expired: BTreeSet<UserId>,
+    /// Each device's first login, and whether it came after the run's first second (roaming).
+    first_login_ms: BTreeMap<DeviceId, u64>,
 }
 
 impl Tracker {
@@ -138,6 +150,7 @@ impl Tracker {
     fn device(&mut self, t_ms: u64, device: DeviceId, event: &Event) {
         match event {
             Event::LoggedIn { .. } => {
+                self.first_login_ms.entry(device).or_insert(t_ms);
                 if let Some(period) = self
                     .logged_out
                     .get_mut(&device)
@@ -178,6 +191,31 @@ impl Tracker {
                 self.pending_sends.remove(&(device, *client_msg_id));
             }
             Event::Retransmitted { .. } => self.hit(Signal::Retransmitted),
+            Event::ReadSeen { conv, user, .. } => {
+                if self.user_of.get(&device) != Some(user) {
+                    self.hit(Signal::ReadTickSeen);
+                } else if self
+                    .last_reader
+                    .get(&(*conv, *user))
+                    .is_some_and(|reader| *reader != device)
+                {
+                    self.hit(Signal::ReadSyncedToSibling);
+                }
+            }
+            Event::ReadCountSeen { .. } => self.hit(Signal::ReadCountSeen),
+            Event::ReadersSeen { readers, .. } if !readers.is_empty() => {
+                self.hit(Signal::ReaderListSeen)
+            }
+            Event::PresenceSeen { user, online } => {
+                let was_online = if *online {
+                    !self.shown_online.insert((device, *user))
+                } else {
+                    self.shown_online.remove(&(device, *user))
+                };
+                if was_online && !*online {
+                    self.hit(Signal::ContactSeenOffline);
+                }
+            }
             Event::DuplicateDropped { .. } => self.hit(Signal::DuplicateDropped),
             Event::HeldBack { conv, seq } => {
                 self.hit(Signal::HeldBack);
@@ -208,6 +246,11 @@ impl Tracker {
                 }
                 if *sender_device != device && self.user_of.get(&device) == Some(sender_user) {
                     self.hit(Signal::MultiDeviceEcho);
+                }
+                let first_login = self.first_login_ms.get(&device).copied();
+                let late = first_login.filter(|first| *first > ROAMING_AFTER_MS);
+                if late.is_some_and(|first| committed_ms.is_some_and(|c| c < first)) {
+                    self.hit(Signal::RoamingDeviceCaughtUp);
                 }
             }
             _ => {}
@@ -341,11 +384,28 @@ impl Tracker {
                 self.hit(Signal::PushAbandoned);
                 self.abandoned_pushes.insert((*device, *conv, *seq));
             }
-            Event::SessionClosed { reason, .. } => match reason {
-                SessionEnd::Timeout => self.hit(Signal::SessionExpiredByServer),
+            Event::SessionClosed { reason, device, .. } => match reason {
+                SessionEnd::Timeout => {
+                    self.hit(Signal::SessionExpiredByServer);
+                    if let Some(user) = self.user_of.get(device).copied() {
+                        self.expired.insert(user);
+                    }
+                }
                 SessionEnd::Replaced => self.hit(Signal::SessionReplaced),
                 SessionEnd::Logout | SessionEnd::ServerForgot => {}
             },
+            Event::ReadAdvanced {
+                conv, user, device, ..
+            } => {
+                self.hit(Signal::ReadAdvanced);
+                self.last_reader.insert((*conv, *user), *device);
+            }
+            Event::ReadIgnored { .. } => self.hit(Signal::ReadIgnoredStale),
+            Event::PresenceChanged { user, online, .. } => {
+                if self.expired.remove(user) && !*online {
+                    self.hit(Signal::OfflineByTimeout);
+                }
+            }
             _ => {}
         }
     }

@@ -437,3 +437,98 @@ fn a_history_read_back_counts_the_same() {
     assert_eq!(counts, signals(&read_back));
     assert!(counts.values().sum::<u64>() > 0);
 }
+
+fn read_seen(story: &mut Story, device: DeviceId, user: UserId, up_to: u64) {
+    let up_to = Seq(up_to);
+    story.device(
+        device,
+        Event::ReadSeen {
+            conv: C1,
+            user,
+            up_to,
+        },
+    );
+}
+
+#[test]
+fn a_read_tick_is_the_peers_and_a_sibling_sync_another_devices_read() {
+    let mut story = Story::new();
+    story.server(Event::ReadAdvanced {
+        conv: C1,
+        user: U1,
+        device: D1,
+        up_to: Seq(1),
+    });
+    assert_eq!(story.count(Signal::ReadAdvanced), 1);
+    read_seen(&mut story, D1, U1, 1); // the reader itself: neither
+    assert_eq!(story.count(Signal::ReadSyncedToSibling), 0);
+    assert_eq!(story.count(Signal::ReadTickSeen), 0);
+    read_seen(&mut story, D3, U1, 1); // u1's other device
+    assert_eq!(story.count(Signal::ReadSyncedToSibling), 1);
+    read_seen(&mut story, D2, U1, 1); // the peer
+    assert_eq!(story.count(Signal::ReadTickSeen), 1);
+}
+
+#[test]
+fn a_reader_list_counts_only_with_a_reader_in_it() {
+    let mut story = Story::new();
+    let list = |readers: Vec<UserId>| Event::ReadersSeen {
+        conv: C1,
+        seq: Seq(1),
+        readers,
+        unread: vec![],
+    };
+    story.device(D1, list(vec![]));
+    assert_eq!(story.count(Signal::ReaderListSeen), 0);
+    story.device(D1, list(vec![U2]));
+    assert_eq!(story.count(Signal::ReaderListSeen), 1);
+}
+
+#[test]
+fn offline_by_timeout_is_a_presence_change_after_an_expired_session() {
+    let offline = Event::PresenceChanged {
+        user: U2,
+        online: false,
+        notified: vec![],
+    };
+    let closed = |reason| Event::SessionClosed {
+        session: imsim_model::SessionId(1),
+        device: D2,
+        reason,
+    };
+    let mut story = Story::new();
+    story.server(closed(SessionEnd::Logout));
+    story.server(offline.clone());
+    assert_eq!(story.count(Signal::OfflineByTimeout), 0);
+    story.server(closed(SessionEnd::Timeout));
+    story.server(offline);
+    assert_eq!(story.count(Signal::OfflineByTimeout), 1);
+}
+
+#[test]
+fn a_contact_seen_offline_was_shown_online_first() {
+    let mut story = Story::new();
+    let seen = |online| Event::PresenceSeen { user: U2, online };
+    story.device(D1, seen(false)); // the status at login: not a change
+    assert_eq!(story.count(Signal::ContactSeenOffline), 0);
+    story.device(D1, seen(true));
+    story.device(D1, seen(false));
+    assert_eq!(story.count(Signal::ContactSeenOffline), 1);
+}
+
+#[test]
+fn a_roaming_device_catches_up_on_what_was_committed_before_it_came() {
+    let logged_in = Event::LoggedIn {
+        session: imsim_model::SessionId(1),
+    };
+    let mut story = Story::new();
+    story.device(D1, logged_in.clone());
+    story.commit(D1, 1, 1);
+    story.display(D1, 1, D1); // an early device: not roaming
+    story.wait(ROAMING_AFTER_MS);
+    story.device(D3, logged_in);
+    story.display(D3, 1, D1);
+    story.commit(D1, 2, 2);
+    story.display(D3, 2, D1); // live traffic after it came: not catching up
+    assert_eq!(story.count(Signal::RoamingDeviceCaughtUp), 1);
+}
