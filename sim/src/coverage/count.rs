@@ -402,7 +402,9 @@ impl Tracker {
             }
             Event::ReadIgnored { .. } => self.hit(Signal::ReadIgnoredStale),
             Event::PresenceChanged { user, online, .. } => {
-                if self.expired.remove(user) && !*online {
+                // Any change settles the expiry; only going offline is the signal.
+                let expired = self.expired.remove(user);
+                if expired && !*online {
                     self.hit(Signal::OfflineByTimeout);
                 }
             }
