@@ -123,6 +123,8 @@ pub struct HistoryIndex {
     devices_of_user: BTreeMap<UserId, Vec<DeviceId>>,
     /// Each topology conversation's founding members.
     founders: BTreeMap<ConvId, Vec<UserId>>,
+    /// The topology's group conversations.
+    groups: std::collections::BTreeSet<ConvId>,
     /// Each user's membership periods per conversation; a user who was never a member of a
     /// conversation has no entry.
     periods: BTreeMap<(ConvId, UserId), Periods>,
@@ -223,6 +225,9 @@ impl HistoryIndex {
             }
         }
         for spec in &topology.conversations {
+            if spec.group {
+                self.groups.insert(spec.conv);
+            }
             self.founders
                 .entry(spec.conv)
                 .or_default()
@@ -319,6 +324,11 @@ impl HistoryIndex {
     /// The user a device belongs to, from the topology.
     pub fn user_of(&self, device: DeviceId) -> Option<UserId> {
         self.user_of_device.get(&device).copied()
+    }
+
+    /// Whether the topology marks `conv` a group.
+    pub fn is_group(&self, conv: ConvId) -> bool {
+        self.groups.contains(&conv)
     }
 
     /// A user's devices, from the topology.

@@ -95,19 +95,9 @@ fn read_state_converges(history: &History, index: &HistoryIndex, findings: &mut 
             _ => {}
         }
     }
-    let groups: Vec<ConvId> = history
-        .topology()
-        .map(|t| {
-            t.conversations
-                .iter()
-                .filter(|c| c.group)
-                .map(|c| c.conv)
-                .collect()
-        })
-        .unwrap_or_default();
     for ((conv, user), (up_to, record)) in server {
         let mut watchers = vec![user];
-        if !groups.contains(&conv) {
+        if !index.is_group(conv) {
             watchers.extend(
                 index
                     .users()

@@ -19,19 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
     let mut findings = Findings::new();
-    let groups: BTreeSet<ConvId> = history
-        .topology()
-        .map(|t| {
-            t.conversations
-                .iter()
-                .filter(|c| c.group)
-                .map(|c| c.conv)
-                .collect()
-        })
-        .unwrap_or_default();
     let mut pass = Pass {
         index,
-        groups,
         head: BTreeMap::new(),
         received: BTreeMap::new(),
         displayed: BTreeMap::new(),
@@ -51,7 +40,6 @@ pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
 
 struct Pass<'a> {
     index: &'a HistoryIndex,
-    groups: BTreeSet<ConvId>,
     /// Per conversation: the highest committed seq so far.
     head: BTreeMap<ConvId, Seq>,
     /// Per (conv, device): the highest seq received (displayed, held back or dropped as a
@@ -205,7 +193,7 @@ impl Pass<'_> {
             return;
         }
         self.watermark.insert((conv, user), (up_to, record));
-        if !self.groups.contains(&conv) {
+        if !self.index.is_group(conv) {
             return;
         }
         let periods = self.index.periods(conv, user);
