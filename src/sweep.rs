@@ -90,7 +90,8 @@ pub fn run_seed(scenario: &Scenario, seed: u64, every: u64, rerun: Rerun) -> See
     // Counted on the worker thread: it is a pass over the whole history.
     let signals = coverage::signals(&outcome.history);
     let mut outcome = outcome;
-    if outcome.ok() {
+    let differs = matches!(determinism, DeterminismCheck::Differs { .. });
+    if outcome.ok() && !differs {
         // Nothing downstream reads a passing run's history. Freeing it here, on the thread that
         // allocated it, keeps the collecting thread from becoming the sweep's bottleneck: it
         // spent most of its time in cross-thread frees (glibc arena locks), capping a sweep at
