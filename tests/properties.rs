@@ -80,15 +80,7 @@ fn group_scenarios() -> impl Strategy<Value = (Scenario, u64)> {
             scenario.topology.devices_per_user = devices;
             scenario.topology.conversations =
                 Conversations::Pairs(pairs.map_or(0, |pairs| pairs.min(users * (users - 1) / 2)));
-            // 2..=users members each.
-            scenario.topology.groups = sizes
-                .into_iter()
-                .map(|raw| GroupSpec {
-                    size: 2 + raw % (users - 1),
-                    count: 1,
-                    members: Vec::new(),
-                })
-                .collect();
+            scenario.topology.groups = groups(sizes, users);
             let (duration_ms, messages, burst_max, changes, online_fraction, offline_periods) =
                 workload;
             scenario.workload.duration_ms = duration_ms;
@@ -158,14 +150,7 @@ fn mixed_scenarios() -> impl Strategy<Value = (Scenario, u64)> {
             scenario.topology.devices_per_user = devices;
             scenario.topology.conversations =
                 Conversations::Pairs(pairs.min(users * (users - 1) / 2));
-            scenario.topology.groups = sizes
-                .into_iter()
-                .map(|raw| GroupSpec {
-                    size: 2 + raw % (users - 1),
-                    count: 1,
-                    members: Vec::new(),
-                })
-                .collect();
+            scenario.topology.groups = groups(sizes, users);
             let (duration_ms, messages, reads, offline_periods, changes, roaming) = workload;
             scenario.workload.duration_ms = duration_ms;
             scenario.workload.messages = messages;
@@ -193,6 +178,18 @@ fn mixed_scenarios() -> impl Strategy<Value = (Scenario, u64)> {
             (scenario, seed)
         },
     )
+}
+
+/// One group per raw draw, of 2..=users founding members drawn at random.
+fn groups(sizes: Vec<u32>, users: u32) -> Vec<GroupSpec> {
+    sizes
+        .into_iter()
+        .map(|raw| GroupSpec {
+            size: 2 + raw % (users - 1),
+            count: 1,
+            members: Vec::new(),
+        })
+        .collect()
 }
 
 /// Writes a failing scenario where a person can replay it, and says how.
