@@ -67,6 +67,8 @@ pub struct Server {
     /// Status of users that changed since the restart; the others are offline at `boot_version`.
     presence: BTreeMap<UserId, PresenceEntry>,
     boot_version: u64,
+    /// Each user's 1:1 peers: who subscribes to its presence in push mode.
+    contacts: BTreeMap<UserId, Vec<UserId>>,
     next_tick: Time,
     outputs: VecDeque<Output>,
     armed: Option<Time>,
@@ -142,6 +144,7 @@ impl Server {
             };
             conversations.insert(conv, conversation);
         }
+        let contacts = presence::contacts_of(&directory);
         let mut server = Server {
             config,
             directory,
@@ -163,6 +166,7 @@ impl Server {
             sessions_opened: 0,
             presence: BTreeMap::new(),
             boot_version: presence::boot_version(now),
+            contacts,
             next_tick: now,
             outputs: VecDeque::new(),
             armed: None,

@@ -12,10 +12,12 @@
 
 use super::Server;
 use crate::config::PresenceMode;
+use crate::directory::Directory;
 use crate::event::Event;
 use crate::ids::{Address, ConvId, DeviceId, UserId};
 use crate::time::Time;
 use crate::wire::{Packet, PresenceEntry, Rejection};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Versions are the server's clock in milliseconds times this, plus a counter, so they grow
 /// across restarts without being stored.
@@ -24,6 +26,25 @@ const VERSIONS_PER_MS: u64 = 1 << 10;
 /// The version every user's status has right after a (re)start at `now`.
 pub(super) fn boot_version(now: Time) -> u64 {
     now.0 * VERSIONS_PER_MS
+}
+
+/// Each user's 1:1 peers, from the directory (1:1 conversations never change members).
+pub(super) fn contacts_of(directory: &Directory) -> BTreeMap<UserId, Vec<UserId>> {
+    let mut contacts: BTreeMap<UserId, BTreeSet<UserId>> = BTreeMap::new();
+    for conv in directory
+        .conversations()
+        .filter(|c| !directory.is_group(*c))
+    {
+        let members = directory.members(conv);
+        for a in members {
+            let peers = members.iter().filter(|b| *b != a);
+            contacts.entry(*a).or_default().extend(peers);
+        }
+    }
+    contacts
+        .into_iter()
+        .map(|(user, peers)| (user, peers.into_iter().collect()))
+        .collect()
 }
 
 impl Server {
@@ -76,18 +97,7 @@ impl Server {
 
     /// The users who subscribe to `user`'s status in push mode: its 1:1 peers.
     pub(super) fn contacts(&self, user: UserId) -> Vec<UserId> {
-        let mut contacts: Vec<UserId> = self
-            .conversations_of
-            .get(&user)
-            .into_iter()
-            .flatten()
-            .filter(|conv| !self.conversations[conv].is_group)
-            .flat_map(|conv| self.directory.members(*conv).iter().copied())
-            .filter(|peer| *peer != user)
-            .collect();
-        contacts.sort();
-        contacts.dedup();
-        contacts
+        self.contacts.get(&user).cloned().unwrap_or_default()
     }
 
     /// The contacts' status versions summed: what a device that missed no change also has.
