@@ -23,7 +23,8 @@ impl Server {
             } else {
                 // Merge the news of a window into one round of notices.
                 let at = now.plus_ms(self.config.notify_merge_ms);
-                self.announcements.entry(message.conv).or_insert(at);
+                let at = *self.announcements.entry(message.conv).or_insert(at);
+                self.housekeeping_at(at);
             }
             return;
         }
@@ -76,6 +77,7 @@ impl Server {
                     message: message.clone(),
                 },
             );
+            self.housekeeping_at(retry_at);
         }
     }
 
@@ -120,6 +122,7 @@ impl Server {
                 },
             );
             self.transmit(address, Packet::Notify { conv, head });
+            self.housekeeping_at(retry_at);
         }
     }
 

@@ -69,7 +69,11 @@ pub struct Server {
     boot_version: u64,
     /// Each user's 1:1 peers: who subscribes to its presence in push mode.
     contacts: BTreeMap<UserId, Vec<UserId>>,
-    next_tick: Time,
+    /// Housekeeping runs on a grid of `server_tick_ms` from the last tick, but only at grid
+    /// times when something is due: a session to expire, a push or notice to retry, a round of
+    /// notices or read counts to send. `None`: nothing is due at all.
+    next_tick: Option<Time>,
+    last_tick: Time,
     outputs: VecDeque<Output>,
     armed: Option<Time>,
 }
@@ -167,7 +171,8 @@ impl Server {
             presence: BTreeMap::new(),
             boot_version: presence::boot_version(now),
             contacts,
-            next_tick: now,
+            next_tick: Some(now),
+            last_tick: now,
             outputs: VecDeque::new(),
             armed: None,
         };
@@ -316,12 +321,16 @@ impl Server {
     pub fn handle_timeout(&mut self, now: Time) {
         // The driver's timer is spent: whatever is due next must be armed again.
         self.armed = None;
-        if now >= self.next_tick {
+        if self.next_tick.is_some_and(|tick| now >= tick) {
             self.expire_sessions(now);
             self.announce_due(now);
             self.send_due_counts(now);
             self.retry_deliveries(now);
-            self.next_tick = now.plus_ms(self.config.server_tick_ms);
+            self.last_tick = now;
+            self.next_tick = None;
+            if let Some(due) = self.housekeeping_due() {
+                self.housekeeping_at(due);
+            }
         }
         self.rearm();
     }
@@ -378,6 +387,7 @@ impl Server {
             notices: BTreeMap::new(),
         };
         self.sessions.insert(from, state);
+        self.housekeeping_at(now.plus_ms(self.config.session_timeout_ms));
         self.session_of_device.insert(device, from);
         self.emit(Event::SessionOpened {
             session,
@@ -407,6 +417,35 @@ impl Server {
                 reason,
             });
             self.session_count_changed(now, user, false);
+        }
+    }
+
+    /// The earliest time any housekeeping is due, from the state (a tick scans it all anyway).
+    fn housekeeping_due(&self) -> Option<Time> {
+        let expiries = self
+            .sessions
+            .values()
+            .filter(|_| self.config.variant != Variant::GhostOnline)
+            .map(|session| session.last_heard.plus_ms(self.config.session_timeout_ms));
+        let retries = self.sessions.values().flat_map(|session| {
+            let pushes = session.pushes.values();
+            pushes.chain(session.notices.values()).map(|r| r.retry_at)
+        });
+        let announcements = self.announcements.values().copied();
+        expiries
+            .chain(retries)
+            .chain(announcements)
+            .chain(self.receipts.batch_due())
+            .min()
+    }
+
+    /// Something falls due at `due`: the first grid tick at or after it must run.
+    fn housekeeping_at(&mut self, due: Time) {
+        let tick_ms = self.config.server_tick_ms;
+        let ticks = due.since_ms(self.last_tick).div_ceil(tick_ms).max(1);
+        let tick = self.last_tick.plus_ms(ticks * tick_ms);
+        if !matches!(self.next_tick, Some(next) if next <= tick) {
+            self.next_tick = Some(tick);
         }
     }
 
@@ -454,10 +493,9 @@ impl Server {
     }
 
     fn rearm(&mut self) {
-        if self.armed != Some(self.next_tick) {
-            self.armed = Some(self.next_tick);
-            self.outputs
-                .push_back(Output::ArmTimer { at: self.next_tick });
+        if let Some(tick) = self.next_tick.filter(|tick| self.armed != Some(*tick)) {
+            self.armed = Some(tick);
+            self.outputs.push_back(Output::ArmTimer { at: tick });
         }
     }
 }

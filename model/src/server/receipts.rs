@@ -41,6 +41,13 @@ pub(super) struct Receipts {
     batches: BTreeMap<ConvId, (Time, BTreeSet<Seq>)>,
 }
 
+impl Receipts {
+    /// When the earliest window of batched read counts closes.
+    pub(super) fn batch_due(&self) -> Option<Time> {
+        self.batches.values().map(|(at, _)| *at).min()
+    }
+}
+
 impl Server {
     fn reader(&self, user: UserId, device: DeviceId) -> Reader {
         // VARIANT read-count-double: reads are counted per device.
@@ -202,6 +209,8 @@ impl Server {
                 .entry(conv)
                 .or_insert((due, BTreeSet::new()));
             batch.1.extend(gained);
+            let due = batch.0;
+            self.housekeeping_at(due);
         } else {
             self.send_counts(conv, gained);
         }
