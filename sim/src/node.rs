@@ -3,25 +3,27 @@
 //! feeds it to the machine, then drains `poll_output` completely: packets go through the fault
 //! layer onto madsim's network, events go into the history.
 //!
-//! madsim's `recv_from_raw` is not cancel-safe (a datagram can be lost if the future is dropped
-//! during its receive delay), so each node has a receive task that forwards datagrams into a
-//! channel, and the loop selects on the channel.
+//! Each node is one madsim task: its `Driver` polls the node's receives, sends and timers itself
+//! (see `Driver`).
 
 use crate::faults::{PacketMeta, Rule, Verdict};
 use crate::history::{Entry, History, Node};
 use crate::trace::{Link, NET};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use imsim_model::{
     Address, Client, Command, DeviceId, Directory, Output, Packet, ProtocolConfig, Server, Time,
 };
 use madsim::net::Endpoint;
-use madsim::time::{sleep, sleep_until, Duration, Instant};
+use madsim::time::{sleep_until, Duration, Instant, TimeHandle};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::mpsc;
+use std::task::{Context, Poll};
 
 const TAG: u64 = 0x1a5;
 const PORT: u16 = 7000;
@@ -30,15 +32,16 @@ const CLOCK_BASE_MS: i64 = 1_000_000_000;
 /// A storage sync takes between these many milliseconds: long enough that a crash can fall
 /// between a write and its sync.
 const SYNC_MS_MIN: u64 = 1;
-/// Receive tasks per node (see `bind`): the server takes in up to about this many thousand
-/// datagrams per simulated second; a device needs few.
-const SERVER_RECEIVERS: usize = 256;
-const DEVICE_RECEIVERS: usize = 1;
 const SYNC_MS_MAX: u64 = 5;
 
 /// What every node of one run shares: the clock origin, the history and the fault layer.
 pub(crate) struct World {
     start: Instant,
+    /// madsim's clock, read directly: `Instant::now()` inside a simulation goes through madsim's
+    /// `clock_gettime` override, which costs several times more and was a tenth of a run's time.
+    clock: TimeHandle,
+    /// The clock's reading at `start`.
+    start_elapsed: Duration,
     history: Mutex<History>,
     faults: Mutex<FaultLayer>,
     /// Packet faults apply only before this time (the end of the safety phase).
@@ -73,8 +76,11 @@ impl World {
     pub(crate) fn new(rules: Vec<Rule>, rng: ChaCha8Rng, safety_end_ms: u64) -> World {
         let start = Instant::now();
         crate::trace::set_run_start(start);
+        let clock = TimeHandle::current();
         World {
             start,
+            start_elapsed: clock.elapsed(),
+            clock,
             history: Mutex::new(History::default()),
             faults: Mutex::new(FaultLayer {
                 rules,
@@ -87,7 +93,7 @@ impl World {
 
     /// True simulated time since the start of the run, in milliseconds.
     pub(crate) fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        (self.clock.elapsed() - self.start_elapsed).as_millis() as u64
     }
 
     pub(crate) fn record(&self, node: Node, entry: Entry) {
@@ -108,15 +114,9 @@ impl World {
         sleep_until(self.start + Duration::from_millis(at_ms)).await;
     }
 
-    /// Sends `packet` through the fault rules; `device` is the device end of the link.
-    fn transmit(
-        &self,
-        endpoint: &Arc<Endpoint>,
-        device: DeviceId,
-        to_server: bool,
-        to: SocketAddr,
-        packet: Packet,
-    ) {
+    /// Passes a packet through the fault rules: how many copies to send, and after how long
+    /// (`None`: dropped). `device` is the device end of the link.
+    fn verdict(&self, device: DeviceId, to_server: bool, packet: &Packet) -> Option<(u32, u64)> {
         let now_ms = self.now_ms();
         let verdict = {
             let mut faults = lock(&self.faults);
@@ -138,24 +138,12 @@ impl World {
         };
         let link = Link { device, to_server };
         tracing::trace!(target: NET, "transmit {link} {verdict:?} {packet:?}");
-        let (copies, delay_ms) = match verdict {
-            Verdict::Pass => (1, 0),
-            Verdict::Drop => return,
-            Verdict::Duplicate => (2, 0),
-            Verdict::Delay(delay_ms) => (1, delay_ms),
-            Verdict::Hold(until_ms) => (1, until_ms.saturating_sub(now_ms)),
-        };
-        for _ in 0..copies {
-            let endpoint = endpoint.clone();
-            let packet = packet.clone();
-            madsim::task::spawn(async move {
-                if delay_ms > 0 {
-                    sleep(Duration::from_millis(delay_ms)).await;
-                }
-                // A send fails only when the node is being killed; the packet is then lost,
-                // like a packet in a dying process's socket buffer.
-                let _ = endpoint.send_to_raw(to, TAG, Box::new(packet)).await;
-            });
+        match verdict {
+            Verdict::Pass => Some((1, 0)),
+            Verdict::Drop => None,
+            Verdict::Duplicate => Some((2, 0)),
+            Verdict::Delay(delay_ms) => Some((1, delay_ms)),
+            Verdict::Hold(until_ms) => Some((1, until_ms.saturating_sub(now_ms))),
         }
     }
 }
@@ -205,84 +193,198 @@ pub(crate) fn device_address(device: DeviceId) -> Address {
     Address(device.0)
 }
 
-/// Everything that can wake a node, in one channel: the node's loop awaits only this, so it
-/// never re-polls sleeps (each poll of a pending madsim `Sleep` registers another timer, and a
-/// loop that re-created its sleeps on every packet left millions of dead timers behind).
+/// What wakes a node's loop.
 enum Input {
     Packet(Packet, Address),
-    /// The alarm set for this time (true ms) went off.
-    Alarm(u64),
+    /// The machine's timer went off.
+    Alarm,
     /// The workload command at this index of the device's plan is due.
     Command(usize),
     /// The storage sync up to this record finished.
     Synced(u64),
 }
 
-type Inputs = mpsc::UnboundedSender<Input>;
+/// Work a node has scheduled for a later time on its own queue.
+enum Later {
+    Command(usize),
+    Synced(u64),
+    /// A packet the fault layer delayed or held.
+    Send(SocketAddr, Packet),
+}
 
-/// Binds the node's address and starts `receivers` receive tasks feeding the node's inputs.
+/// A receive loop (never finishes) or a send.
+type Io = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Inbox = Arc<Mutex<VecDeque<(Packet, Address)>>>;
+
+/// Receive loops per node (see `Driver::bind`): each takes in up to about a thousand datagrams
+/// per simulated second. A device needs one; the server four per device, up to 256.
+const DEVICE_RECEIVERS: usize = 1;
+
+pub(crate) fn server_receivers(devices: usize) -> usize {
+    (4 * devices).clamp(16, 256)
+}
+
+/// Everything a node waits on, driven by the node's one task: its endpoint's receives and sends,
+/// the machine's timer and a queue of timed work. One task per node, rather than a task per
+/// send, per timer and per receive loop, halves what madsim's executor does per packet.
 ///
-/// madsim's `recv_from_raw` sleeps a few microseconds per datagram, and madsim's timers have
-/// millisecond granularity, so one receive task takes in at most about 1,000 datagrams per
-/// simulated second. A server in front of thousands of devices needs many receive tasks, or the
-/// harness itself, not the protocol, would congest it (seen: a 10,000-member group collapsing
-/// into timeouts and retries with no fault injected).
-async fn bind(ip: IpAddr, receivers: usize, inputs: &Inputs) -> Arc<Endpoint> {
-    // Binding a fresh node's own address cannot fail: each node binds once per incarnation.
-    let endpoint = Arc::new(
-        Endpoint::bind(SocketAddr::new(ip, PORT))
-            .await
-            .expect("bind node address"),
-    );
-    for _ in 0..receivers {
-        let (receiving, inputs) = (endpoint.clone(), inputs.clone());
-        madsim::task::spawn(async move {
-            while let Ok((payload, from)) = receiving.recv_from_raw(TAG).await {
-                if let Ok(packet) = payload.downcast::<Packet>() {
-                    if inputs
-                        .send(Input::Packet(*packet, address_of(from)))
-                        .is_err()
-                    {
-                        break;
+/// Nothing is polled that was not woken: the receives and sends sit in a `FuturesUnordered`, and
+/// a madsim timer is registered once per distinct deadline (each poll of a pending madsim `Sleep`
+/// registers another timer, and a loop that re-polled its sleeps on every packet once left
+/// millions of dead timers behind).
+struct Driver {
+    world: Arc<World>,
+    endpoint: Arc<Endpoint>,
+    /// The sends in flight, and the receive loops, each putting what it takes in into `inbox`.
+    /// madsim's `recv_from_raw` is not cancel-safe (a datagram can be lost if its future is
+    /// dropped during the receive delay), so the loops only end with the node.
+    io: FuturesUnordered<Io>,
+    inbox: Inbox,
+    /// The machine's timer (true ms): each `ArmTimer` replaces the previous one.
+    alarm_ms: Option<u64>,
+    /// Timed work by (true ms, order of scheduling).
+    later: BTreeMap<(u64, u64), Later>,
+    scheduled: u64,
+    /// Deadlines a madsim timer will wake this task for.
+    registered: BTreeSet<u64>,
+}
+
+impl Driver {
+    /// Binds the node's address and starts `receivers` receives.
+    ///
+    /// madsim's `recv_from_raw` sleeps a few microseconds per datagram, and madsim's timers have
+    /// millisecond granularity, so one receive takes in at most about 1,000 datagrams per
+    /// simulated second. A server in front of thousands of devices needs many, or the harness
+    /// itself, not the protocol, would congest it (seen: a 10,000-member group collapsing into
+    /// timeouts and retries with no fault injected).
+    async fn bind(world: Arc<World>, ip: IpAddr, receivers: usize) -> Driver {
+        // Binding a fresh node's own address cannot fail: each node binds once per incarnation.
+        let endpoint = Arc::new(
+            Endpoint::bind(SocketAddr::new(ip, PORT))
+                .await
+                .expect("bind node address"),
+        );
+        let driver = Driver {
+            world,
+            endpoint,
+            io: FuturesUnordered::new(),
+            inbox: Inbox::default(),
+            alarm_ms: None,
+            later: BTreeMap::new(),
+            scheduled: 0,
+            registered: BTreeSet::new(),
+        };
+        for _ in 0..receivers {
+            let (endpoint, inbox) = (driver.endpoint.clone(), driver.inbox.clone());
+            driver.io.push(Box::pin(async move {
+                // The network fails a receive only while madsim kills the node.
+                while let Ok((payload, from)) = endpoint.recv_from_raw(TAG).await {
+                    if let Ok(packet) = payload.downcast::<Packet>() {
+                        lock(&inbox).push_back((*packet, address_of(from)));
                     }
                 }
-            }
-        });
+            }));
+        }
+        driver
     }
-    endpoint
-}
 
-/// The node's timer: one sleeper task per deadline that moves earlier. A later deadline waits
-/// for the pending alarm; the machine, woken early, simply arms its timer again.
-struct Alarm {
-    world: Arc<World>,
-    inputs: Inputs,
-    pending_ms: Option<u64>,
-}
+    fn send(&mut self, to: SocketAddr, packet: Packet) {
+        let endpoint = self.endpoint.clone();
+        self.io.push(Box::pin(async move {
+            // A send fails only when the node is being killed; the packet is then lost, like a
+            // packet in a dying process's socket buffer.
+            let _ = endpoint.send_to_raw(to, TAG, Box::new(packet)).await;
+        }));
+    }
 
-impl Alarm {
-    fn set(&mut self, at_ms: u64) {
-        if self
-            .pending_ms
-            .is_some_and(|pending_ms| pending_ms <= at_ms)
-        {
+    /// Sends `packet` through the fault layer; `device` is the device end of the link.
+    fn transmit(&mut self, device: DeviceId, to_server: bool, to: SocketAddr, packet: Packet) {
+        let Some((copies, delay_ms)) = self.world.verdict(device, to_server, &packet) else {
             return;
+        };
+        for _ in 1..copies {
+            self.send_after(delay_ms, to, packet.clone());
         }
-        self.pending_ms = Some(at_ms);
-        let (world, inputs) = (self.world.clone(), self.inputs.clone());
-        madsim::task::spawn(async move {
-            world.sleep_until_ms(at_ms).await;
-            let _ = inputs.send(Input::Alarm(at_ms));
-        });
+        self.send_after(delay_ms, to, packet);
     }
 
-    /// Whether an alarm that went off is the pending one (a superseded one is ignored).
-    fn went_off(&mut self, at_ms: u64) -> bool {
-        let current = self.pending_ms == Some(at_ms);
-        if current {
-            self.pending_ms = None;
+    fn send_after(&mut self, delay_ms: u64, to: SocketAddr, packet: Packet) {
+        if delay_ms == 0 {
+            self.send(to, packet);
+        } else {
+            self.schedule(self.world.now_ms() + delay_ms, Later::Send(to, packet));
         }
-        current
+    }
+
+    fn arm(&mut self, at_ms: u64) {
+        self.alarm_ms = Some(at_ms);
+    }
+
+    fn schedule(&mut self, at_ms: u64, work: Later) {
+        self.scheduled += 1;
+        self.later.insert((at_ms, self.scheduled), work);
+    }
+
+    /// Waits for the next input, sending what is due meanwhile.
+    async fn next(&mut self) -> Input {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Input> {
+        loop {
+            let now_ms = self.world.now_ms();
+            while let Some(entry) = self.later.first_entry() {
+                if entry.key().0 > now_ms || !matches!(entry.get(), Later::Send(..)) {
+                    break;
+                }
+                if let Later::Send(to, packet) = entry.remove() {
+                    self.send(to, packet);
+                }
+            }
+            // A finished send carries nothing back, and the receive loops never finish: they
+            // move datagrams into the inbox.
+            while let Poll::Ready(Some(())) = self.io.poll_next_unpin(cx) {}
+            if let Some((packet, from)) = lock(&self.inbox).pop_front() {
+                return Poll::Ready(Input::Packet(packet, from));
+            }
+            let queued = self.later.first_key_value().map(|(&(at_ms, _), _)| at_ms);
+            let next_ms = match (queued, self.alarm_ms) {
+                (Some(queued), Some(alarm)) => Some(queued.min(alarm)),
+                (queued, alarm) => queued.or(alarm),
+            };
+            let Some(next_ms) = next_ms else {
+                return Poll::Pending;
+            };
+            if next_ms <= now_ms {
+                if queued == Some(next_ms) {
+                    match self.later.pop_first().map(|(_, work)| work) {
+                        Some(Later::Command(index)) => return Poll::Ready(Input::Command(index)),
+                        Some(Later::Synced(through)) => return Poll::Ready(Input::Synced(through)),
+                        Some(Later::Send(to, packet)) => self.send(to, packet),
+                        None => {}
+                    }
+                    continue;
+                }
+                self.alarm_ms = None;
+                return Poll::Ready(Input::Alarm);
+            }
+            while self
+                .registered
+                .first()
+                .is_some_and(|&at_ms| at_ms <= now_ms)
+            {
+                self.registered.pop_first();
+            }
+            if self.registered.contains(&next_ms) {
+                return Poll::Pending;
+            }
+            let mut timer =
+                (self.world.clock).sleep_until(self.world.start + Duration::from_millis(next_ms));
+            if Pin::new(&mut timer).poll(cx).is_pending() {
+                self.registered.insert(next_ms);
+                return Poll::Pending;
+            }
+        }
     }
 }
 
@@ -292,6 +394,8 @@ pub(crate) struct ServerSlot {
     pub server: Server,
     pub config: ProtocolConfig,
     pub directory: Directory,
+    /// Receive loops the server's node runs.
+    pub receivers: usize,
     pub started: bool,
 }
 
@@ -312,39 +416,27 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
         }
         slot.started = true;
     }
-    let (inputs, mut received) = mpsc::unbounded_channel();
-    let endpoint = bind(server_ip(), SERVER_RECEIVERS, &inputs).await;
-    let mut alarm = Alarm {
-        world: world.clone(),
-        inputs: inputs.clone(),
-        pending_ms: None,
-    };
+    let receivers = lock(&slot).receivers;
+    let mut driver = Driver::bind(world.clone(), server_ip(), receivers).await;
     loop {
         let outputs: Vec<Output> =
             std::iter::from_fn(|| lock(&slot).server.poll_output()).collect();
         for output in outputs {
             match output {
                 Output::Transmit { to, packet } => {
-                    world.transmit(&endpoint, DeviceId(to.0), false, socket_of(to), packet);
+                    driver.transmit(DeviceId(to.0), false, socket_of(to), packet);
                 }
-                Output::ArmTimer { at } => alarm.set(at.0),
+                Output::ArmTimer { at } => driver.arm(at.0),
                 Output::SyncStorage { through } => {
-                    let inputs = inputs.clone();
                     // madsim's generator, not rand's: madsim seeds it from the run seed
                     // (`Setup::new`), so sync latencies replay like everything else.
                     let sync_ms = madsim::rand::thread_rng().gen_range(SYNC_MS_MIN..=SYNC_MS_MAX);
-                    madsim::task::spawn(async move {
-                        sleep(Duration::from_millis(sync_ms)).await;
-                        let _ = inputs.send(Input::Synced(through));
-                    });
+                    driver.schedule(world.now_ms() + sync_ms, Later::Synced(through));
                 }
                 Output::Event(event) => world.record(Node::Server, Entry::Protocol(event)),
             }
         }
-        // The node holds a sender itself, so the channel never closes while the node runs.
-        let Some(input) = received.recv().await else {
-            return;
-        };
+        let input = driver.next().await;
         let now = Time(world.now_ms());
         let mut slot = lock(&slot);
         match input {
@@ -353,8 +445,8 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
                 slot.server.handle_packet(now, from, packet);
             }
             Input::Synced(through) => slot.server.handle_storage_synced(now, through),
-            Input::Alarm(at_ms) if alarm.went_off(at_ms) => slot.server.handle_timeout(now),
-            Input::Alarm(_) | Input::Command(_) => {}
+            Input::Alarm => slot.server.handle_timeout(now),
+            Input::Command(_) => {}
         }
     }
 }
@@ -396,50 +488,42 @@ impl DeviceSlot {
 }
 
 pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) {
-    let (inputs, mut received) = mpsc::unbounded_channel();
     let (device, plan) = {
         let mut slot = lock(&slot);
         if slot.started {
             slot.restart(world.now_ms());
         }
         slot.started = true;
-        let plan: Vec<u64> = slot.plan[slot.next_command..]
-            .iter()
-            .map(|(at_ms, _)| *at_ms)
+        let plan: Vec<(usize, u64)> = (slot.next_command..slot.plan.len())
+            .map(|index| (index, slot.plan[index].0))
             .collect();
-        (slot.device, (slot.next_command, plan))
+        (slot.device, plan)
     };
-    let endpoint = bind(device_ip(device), DEVICE_RECEIVERS, &inputs).await;
-    play_plan(&world, &inputs, plan);
+    let mut driver = Driver::bind(world.clone(), device_ip(device), DEVICE_RECEIVERS).await;
+    // The user's plan: each command is handed to the loop when due.
+    for (index, at_ms) in plan {
+        driver.schedule(at_ms, Later::Command(index));
+    }
     let server = socket_of(Address(0));
-    let mut alarm = Alarm {
-        world: world.clone(),
-        inputs: inputs.clone(),
-        pending_ms: None,
-    };
     loop {
         let outputs: Vec<Output> = {
             let mut slot = lock(&slot);
             let outputs: Vec<Output> = std::iter::from_fn(|| slot.client.poll_output()).collect();
             for output in &outputs {
                 if let Output::ArmTimer { at } = output {
-                    alarm.set(slot.true_ms(*at));
+                    driver.arm(slot.true_ms(*at));
                 }
             }
             outputs
         };
         for output in outputs {
             match output {
-                Output::Transmit { packet, .. } => {
-                    world.transmit(&endpoint, device, true, server, packet)
-                }
+                Output::Transmit { packet, .. } => driver.transmit(device, true, server, packet),
                 Output::Event(event) => world.record(Node::Device(device), Entry::Protocol(event)),
                 Output::ArmTimer { .. } | Output::SyncStorage { .. } => {}
             }
         }
-        let Some(input) = received.recv().await else {
-            return;
-        };
+        let input = driver.next().await;
         let mut slot = lock(&slot);
         let now = slot.local(world.now_ms());
         match input {
@@ -447,29 +531,13 @@ pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) 
                 tracing::trace!(target: NET, "receive from {from} {packet:?}");
                 slot.client.handle_packet(now, from, packet);
             }
-            Input::Alarm(at_ms) if alarm.went_off(at_ms) => slot.client.handle_timeout(now),
+            Input::Alarm => slot.client.handle_timeout(now),
             Input::Command(index) if index == slot.next_command => {
                 slot.next_command += 1;
                 let command = slot.plan[index].1.clone();
                 slot.client.handle_command(now, command);
             }
-            Input::Alarm(_) | Input::Command(_) | Input::Synced(_) => {}
+            Input::Command(_) | Input::Synced(_) => {}
         }
     }
-}
-
-/// The user's plan on a task of its own: one sleep per command, each sent to the loop when due.
-fn play_plan(world: &Arc<World>, inputs: &Inputs, (first, times): (usize, Vec<u64>)) {
-    if times.is_empty() {
-        return;
-    }
-    let (world, inputs) = (world.clone(), inputs.clone());
-    madsim::task::spawn(async move {
-        for (offset, at_ms) in times.into_iter().enumerate() {
-            world.sleep_until_ms(at_ms).await;
-            if inputs.send(Input::Command(first + offset)).is_err() {
-                return;
-            }
-        }
-    });
 }

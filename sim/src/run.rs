@@ -12,8 +12,8 @@ use crate::check::{check_all, Violation};
 use crate::faults::FaultProfile;
 use crate::history::{Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology};
 use crate::node::{
-    device_address, device_ip, lock, run_device, run_server, server_ip, DeviceSlot, PacketStats,
-    ServerSlot, World,
+    device_address, device_ip, lock, run_device, run_server, server_ip, server_receivers,
+    DeviceSlot, PacketStats, ServerSlot, World,
 };
 use crate::scenario::Scenario;
 use crate::workload::{self, Plan};
@@ -304,10 +304,10 @@ async fn control(setup: Setup) -> (History, PacketStats, u64) {
 /// Kills every node once the run's results are out, so that no task outlives the run.
 ///
 /// Dropping a madsim `Runtime` does not drop the futures of tasks that are still pending, and
-/// every node has some when the run ends: its loop and receive tasks waiting for input, alarm and
-/// plan sleepers. Each such task stays allocated for good: madsim's `TaskInfo` holds a waker of
-/// its own task and lives inside that task's future, and the futures hold the `World`, the node's
-/// endpoint and channels, and handles that keep the runtime itself alive (about 0.6 MB per seed
+/// every node has one when the run ends: its loop, waiting for input. Such a task stays
+/// allocated for good: madsim's `TaskInfo` holds a waker of its own task and lives inside that
+/// task's future, and the future holds the `World`, the node's endpoint and receive loops, and
+/// handles that keep the runtime itself alive (about 0.6 MB per seed
 /// of `one-to-one`, and gigabytes over a sweep). A killed node's tasks are woken, and the
 /// executor, which drains its ready queue even after the controller's future has finished,
 /// drops their futures before `block_on` returns. The history has been taken by then, so this
@@ -345,10 +345,12 @@ fn start_server(
     }
     let config = setup.scenario.protocol.clone();
     let server = Server::new(config.clone(), directory.clone(), Time(0));
+    let devices: usize = setup.topology.users.iter().map(|u| u.devices.len()).sum();
     let slot = Arc::new(Mutex::new(ServerSlot {
         server,
         config,
         directory,
+        receivers: server_receivers(devices),
         started: false,
     }));
     let (world, init_slot) = (world.clone(), slot.clone());
