@@ -332,15 +332,6 @@ impl Driver {
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Input> {
         loop {
-            let now_ms = self.world.now_ms();
-            while let Some(entry) = self.later.first_entry() {
-                if entry.key().0 > now_ms || !matches!(entry.get(), Later::Send(..)) {
-                    break;
-                }
-                if let Later::Send(to, packet) = entry.remove() {
-                    self.send(to, packet);
-                }
-            }
             // A finished send carries nothing back, and the receive loops never finish: they
             // move datagrams into the inbox.
             while let Poll::Ready(Some(())) = self.io.poll_next_unpin(cx) {}
@@ -348,25 +339,22 @@ impl Driver {
                 return Poll::Ready(Input::Packet(packet, from));
             }
             let queued = self.later.first_key_value().map(|(&(at_ms, _), _)| at_ms);
-            let next_ms = match (queued, self.alarm_ms) {
-                (Some(queued), Some(alarm)) => Some(queued.min(alarm)),
-                (queued, alarm) => queued.or(alarm),
-            };
-            let Some(next_ms) = next_ms else {
+            let Some(next_ms) = queued.into_iter().chain(self.alarm_ms).min() else {
                 return Poll::Pending;
             };
+            let now_ms = self.world.now_ms();
             if next_ms <= now_ms {
-                if queued == Some(next_ms) {
-                    match self.later.pop_first().map(|(_, work)| work) {
-                        Some(Later::Command(index)) => return Poll::Ready(Input::Command(index)),
-                        Some(Later::Synced(through)) => return Poll::Ready(Input::Synced(through)),
-                        Some(Later::Send(to, packet)) => self.send(to, packet),
-                        None => {}
-                    }
-                    continue;
+                if queued != Some(next_ms) {
+                    self.alarm_ms = None;
+                    return Poll::Ready(Input::Alarm);
                 }
-                self.alarm_ms = None;
-                return Poll::Ready(Input::Alarm);
+                match self.later.pop_first().map(|(_, work)| work) {
+                    Some(Later::Command(index)) => return Poll::Ready(Input::Command(index)),
+                    Some(Later::Synced(through)) => return Poll::Ready(Input::Synced(through)),
+                    Some(Later::Send(to, packet)) => self.send(to, packet),
+                    None => {}
+                }
+                continue;
             }
             while self
                 .registered
@@ -375,15 +363,15 @@ impl Driver {
             {
                 self.registered.pop_first();
             }
-            if self.registered.contains(&next_ms) {
+            if !self.registered.insert(next_ms) {
                 return Poll::Pending;
             }
-            let mut timer =
-                (self.world.clock).sleep_until(self.world.start + Duration::from_millis(next_ms));
+            let deadline = self.world.start + Duration::from_millis(next_ms);
+            let mut timer = self.world.clock.sleep_until(deadline);
             if Pin::new(&mut timer).poll(cx).is_pending() {
-                self.registered.insert(next_ms);
                 return Poll::Pending;
             }
+            self.registered.remove(&next_ms);
         }
     }
 }
