@@ -188,7 +188,10 @@ fn save_failures_writes_each_failing_seed_once() {
     };
     // Seeds 30 and 32 fail (on P1, on D4), 31 passes.
     assert_eq!(run(&[]).status.code(), Some(1));
-    let explicit = ["quiet-period-1ms-seed30.toml", "quiet-period-1ms-seed32.toml"];
+    let explicit = [
+        "quiet-period-1ms-seed30.toml",
+        "quiet-period-1ms-seed32.toml",
+    ];
     assert_eq!(names(), explicit);
     // The same sweep again finds the same files and adds nothing.
     assert_eq!(run(&[]).status.code(), Some(1));

@@ -3,8 +3,8 @@
 //! an idle server asks for nothing.
 
 use imsim_model::{
-    Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Directory, Event, Output, Packet, ProtocolConfig, Server,
-    SessionEnd, Time, UserId,
+    Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Directory, Event, Output, Packet,
+    ProtocolConfig, Server, SessionEnd, Time, UserId,
 };
 
 const TOKEN: u64 = 7;
