@@ -18,6 +18,15 @@ fn server() -> (Server, ProtocolConfig) {
     (Server::new(config.clone(), directory, Time(0)), config)
 }
 
+/// `server()` after its first tick (at 0), with its outputs drained: the grid starts at 0.
+fn ticked() -> (Server, ProtocolConfig) {
+    let (mut server, config) = server();
+    drain(&mut server);
+    server.handle_timeout(Time(0));
+    drain(&mut server);
+    (server, config)
+}
+
 fn drain(server: &mut Server) -> Vec<Output> {
     std::iter::from_fn(|| server.poll_output()).collect()
 }
@@ -50,10 +59,7 @@ fn an_idle_server_asks_for_no_timer() {
 
 #[test]
 fn a_silent_session_is_expired_at_the_first_grid_tick_after_its_timeout() {
-    let (mut server, config) = server();
-    drain(&mut server);
-    server.handle_timeout(Time(0));
-    drain(&mut server);
+    let (mut server, config) = ticked();
     let outputs = login(&mut server, Time(100), 1);
     // Grid ticks fall at multiples of the tick from the last tick (at 0).
     let tick = config.server_tick_ms;
@@ -84,10 +90,7 @@ fn a_silent_session_is_expired_at_the_first_grid_tick_after_its_timeout() {
 
 #[test]
 fn heartbeats_move_the_expiry_tick_later() {
-    let (mut server, config) = server();
-    drain(&mut server);
-    server.handle_timeout(Time(0));
-    drain(&mut server);
+    let (mut server, config) = ticked();
     let first = armed(&login(&mut server, Time(0), 1))[0];
     server.handle_packet(Time(10_000), Address(1), Packet::Heartbeat);
     drain(&mut server);
@@ -103,10 +106,7 @@ fn heartbeats_move_the_expiry_tick_later() {
 
 #[test]
 fn a_push_arms_the_tick_of_its_retry() {
-    let (mut server, config) = server();
-    drain(&mut server);
-    server.handle_timeout(Time(0));
-    drain(&mut server);
+    let (mut server, config) = ticked();
     login(&mut server, Time(0), 1);
     login(&mut server, Time(0), 2);
     let send = Packet::Send {
