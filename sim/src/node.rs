@@ -247,7 +247,31 @@ struct Driver {
     scheduled: u64,
     /// Deadlines a madsim timer will wake this task for.
     registered: BTreeSet<u64>,
+    /// Timed inputs handed out at the current instant of simulated time.
+    due: DueAtInstant,
 }
+
+/// Counts timed inputs at one instant of simulated time.
+#[derive(Default)]
+struct DueAtInstant {
+    at_ms: u64,
+    count: u32,
+}
+
+impl DueAtInstant {
+    /// Counts one at `now_ms`; false once more than `max` came at one instant.
+    fn count(&mut self, now_ms: u64, max: u32) -> bool {
+        if self.at_ms != now_ms {
+            (self.at_ms, self.count) = (now_ms, 0);
+        }
+        self.count += 1;
+        self.count <= max
+    }
+}
+
+/// Timed inputs one node may take at a single instant before the driver calls it a livelock: a
+/// machine that keeps arming its timer at or before now would otherwise hang the simulation.
+const DUE_AT_ONE_INSTANT_MAX: u32 = 100_000;
 
 impl Driver {
     /// Binds the node's address and starts `receivers` receives.
@@ -273,6 +297,7 @@ impl Driver {
             later: BTreeMap::new(),
             scheduled: 0,
             registered: BTreeSet::new(),
+            due: DueAtInstant::default(),
         };
         for _ in 0..receivers {
             let (endpoint, inbox) = (driver.endpoint.clone(), driver.inbox.clone());
@@ -325,6 +350,16 @@ impl Driver {
         self.later.insert((at_ms, self.scheduled), work);
     }
 
+    /// Counts a timed input at `now_ms` and stops the run if the node takes them forever without
+    /// simulated time moving.
+    fn count_due(&mut self, now_ms: u64) {
+        assert!(
+            self.due.count(now_ms, DUE_AT_ONE_INSTANT_MAX),
+            "timer livelock at {now_ms} ms: the node took {DUE_AT_ONE_INSTANT_MAX} timed inputs \
+             without simulated time moving (its machine keeps arming a timer at or before now)"
+        );
+    }
+
     /// Waits for the next input, sending what is due meanwhile.
     async fn next(&mut self) -> Input {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
@@ -344,6 +379,7 @@ impl Driver {
             };
             let now_ms = self.world.now_ms();
             if next_ms <= now_ms {
+                self.count_due(now_ms);
                 if queued != Some(next_ms) {
                     self.alarm_ms = None;
                     return Poll::Ready(Input::Alarm);
@@ -527,5 +563,24 @@ pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) 
             }
             Input::Command(_) | Input::Synced(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DueAtInstant;
+
+    #[test]
+    fn timed_inputs_are_limited_per_instant_not_in_total() {
+        let mut due = DueAtInstant::default();
+        assert!(due.count(5, 2) && due.count(5, 2));
+        assert!(
+            !due.count(5, 2),
+            "a third at the same instant is one too many"
+        );
+        assert!(
+            due.count(6, 2) && due.count(6, 2),
+            "time moved: the count starts again"
+        );
     }
 }
