@@ -207,6 +207,33 @@ fn seed_json(scenario: &str, seed_run: &SeedRun) -> Value {
     value
 }
 
+/// A seed whose run panicked (a bug in the model or the harness, not an invariant violation):
+/// the panic's message; where it was raised went to stderr with it.
+pub struct Panicked {
+    pub seed: u64,
+    pub message: String,
+}
+
+/// Runs one seed like `run_seed`, catching a panic so that one bad seed fails the sweep with its
+/// replay command instead of ending it (or, on a worker thread, silently dropping the seeds
+/// after it).
+fn run_seed_caught(
+    scenario: &Scenario,
+    seed: u64,
+    every: u64,
+    rerun: Rerun,
+) -> Result<SeedRun, Panicked> {
+    let run = std::panic::AssertUnwindSafe(|| run_seed(scenario, seed, every, rerun));
+    std::panic::catch_unwind(run).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        Panicked { seed, message }
+    })
+}
+
 /// Runs `seeds` on `jobs` threads and returns the runs in seed order, each as soon as it and
 /// every seed before it are done.
 fn run_seeds(
@@ -215,7 +242,7 @@ fn run_seeds(
     jobs: usize,
     every: u64,
     rerun: Rerun,
-) -> impl Iterator<Item = SeedRun> {
+) -> impl Iterator<Item = Result<SeedRun, Panicked>> {
     let next = Arc::new(AtomicU64::new(0));
     let (sender, receiver) = mpsc::channel();
     let threads = (jobs as u64).min(seeds.len());
@@ -225,7 +252,7 @@ fn run_seeds(
             let k = next.fetch_add(1, Ordering::Relaxed);
             let Some(seed) = seeds.nth(k) else { break };
             if sender
-                .send((k, run_seed(&scenario, seed, every, rerun)))
+                .send((k, run_seed_caught(&scenario, seed, every, rerun)))
                 .is_err()
             {
                 break;
@@ -317,6 +344,12 @@ struct Tally {
 }
 
 impl Tally {
+    fn add_panicked(&mut self, replay: String) {
+        self.runs += 1;
+        self.failed_runs += 1;
+        self.failed.push(replay);
+    }
+
     fn add(&mut self, scenario: &str, seed_run: &SeedRun) {
         self.runs += 1;
         let seed = seed_run.outcome.setup.seed;
@@ -422,7 +455,17 @@ pub fn sweep(
     for (name, scenario) in scenarios {
         let mut coverage = Coverage::default();
         let every = options.determinism_every;
-        for seed_run in run_seeds(scenario, seeds_of(scenario), options.jobs, every, rerun) {
+        for result in run_seeds(scenario, seeds_of(scenario), options.jobs, every, rerun) {
+            let seed_run = match result {
+                Ok(seed_run) => seed_run,
+                Err(panicked) => {
+                    let replay = replay_command(name, panicked.seed, scenario.protocol.variant);
+                    progress.print(|| print_panicked(name, &panicked, &replay, options.format));
+                    tally.add_panicked(replay);
+                    progress.advance(tally.runs, tally.failed_runs, started);
+                    continue;
+                }
+            };
             let seed = seed_run.outcome.setup.seed;
             if let (Some((dir, shrink)), false) = (&options.save_failures, seed_run.outcome.ok()) {
                 let path = crate::shrink_command::save_failure(
@@ -489,6 +532,27 @@ pub fn sweep(
     Ok(tally.failed_runs == 0 && missed.is_empty())
 }
 
+fn print_panicked(scenario: &str, panicked: &Panicked, replay: &str, format: Format) {
+    let seed = panicked.seed;
+    match format {
+        Format::Text => {
+            say!("== {scenario} seed {seed}");
+            say!("   PANICKED: {}", panicked.message);
+            say!("   replay: {replay}");
+        }
+        Format::Json => say!(
+            "{}",
+            json!({
+                "scenario": scenario,
+                "seed": seed,
+                "ok": false,
+                "panic": panicked.message,
+                "replay": replay,
+            })
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +564,44 @@ mod tests {
         let at = history.records.len() / 2;
         history.records[at].t_ms += 1;
         history
+    }
+
+    /// A rerun that panics on seed 1, as a model bug would.
+    fn panicking_rerun(scenario: &Scenario, seed: u64) -> History {
+        assert!(seed != 1, "a bug hit by seed 1");
+        rerun(scenario, seed)
+    }
+
+    #[test]
+    fn a_panicking_seed_fails_with_its_replay_command_and_the_sweep_goes_on() {
+        let scenario = Scenario::default_scenario();
+        let seeds = Shard::WHOLE.seeds(0..4);
+        let results: Vec<Result<SeedRun, Panicked>> =
+            run_seeds(&scenario, seeds, 2, 1, panicking_rerun).collect();
+        let seeds: Vec<(u64, bool)> = results
+            .iter()
+            .map(|result| match result {
+                Ok(seed_run) => (seed_run.outcome.setup.seed, true),
+                Err(panicked) => (panicked.seed, false),
+            })
+            .collect();
+        assert_eq!(seeds, [(0, true), (1, false), (2, true), (3, true)]);
+        let Err(panicked) = &results[1] else {
+            unreachable!()
+        };
+        assert_eq!(panicked.message, "a bug hit by seed 1");
+
+        let options = SweepOptions {
+            seeds: Some(0..3),
+            save_failures: None,
+            shard: Shard::WHOLE,
+            jobs: 1,
+            determinism_every: 1,
+            format: Format::Json,
+            require_coverage: false,
+        };
+        let scenarios = [("one-to-one".to_string(), scenario)];
+        assert_eq!(sweep(&scenarios, &options, panicking_rerun), Ok(false));
     }
 
     #[test]
