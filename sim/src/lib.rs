@@ -19,6 +19,7 @@ mod fields;
 mod node;
 pub mod reach;
 pub mod run;
+mod runaway;
 pub mod scenario;
 pub mod shrink;
 pub mod trace;

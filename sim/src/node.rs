@@ -8,12 +8,14 @@
 
 use crate::faults::layer::FaultLayer;
 use crate::faults::Rule;
+use crate::runaway::{self, Work};
 use crate::trace::{Link, NET};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use imsim_history::stats::PacketStats;
 use imsim_history::{Entry, History, Node};
 use imsim_model::{
-    Address, Client, Command, DeviceId, Directory, Output, Packet, ProtocolConfig, Server, Time,
+    Address, Client, Command, DeviceId, Directory, Event, Output, Packet, ProtocolConfig, Server,
+    Time,
 };
 use madsim::net::Endpoint;
 use madsim::time::{sleep_until, Duration, Instant, TimeHandle};
@@ -45,6 +47,9 @@ pub(crate) struct World {
     start_elapsed: Duration,
     history: Mutex<History>,
     faults: Mutex<FaultLayer>,
+    /// Displays and sends so far, for the runaway guard.
+    work: Mutex<Work>,
+    devices: u64,
 }
 
 /// Locks a mutex. The simulation runs on one thread and no lock is held across an `await`, so
@@ -54,7 +59,12 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl World {
-    pub(crate) fn new(rules: Vec<Rule>, rng: ChaCha8Rng, safety_end_ms: u64) -> World {
+    pub(crate) fn new(
+        rules: Vec<Rule>,
+        rng: ChaCha8Rng,
+        safety_end_ms: u64,
+        devices: u64,
+    ) -> World {
         let start = Instant::now();
         crate::trace::set_run_start(start);
         let clock = TimeHandle::current();
@@ -64,6 +74,8 @@ impl World {
             clock,
             history: Mutex::new(History::default()),
             faults: Mutex::new(FaultLayer::new(rules, rng, safety_end_ms)),
+            work: Mutex::new(Work::default()),
+            devices,
         }
     }
 
@@ -75,6 +87,11 @@ impl World {
     pub(crate) fn record(&self, node: Node, entry: Entry) {
         let now_ms = self.now_ms();
         crate::trace::log_entry(&entry);
+        match &entry {
+            Entry::Protocol(Event::Displayed { .. }) => lock(&self.work).displays += 1,
+            Entry::Protocol(Event::SendRequested { .. }) => lock(&self.work).sends += 1,
+            _ => {}
+        }
         lock(&self.history).push(now_ms, node, entry);
     }
 
@@ -94,7 +111,18 @@ impl World {
     /// (`None`: dropped). `device` is the device end of the link.
     fn verdict(&self, device: DeviceId, to_server: bool, packet: &Packet) -> Option<(u32, u64)> {
         let now_ms = self.now_ms();
-        let verdict = lock(&self.faults).judge(packet.kind(), device, to_server, now_ms);
+        let (verdict, sent) = {
+            let mut faults = lock(&self.faults);
+            let verdict = faults.judge(packet.kind(), device, to_server, now_ms);
+            (verdict, faults.stats().sent)
+        };
+        if sent % runaway::CHECK_EVERY_PACKETS == 0 {
+            let work = *lock(&self.work);
+            if let Err(message) = runaway::check(sent, work, self.devices, now_ms) {
+                // Stops the run: the sweep reports the seed as failed, with its replay command.
+                panic!("{message}");
+            }
+        }
         let link = Link { device, to_server };
         tracing::trace!(target: NET, "transmit {link} {verdict:?} {packet:?}");
         verdict.copies_and_delay_ms(now_ms)

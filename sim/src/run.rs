@@ -161,10 +161,12 @@ async fn control(setup: Setup) -> (History, PacketStats, u64) {
     let scenario = &setup.scenario;
     let safety_end_ms = scenario.workload.duration_ms;
     let fault_rng = ChaCha8Rng::seed_from_u64(setup.seed ^ 0x6661_756c_7473);
+    let devices: usize = setup.topology.users.iter().map(|u| u.devices.len()).sum();
     let world = Arc::new(World::new(
         faults::rules(&setup.faults),
         fault_rng,
         safety_end_ms,
+        devices as u64,
     ));
     world.record(
         Node::Harness,

@@ -12,6 +12,7 @@ mod presence;
 mod receipts;
 #[cfg(test)]
 mod testkit;
+mod timeliness;
 
 pub use index::HistoryIndex;
 
@@ -39,6 +40,7 @@ pub enum Family {
     Receipts,
     Presence,
     MultiDevice,
+    Timeliness,
 }
 
 /// `Variant = "code", "name", Family, Class, "one-line definition";` for each invariant, in
@@ -139,6 +141,8 @@ invariants! {
         "after the quiet period read watermarks agree across a user's devices";
     M3CursorMonotonic = "M3", "cursor-monotonic", MultiDevice, Safety,
         "a device's sync cursor never goes backwards";
+    T1DeliveredInTime = "T1", "delivered-in-time", Timeliness, Safety,
+        "a device online with a healthy link displays a message within the primary path's bound";
 }
 
 impl fmt::Display for Invariant {
@@ -175,6 +179,7 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     violations.extend(receipts::check(history, &index));
     violations.extend(presence::check(history, &index));
     violations.extend(multi_device::check(history, &index));
+    violations.extend(timeliness::check(history, &index));
     if !history.is_complete() {
         violations.retain(|violation| violation.class() == Class::Safety);
     }
@@ -205,6 +210,7 @@ mod table_tests {
                 Family::Receipts => 'R',
                 Family::Presence => 'P',
                 Family::MultiDevice => 'M',
+                Family::Timeliness => 'T',
             };
             assert!(invariant.code().starts_with(letter), "{invariant}");
             assert!(!invariant.definition().is_empty());

@@ -83,6 +83,11 @@ pub struct Client {
     gap_since: BTreeMap<ConvId, Time>,
     /// Per conversation with a pull in flight: when to give up waiting for its answer.
     pull_deadline: BTreeMap<ConvId, Time>,
+    /// The newest head a notice announced per conversation, while the cursor is below it. A
+    /// notice that arrives while a pull is in flight cannot start another pull; the answer may
+    /// predate the news, so the device pulls again when the answer leaves it short. One entry
+    /// per conversation at most.
+    notified_head: BTreeMap<ConvId, Seq>,
     /// Per conversation with displayed but unacknowledged messages: how many, since when.
     ack_pending: BTreeMap<ConvId, (u32, Time)>,
     /// Per conversation with sends in flight: retransmission deadline and timeout.
@@ -173,6 +178,7 @@ impl Client {
             hold_back: BTreeMap::new(),
             gap_since: BTreeMap::new(),
             pull_deadline: BTreeMap::new(),
+            notified_head: BTreeMap::new(),
             ack_pending: BTreeMap::new(),
             retransmit: BTreeMap::new(),
             read_deadline: BTreeMap::new(),
@@ -316,6 +322,8 @@ impl Client {
             } => self.handle_pull_response(now, conv, messages, head),
             Packet::SyncState { heads } => self.pull_behind(now, &heads),
             Packet::Notify { conv, head } if head > self.cursor(conv) => {
+                let notified = self.notified_head.entry(conv).or_insert(head);
+                *notified = (*notified).max(head);
                 self.pull(now, conv, PullReason::Notified);
             }
             // News we already have (our own message, merged into a round): say so, so the server

@@ -253,6 +253,23 @@ impl Client {
             );
         if self.cursor(conv) < head && !stalled {
             self.pull(now, conv, PullReason::NextPage);
+            return;
+        }
+        // A notice that came while this pull was in flight announced news the answer may not
+        // hold (it was read before that news was durable): pull for it now rather than wait
+        // for the notice's retry.
+        // Only while answers make progress: what a notice announced may lie beyond what this
+        // device may see (a member removed in the meantime), and asking again for nothing would
+        // never end.
+        let progressed = self.cursor(conv) > before;
+        match self.notified_head.get(&conv) {
+            Some(notified) if *notified > self.cursor(conv) && progressed && !stalled => {
+                self.pull(now, conv, PullReason::Notified);
+            }
+            Some(_) => {
+                self.notified_head.remove(&conv);
+            }
+            None => {}
         }
     }
 

@@ -1,0 +1,469 @@
+//! Timeliness: what the primary path must do in time, not only eventually. The repair paths
+//! (push retries, gap pulls, the heartbeat's sync key, re-syncs at login) deliver everything
+//! in the end, so a bug that only breaks the primary path — a push that never goes out, a notice
+//! sent to the wrong audience — passes every eventual invariant while making delivery seconds
+//! late and traffic heavier. T1 bounds the primary path where nothing excuses a repair:
+//!
+//! - **T1 delivered-in-time**: a committed message is displayed on each member device that was
+//!   online with a healthy link from the commit until the bound, within
+//!   [`delivery_bound_ms`] of the commit. "Online with a healthy link" is read from the
+//!   history: the device was logged in and held a session at the server the whole time, its
+//!   link had no loss and no partition, neither it nor the server crashed, and every earlier
+//!   entry of the conversation that it must show was already shown or judged the same way (a
+//!   hole left by an earlier fault legitimately holds the message back). An entry the device
+//!   dropped because its hold-back buffer was full (`hold_back_overflow`, bounded by
+//!   `hold_back_max`) is left to a pull by design and is not judged either.
+
+use super::index::{device_name, Findings};
+use super::{HistoryIndex, Invariant, Violation};
+use crate::{Entry, HarnessEvent, History, Node, RunStart};
+use imsim_model::{ConvId, DeviceId, Event, ProtocolConfig, SessionId};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A datagram's latency in the simulator is 1–10 ms; the driver adds no more. Allowed per hop
+/// on top of the fault profile's own delays, with room for the drivers of real networks.
+const HOP_ALLOWANCE_MS: u64 = 50;
+
+pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
+    let mut findings = Findings::new();
+    if let Some(start) = history.run_start() {
+        delivered_in_time(history, index, start, &mut findings);
+    }
+    findings.into_violations()
+}
+
+/// The longest the primary path may take from a commit to the display on a healthy device:
+/// the push (or, above `notify_threshold_members`, the merged notice, one notice retry, the pull
+/// and its answer), one server tick, and one gap timeout for two pushes that overtook each other. A push lost
+/// and retried (`push_retry_initial_ms`) or a heartbeat repair (`heartbeat_interval_ms`) is
+/// later than this with the default settings: on a healthy link neither should be needed.
+pub fn delivery_bound_ms(protocol: &ProtocolConfig, large_group: bool, in_flight_ms: u64) -> u64 {
+    // Notify-then-pull keeps one notice outstanding per device and merges later news into it
+    // until the device pulls; a notice that crosses a pull in flight is repaired by the
+    // notice's own retry, by design. So a large group's path includes one notice retry (and
+    // the tick that sends it), which is still far below a heartbeat repair.
+    let (hops, merge_ms) = if large_group {
+        (
+            3,
+            protocol.notify_merge_ms + protocol.push_retry_initial_ms + protocol.server_tick_ms,
+        )
+    } else {
+        (1, 0)
+    };
+    merge_ms
+        + protocol.server_tick_ms
+        + protocol.gap_timeout_ms
+        + hops * (HOP_ALLOWANCE_MS + in_flight_ms)
+}
+
+/// The intervals `[from, to)` in which a device was online with a healthy link.
+type Healthy = BTreeMap<DeviceId, Vec<(u64, u64)>>;
+
+fn delivered_in_time(
+    history: &History,
+    index: &HistoryIndex,
+    start: &RunStart,
+    findings: &mut Findings,
+) {
+    let faults = &start.faults;
+    let in_flight_ms = faults.delay.as_ref().map_or(0, |d| d.delay_ms_max)
+        + faults.hold.as_ref().map_or(0, |h| h.delay_ms_max);
+    let lossy: BTreeSet<DeviceId> = faults
+        .loss
+        .iter()
+        .flat_map(|loss| loss.devices.iter().copied())
+        .collect();
+    let healthy = healthy_intervals(history);
+    let mut overflows: BTreeMap<(DeviceId, ConvId), BTreeSet<u64>> = BTreeMap::new();
+    for (_, record, event) in history.protocol_events() {
+        if let (Node::Device(device), Event::HoldBackOverflow { conv, seq }) = (record.node, event)
+        {
+            overflows.entry((device, *conv)).or_default().insert(seq.0);
+        }
+    }
+    let no_overflow = BTreeSet::new();
+    let end_ms = history.records.last().map_or(0, |r| r.t_ms);
+    let large_group_members = start.protocol.notify_threshold_members as usize;
+    for conv in index.conversations().collect::<Vec<_>>() {
+        let members = index.member_devices(conv);
+        let large = index.is_group(conv) && members.len() > large_group_members;
+        let bound_ms = delivery_bound_ms(&start.protocol, large, in_flight_ms);
+        for device in members {
+            if lossy.contains(device) {
+                continue;
+            }
+            let intervals = healthy.get(device).map_or(&[][..], Vec::as_slice);
+            let shown: BTreeMap<u64, usize> = index
+                .displays_of(conv, *device)
+                .iter()
+                .map(|shown| (shown.seq.0, shown.record))
+                .collect();
+            let overflowed = overflows.get(&(*device, conv)).unwrap_or(&no_overflow);
+            let judge = Judge {
+                history,
+                conv,
+                device: *device,
+                intervals,
+                shown: &shown,
+                overflowed,
+                bound_ms,
+                end_ms,
+            };
+            judge.each_commit(index, findings);
+        }
+    }
+}
+
+struct Judge<'a> {
+    history: &'a History,
+    conv: ConvId,
+    device: DeviceId,
+    intervals: &'a [(u64, u64)],
+    shown: &'a BTreeMap<u64, usize>,
+    /// Seqs the device dropped from a full hold-back buffer.
+    overflowed: &'a BTreeSet<u64>,
+    bound_ms: u64,
+    end_ms: u64,
+}
+
+impl Judge<'_> {
+    fn each_commit(&self, index: &HistoryIndex, findings: &mut Findings) {
+        let view = index.view(self.conv, self.device);
+        // The latest display of an earlier entry that was not judged: until then a hole an
+        // earlier fault left may hold later entries back.
+        let mut unjudged_shown_by = 0u64;
+        let mut seen = BTreeSet::new();
+        for commit in index.commits_of(self.conv) {
+            if !view.visible(commit.seq) || !seen.insert(commit.seq) {
+                continue;
+            }
+            let committed_ms = self.history.records[commit.record].t_ms;
+            let deadline_ms = committed_ms + self.bound_ms;
+            // Re-added before the deadline: the device is owed only its new period (as D2
+            // judges it) and may skip this entry for good, so it neither counts nor blocks.
+            let rejoined_ms = view
+                .next_after(commit.seq)
+                .and_then(|period| period.joined_by)
+                .map(|record| self.history.records[record].t_ms);
+            if rejoined_ms.is_some_and(|at| at <= deadline_ms) {
+                continue;
+            }
+            let display = self.shown.get(&commit.seq.0).copied();
+            let display_ms = display.map(|record| self.history.records[record].t_ms);
+            let judged = deadline_ms <= self.end_ms
+                && unjudged_shown_by <= committed_ms
+                && !self.overflowed.contains(&commit.seq.0)
+                && self.healthy_between(committed_ms, deadline_ms);
+            if !judged {
+                unjudged_shown_by = unjudged_shown_by.max(display_ms.unwrap_or(u64::MAX));
+                continue;
+            }
+            if display_ms.is_some_and(|at| at <= deadline_ms) {
+                continue;
+            }
+            findings.report(Invariant::T1DeliveredInTime, || {
+                let when = match display_ms {
+                    Some(at) => format!("only at {:.3}s", at as f64 / 1000.0),
+                    None => "never".to_string(),
+                };
+                let text = format!(
+                    "{} was online with a healthy link from the commit of {} #{} at {:.3}s \
+                     until {:.3}s, but displayed it {when}: the primary path must deliver within \
+                     {} ms (a repair path delivered it, or none did).",
+                    device_name(self.device),
+                    self.conv,
+                    commit.seq.0,
+                    committed_ms as f64 / 1000.0,
+                    deadline_ms as f64 / 1000.0,
+                    self.bound_ms
+                );
+                let mut witness = vec![commit.record];
+                witness.extend(display);
+                (text, witness)
+            });
+        }
+    }
+
+    fn healthy_between(&self, from_ms: u64, to_ms: u64) -> bool {
+        let at = self
+            .intervals
+            .partition_point(|(start, _)| *start <= from_ms);
+        at > 0 && {
+            let (start, end) = self.intervals[at - 1];
+            start <= from_ms && to_ms < end
+        }
+    }
+}
+
+/// Per device, when it was online with a healthy link: logged in on the device, a live session
+/// at the server, not partitioned, neither it nor the server down.
+fn healthy_intervals(history: &History) -> Healthy {
+    #[derive(Default)]
+    struct State {
+        logged_in: bool,
+        sessions: BTreeSet<SessionId>,
+        /// Partitions of this device in force (two may overlap: one each way).
+        partitions: u32,
+        crashed: bool,
+        since: Option<u64>,
+    }
+    let mut states: BTreeMap<DeviceId, State> = BTreeMap::new();
+    let mut server_down = false;
+    let mut intervals: Healthy = BTreeMap::new();
+    let end_ms = history.records.last().map_or(0, |r| r.t_ms);
+    for record in &history.records {
+        let mut touched: Vec<DeviceId> = Vec::new();
+        match (&record.node, &record.entry) {
+            (Node::Device(device), Entry::Protocol(event)) => {
+                let state = states.entry(*device).or_default();
+                match event {
+                    Event::LoggedIn { .. } => state.logged_in = true,
+                    Event::SessionLost { .. } => state.logged_in = false,
+                    _ => continue,
+                }
+                touched.push(*device);
+            }
+            (Node::Server, Entry::Protocol(event)) => match event {
+                Event::SessionOpened {
+                    session, device, ..
+                } => {
+                    states.entry(*device).or_default().sessions.insert(*session);
+                    touched.push(*device);
+                }
+                Event::SessionClosed {
+                    session, device, ..
+                } => {
+                    states.entry(*device).or_default().sessions.remove(session);
+                    touched.push(*device);
+                }
+                _ => continue,
+            },
+            (_, Entry::Harness(event)) => match event {
+                HarnessEvent::PartitionStarted { device, .. } => {
+                    states.entry(*device).or_default().partitions += 1;
+                    touched.push(*device);
+                }
+                HarnessEvent::PartitionHealed { device } => {
+                    let state = states.entry(*device).or_default();
+                    state.partitions = state.partitions.saturating_sub(1);
+                    touched.push(*device);
+                }
+                HarnessEvent::NodeCrashed {
+                    crashed: Node::Device(device),
+                } => {
+                    let state = states.entry(*device).or_default();
+                    state.crashed = true;
+                    state.logged_in = false;
+                    touched.push(*device);
+                }
+                HarnessEvent::NodeRestarted {
+                    restarted: Node::Device(device),
+                } => {
+                    states.entry(*device).or_default().crashed = false;
+                    touched.push(*device);
+                }
+                HarnessEvent::NodeCrashed {
+                    crashed: Node::Server,
+                } => {
+                    server_down = true;
+                    for state in states.values_mut() {
+                        state.sessions.clear();
+                    }
+                    touched.extend(states.keys().copied());
+                }
+                HarnessEvent::NodeRestarted {
+                    restarted: Node::Server,
+                } => {
+                    server_down = false;
+                    touched.extend(states.keys().copied());
+                }
+                _ => continue,
+            },
+            _ => continue,
+        }
+        for device in touched {
+            let state = states.entry(device).or_default();
+            let healthy = state.logged_in
+                && !state.sessions.is_empty()
+                && state.partitions == 0
+                && !state.crashed
+                && !server_down;
+            match (healthy, state.since) {
+                (true, None) => state.since = Some(record.t_ms),
+                (false, Some(since)) => {
+                    state.since = None;
+                    if record.t_ms > since {
+                        intervals
+                            .entry(device)
+                            .or_default()
+                            .push((since, record.t_ms));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for (device, state) in states {
+        if let Some(since) = state.since {
+            // Still healthy at the end: healthy past the last record.
+            intervals
+                .entry(device)
+                .or_default()
+                .push((since, end_ms.saturating_add(1)));
+        }
+    }
+    intervals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+    use crate::Direction;
+    use imsim_model::{ClientMsgId, UserId};
+
+    fn timeliness(story: &Story) -> Vec<Violation> {
+        check(story.history(), &HistoryIndex::new(story.history()))
+    }
+
+    /// Every device of the 1:1 story logs in and gets a session at the server.
+    fn online() -> Story {
+        let mut story = Story::one_to_one();
+        for (session, (user, device)) in [(U1, D1), (U1, D2), (U2, D3)].into_iter().enumerate() {
+            login(&mut story, user, device, session as u64 + 1);
+        }
+        story
+    }
+
+    fn login(story: &mut Story, user: UserId, device: DeviceId, session: u64) {
+        let session = SessionId(session);
+        story.server(Event::SessionOpened {
+            session,
+            user,
+            device,
+        });
+        story.device(device, Event::LoggedIn { session });
+    }
+
+    /// Sent and committed, then displayed everywhere after `late_ms`.
+    fn late_message(story: &mut Story, id: ClientMsgId, late_ms: u64) -> (usize, u64) {
+        story.send(D1, C1, id);
+        let commit = story.commit(C1, D1, id);
+        let seq = story.head(C1);
+        story.ack(D1, C1, id, seq);
+        story.wait(late_ms);
+        story.deliver(C1, seq);
+        (commit, seq)
+    }
+
+    #[test]
+    fn a_prompt_delivery_on_healthy_links_passes() {
+        let mut story = online();
+        story.message(D1, C1, m(1));
+        story.message(D3, C1, m(1));
+        story.finish();
+        assert_eq!(timeliness(&story), vec![]);
+        assert_eq!(crate::check::check_all(story.history()), vec![]);
+    }
+
+    #[test]
+    fn t1_a_delivery_left_to_a_repair_path_fires() {
+        let mut story = online();
+        let (commit, seq) = late_message(&mut story, m(1), 15_000);
+        story.finish();
+        let violations = timeliness(&story);
+        assert_eq!(violations.len(), 3, "every device waited: {violations:#?}");
+        let violation = &violations[1];
+        assert_eq!(violation.invariant, Invariant::T1DeliveredInTime);
+        assert_eq!(violation.witness[0], commit);
+        assert_eq!(violation.witness[1], story.shown_at(D2, C1, seq));
+        assert!(
+            violation
+                .explanation
+                .contains("device-2 was online with a healthy link"),
+            "{}",
+            violation.explanation
+        );
+    }
+
+    #[test]
+    fn t1_a_partitioned_or_lossy_device_is_not_judged() {
+        let mut story = online();
+        story.harness(HarnessEvent::PartitionStarted {
+            device: D3,
+            direction: Direction::FromServer,
+        });
+        late_message(&mut story, m(1), 15_000);
+        story.harness(HarnessEvent::PartitionHealed { device: D3 });
+        story.finish();
+        let violations = timeliness(&story);
+        let late: Vec<&str> = violations.iter().map(|v| &v.explanation[..8]).collect();
+        assert_eq!(late, ["device-1", "device-2"], "{violations:#?}");
+    }
+
+    #[test]
+    fn t1_two_overlapping_partitions_keep_the_link_unhealthy_until_both_heal() {
+        let mut story = online();
+        for direction in [Direction::FromServer, Direction::ToServer] {
+            story.harness(HarnessEvent::PartitionStarted {
+                device: D3,
+                direction,
+            });
+        }
+        story.harness(HarnessEvent::PartitionHealed { device: D3 });
+        late_message(&mut story, m(1), 15_000);
+        story.harness(HarnessEvent::PartitionHealed { device: D3 });
+        story.finish();
+        let violations = timeliness(&story);
+        assert!(violations
+            .iter()
+            .all(|v| !v.explanation.starts_with("device-3")));
+    }
+
+    #[test]
+    fn t1_a_hole_left_by_an_earlier_fault_excuses_what_waits_behind_it() {
+        let mut story = online();
+        // m1 commits while d3 is logged out: its late display is no primary-path failure,
+        // and m2, committed while d3 is healthy, legitimately waits behind it.
+        story.device(
+            D3,
+            Event::SessionLost {
+                reason: imsim_model::SessionEnd::Logout,
+            },
+        );
+        story.send(D1, C1, m(1));
+        story.commit(C1, D1, m(1));
+        story.ack(D1, C1, m(1), 1);
+        story.deliver_to(C1, 1, &[D1, D2]);
+        login(&mut story, U2, D3, 9);
+        story.send(D1, C1, m(2));
+        story.commit(C1, D1, m(2));
+        story.ack(D1, C1, m(2), 2);
+        story.deliver_to(C1, 2, &[D1, D2]);
+        story.wait(20_000);
+        story.deliver_to(C1, 1, &[D3]);
+        story.deliver_to(C1, 2, &[D3]);
+        story.finish();
+        assert_eq!(timeliness(&story), vec![]);
+    }
+
+    #[test]
+    fn the_bound_comes_from_the_protocol_settings() {
+        let protocol = ProtocolConfig::default();
+        let small = delivery_bound_ms(&protocol, false, 0);
+        assert_eq!(small, 250 + 300 + HOP_ALLOWANCE_MS);
+        assert!(
+            small < protocol.push_retry_initial_ms,
+            "a retried push is late"
+        );
+        assert_eq!(delivery_bound_ms(&protocol, false, 400), small + 400);
+        let merged = ProtocolConfig {
+            notify_merge_ms: 2_000,
+            ..ProtocolConfig::default()
+        };
+        assert_eq!(
+            delivery_bound_ms(&merged, true, 0),
+            2_000 + 1_000 + 250 + 250 + 300 + 3 * HOP_ALLOWANCE_MS
+        );
+    }
+}
