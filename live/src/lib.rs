@@ -7,11 +7,20 @@
 //! - [`wire`]: one packet per datagram, versioned, size-limited, never panicking on bad input;
 //! - [`log`]: the server's durable log (length + CRC32 frames, torn-tail recovery);
 //! - [`data_dir`]: the server's locked data directory and its recovery;
-//! - [`device_state`]: a device's local database in a file, so a restarted device resumes.
+//! - [`device_state`]: a device's local database in a file, so a restarted device resumes;
+//! - [`clock`]: scenario time from the machine's monotonic clock, shared by every process;
+//! - [`server`]: `imsim serve`, the model's server on a socket and a log;
+//! - [`device`]: a device on its own socket with its state file;
+//! - [`faults`] and [`run`]: `imsim live`, a scenario run for real and checked.
 
+pub mod clock;
 pub mod data_dir;
+pub mod device;
 pub mod device_state;
+pub mod faults;
 pub mod log;
+pub mod run;
+pub mod server;
 pub mod wire;
 
 use std::fmt;
@@ -95,4 +104,13 @@ impl PartialEq for StorageError {
             _ => false,
         }
     }
+}
+
+/// A socket error that only says a peer's port is gone (an ICMP "port unreachable" reported
+/// on a later call): the packet is lost, as on a real network; the socket itself is fine.
+pub fn is_peer_gone(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+    )
 }

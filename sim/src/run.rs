@@ -482,7 +482,8 @@ fn spawn_crashes(
     });
 }
 
-fn stats(history: &History, packets: PacketStats, storage_writes: u64) -> RunStats {
+/// The figures of a run from its history (the live driver uses it too).
+pub fn stats(history: &History, packets: PacketStats, storage_writes: u64) -> RunStats {
     let mut stats = RunStats {
         packets,
         storage_writes,

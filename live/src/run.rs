@@ -1,0 +1,537 @@
+//! `imsim live`: one scenario run for real on loopback, judged like a simulated run.
+//!
+//! 1. From the seed, the same setup as the simulator (`Setup::new`): topology, fault profile,
+//!    workload plan. They are drawn the same way; what happens next is not replayable.
+//! 2. Start `imsim serve` as a child process on a free port with a fresh data directory, and
+//!    every device of the scenario in this process, each with its own UDP socket.
+//! 3. Safety phase on the wall clock: the plan's commands at their times; packet faults at the
+//!    device sockets ([`crate::faults`], the simulator's own rules); a server crash is SIGKILL
+//!    of the child and a new child on the same data directory after the downtime; a device
+//!    restart drops the device and starts it again from its state file.
+//! 4. Liveness phase: faults end, every device is told to go online, the run waits the quiet
+//!    period. Then SIGTERM (the server syncs and stops), and the durable timelines are read
+//!    from the log file itself.
+//! 5. The server's events (written by the child) and the devices' and harness's (recorded
+//!    here) merge on the one monotonic clock into a history for the usual checkers.
+
+use crate::clock::Clock;
+use crate::device::{run_device, DeviceSlot};
+use crate::faults::LiveHarness;
+use crate::log::parse_log;
+use crate::server::{ServeCounts, ServerLine};
+use imsim_model::{DeviceId, DeviceIdentity, Directory, Server, Time};
+use imsim_sim::history::{Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology};
+use imsim_sim::{check_all, RunOutcome, Scenario, Setup};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// A server child gets this long (real time) to open its data directory and bind.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// A server child gets this long to stop after SIGTERM before it is killed.
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How to run one live run.
+pub struct LiveOptions {
+    pub scenario: Scenario,
+    /// The scenario as the child `imsim serve` loads it (a path or a shipped name).
+    pub scenario_ref: String,
+    pub seed: u64,
+    /// Real time per scenario time (0.1: ten times faster).
+    pub time_scale: f64,
+    /// The `imsim` binary, started as `imsim serve`.
+    pub imsim: PathBuf,
+}
+
+/// A finished live run.
+pub struct LiveOutcome {
+    pub outcome: RunOutcome,
+    pub wall: Duration,
+    /// Per server incarnation, what its socket and disk did (none for a killed one).
+    pub server_counts: Vec<ServeCounts>,
+    /// Torn tails found at restarts, undecodable datagrams, state files that failed …
+    pub notes: Vec<String>,
+    /// Where the run's files are (data directory, events, server logs); kept on failure.
+    pub run_dir: PathBuf,
+}
+
+/// The login token of a device: any fixed function works; the server's directory and the
+/// device agree on it.
+pub fn token(device: DeviceId) -> u64 {
+    0x5eed_0000_0000 | u64::from(device.0)
+}
+
+/// The server's directory for a topology.
+pub fn directory_of(topology: &Topology) -> Directory {
+    let mut directory = Directory::new();
+    for user in &topology.users {
+        for device in &user.devices {
+            directory.add_device(user.user, *device, token(*device));
+        }
+    }
+    for conversation in &topology.conversations {
+        let members = conversation.members.clone();
+        if conversation.group {
+            directory.add_group(conversation.conv, members);
+        } else {
+            directory.add_conversation(conversation.conv, members);
+        }
+    }
+    directory
+}
+
+/// What the controller does at a moment of the run.
+#[derive(Clone, Debug)]
+enum Action {
+    CrashServer,
+    RestartServer,
+    CrashDevice(DeviceId),
+    RestartDevice(DeviceId),
+    Partition(imsim_sim::faults::PartitionFault),
+    Heal(DeviceId),
+    Liveness,
+}
+
+/// Every action in time order. Crashes of one node are played one after another, as in the
+/// simulator: a crash that falls inside the previous downtime waits for the restart.
+fn schedule(setup: &Setup) -> Vec<(u64, Action)> {
+    let faults = &setup.faults;
+    let mut actions = Vec::new();
+    let mut windows = |list: Vec<(u64, u64)>, crash: Action, restart: Action| {
+        let mut free_ms = 0;
+        let mut list = list;
+        list.sort();
+        for (at_ms, downtime_ms) in list {
+            let at_ms = at_ms.max(free_ms);
+            actions.push((at_ms, crash.clone()));
+            actions.push((at_ms + downtime_ms, restart.clone()));
+            free_ms = at_ms + downtime_ms;
+        }
+    };
+    let server: Vec<(u64, u64)> = faults
+        .server_crashes
+        .iter()
+        .map(|c| (c.at_ms, c.downtime_ms))
+        .collect();
+    windows(server, Action::CrashServer, Action::RestartServer);
+    let mut by_device: BTreeMap<DeviceId, Vec<(u64, u64)>> = BTreeMap::new();
+    for restart in &faults.device_restarts {
+        by_device
+            .entry(restart.device)
+            .or_default()
+            .push((restart.at_ms, restart.downtime_ms));
+    }
+    for (device, list) in by_device {
+        windows(
+            list,
+            Action::CrashDevice(device),
+            Action::RestartDevice(device),
+        );
+    }
+    for partition in &faults.partitions {
+        actions.push((partition.start_ms, Action::Partition(partition.clone())));
+        let healed_ms = partition.start_ms + partition.duration_ms;
+        actions.push((healed_ms, Action::Heal(partition.device)));
+    }
+    actions.push((setup.scenario.workload.duration_ms, Action::Liveness));
+    actions.sort_by_key(|(at_ms, _)| *at_ms);
+    actions
+}
+
+/// Runs one scenario for real. Errors are failures of the harness (the server would not start,
+/// a file could not be written), not of the protocol.
+pub fn run_live(options: &LiveOptions) -> Result<LiveOutcome, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    runtime.block_on(Controller::run(options))
+}
+
+struct Controller<'a> {
+    options: &'a LiveOptions,
+    setup: Setup,
+    clock: Clock,
+    harness: Arc<LiveHarness>,
+    run_dir: PathBuf,
+    listen: std::net::SocketAddr,
+    server: Option<Child>,
+    /// Server children started so far (each writes its own events file).
+    server_starts: u32,
+    devices: BTreeMap<DeviceId, (Arc<DeviceSlot>, JoinHandle<Result<(), String>>)>,
+}
+
+impl<'a> Controller<'a> {
+    async fn run(options: &'a LiveOptions) -> Result<LiveOutcome, String> {
+        let started = Instant::now();
+        let setup = Setup::new(&options.scenario, options.seed);
+        let run_dir = tempfile::Builder::new()
+            .prefix("imsim-live-")
+            .tempdir()
+            .map_err(|error| format!("cannot create a run directory: {error}"))?
+            .keep();
+        std::fs::create_dir_all(run_dir.join("devices"))
+            .map_err(|error| format!("{}: {error}", run_dir.display()))?;
+        let listen = free_port()?;
+        let clock = Clock::starting_now(options.time_scale);
+        let safety_end_ms = setup.scenario.workload.duration_ms;
+        let harness = Arc::new(LiveHarness::new(&setup, clock, safety_end_ms));
+        let mut controller = Controller {
+            options,
+            setup,
+            clock,
+            harness,
+            run_dir,
+            listen,
+            server: None,
+            server_starts: 0,
+            devices: BTreeMap::new(),
+        };
+        let result = controller.play().await;
+        // Whatever happened, no child outlives the run (kill_on_drop covers a panic).
+        if let Some(mut child) = controller.server.take() {
+            let _ = child.kill().await;
+        }
+        for (_, task) in controller.devices.values() {
+            task.abort();
+        }
+        let (server_counts, notes) = result?;
+        let history = controller.merge()?;
+        let violations = check_all(&history);
+        let stats = imsim_sim::run::stats(
+            &history,
+            controller.harness.packet_stats(),
+            controller.storage_writes()?,
+        );
+        let ok = violations.is_empty();
+        let run_dir = controller.run_dir.clone();
+        if ok {
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+        Ok(LiveOutcome {
+            outcome: RunOutcome {
+                setup: controller.setup,
+                history,
+                violations,
+                stats,
+            },
+            wall: started.elapsed(),
+            server_counts,
+            notes,
+            run_dir,
+        })
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.run_dir.join("data")
+    }
+
+    /// The safety and liveness phases; returns what the servers counted and the run's notes.
+    async fn play(&mut self) -> Result<(Vec<ServeCounts>, Vec<String>), String> {
+        let scenario = &self.setup.scenario;
+        self.harness.record_harness(
+            0,
+            HarnessEvent::RunStarted(Box::new(RunStart {
+                scenario: scenario.name.clone(),
+                seed: self.setup.seed,
+                variant: scenario.protocol.variant.name().to_string(),
+                topology: self.setup.topology.clone(),
+                faults: self.setup.faults.clone(),
+                protocol: scenario.protocol.clone(),
+            })),
+        );
+        self.start_server().await?;
+        let devices: Vec<(imsim_model::UserId, DeviceId)> = self
+            .setup
+            .topology
+            .users
+            .iter()
+            .flat_map(|user| user.devices.iter().map(move |d| (user.user, *d)))
+            .collect();
+        for (user, device) in devices {
+            self.start_device(user, device, false);
+        }
+        for (at_ms, action) in schedule(&self.setup) {
+            self.sleep_until_ms(at_ms).await;
+            self.act(action).await?;
+        }
+        let end_ms = self.setup.scenario.workload.duration_ms + self.setup.scenario.quiet_period_ms();
+        self.sleep_until_ms(end_ms).await;
+        for (_, task) in self.devices.values() {
+            task.abort();
+        }
+        self.stop_server().await?;
+        self.read_server_lines().map(|(_, counts, notes)| (counts, notes))
+    }
+
+    async fn sleep_until_ms(&self, at_ms: u64) {
+        tokio::time::sleep(self.clock.real_until(at_ms * 1_000)).await;
+    }
+
+    async fn act(&mut self, action: Action) -> Result<(), String> {
+        let now_us = self.clock.now_us();
+        match action {
+            Action::CrashServer => {
+                if let Some(mut child) = self.server.take() {
+                    // SIGKILL: the process gets no chance to write or sync anything more.
+                    child
+                        .kill()
+                        .await
+                        .map_err(|error| format!("kill the server: {error}"))?;
+                }
+                let crashed = Node::Server;
+                self.harness
+                    .record_harness(self.clock.now_us(), HarnessEvent::NodeCrashed { crashed });
+            }
+            Action::RestartServer => {
+                let restarted = Node::Server;
+                self.harness
+                    .record_harness(now_us, HarnessEvent::NodeRestarted { restarted });
+                self.start_server().await?;
+            }
+            Action::CrashDevice(device) => {
+                if let Some((_, task)) = self.devices.get(&device) {
+                    task.abort();
+                }
+                let crashed = Node::Device(device);
+                self.harness
+                    .record_harness(now_us, HarnessEvent::NodeCrashed { crashed });
+            }
+            Action::RestartDevice(device) => {
+                let restarted = Node::Device(device);
+                self.harness
+                    .record_harness(now_us, HarnessEvent::NodeRestarted { restarted });
+                let user = self.devices[&device].0.identity.user;
+                self.start_device(user, device, true);
+            }
+            Action::Partition(partition) => {
+                let (device, direction) = (partition.device, partition.direction);
+                self.harness
+                    .record_harness(now_us, HarnessEvent::PartitionStarted { device, direction });
+            }
+            Action::Heal(device) => {
+                self.harness
+                    .record_harness(now_us, HarnessEvent::PartitionHealed { device });
+            }
+            Action::Liveness => {
+                let quiet_period_ms = self.setup.scenario.quiet_period_ms();
+                self.harness.record_harness(
+                    now_us,
+                    HarnessEvent::LivenessPhaseStarted { quiet_period_ms },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn start_device(&mut self, user: imsim_model::UserId, device: DeviceId, resume: bool) {
+        let slot = match self.devices.get(&device) {
+            Some((slot, _)) => slot.clone(),
+            None => Arc::new(DeviceSlot {
+                identity: DeviceIdentity {
+                    user,
+                    device,
+                    token: token(device),
+                    server: imsim_model::Address(0),
+                },
+                config: self.setup.scenario.protocol.clone(),
+                server: self.listen,
+                skew_ms: self.harness.skew_ms(device),
+                plan: self
+                    .setup
+                    .plan
+                    .commands
+                    .get(&device)
+                    .cloned()
+                    .unwrap_or_default(),
+                next_command: AtomicUsize::new(0),
+                state_dir: self.run_dir.join("devices"),
+            }),
+        };
+        let harness: Arc<dyn crate::device::Harness> = self.harness.clone();
+        let task = tokio::spawn(run_device(slot.clone(), harness, self.clock, resume));
+        self.devices.insert(device, (slot, task));
+    }
+
+    /// Starts `imsim serve` on the run's port and data directory and waits until it listens.
+    async fn start_server(&mut self) -> Result<(), String> {
+        self.server_starts += 1;
+        let events = self
+            .run_dir
+            .join(format!("server-events-{}.jsonl", self.server_starts));
+        let stderr = std::fs::File::create(
+            self.run_dir
+                .join(format!("server-{}.log", self.server_starts)),
+        )
+        .map_err(|error| format!("server log: {error}"))?;
+        let scenario = &self.setup.scenario;
+        let mut command = Command::new(&self.options.imsim);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.listen.to_string())
+            .arg("--data")
+            .arg(self.data_dir())
+            .arg("--scenario")
+            .arg(&self.options.scenario_ref)
+            .arg("--seed")
+            .arg(self.setup.seed.to_string())
+            .arg("--variant")
+            .arg(scenario.protocol.variant.name())
+            .arg("--time-scale")
+            .arg(self.clock.scale().to_string())
+            .arg("--clock-origin-ns")
+            .arg(self.clock.origin_ns().to_string())
+            .arg("--events-out")
+            .arg(&events)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|error| format!("cannot start {}: {error}", self.options.imsim.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(SERVER_START_TIMEOUT, lines.next_line()).await;
+        match ready {
+            Ok(Ok(Some(line))) if line.starts_with("listening ") => {
+                self.server = Some(child);
+                Ok(())
+            }
+            _ => {
+                let _ = child.kill().await;
+                let log = self.run_dir.join(format!("server-{}.log", self.server_starts));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                Err(format!(
+                    "the server did not start (its log, {}):\n{text}",
+                    log.display()
+                ))
+            }
+        }
+    }
+
+    /// SIGTERM, then wait for the clean stop (a final sync).
+    async fn stop_server(&mut self) -> Result<(), String> {
+        let Some(mut child) = self.server.take() else {
+            return Ok(());
+        };
+        if let Some(pid) = child.id() {
+            // SAFETY: signalling our own child process by the pid tokio gave us; it has not
+            // been reaped, so the pid is still the child's.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+        match tokio::time::timeout(SERVER_STOP_TIMEOUT, child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!("the server stopped with {status}")),
+            Ok(Err(error)) => Err(format!("waiting for the server: {error}")),
+            Err(_) => {
+                let _ = child.kill().await;
+                Err("the server did not stop within 20 s of SIGTERM".to_string())
+            }
+        }
+    }
+
+    /// Every server events file: the lines, parsed; a last line cut short by SIGKILL is left out
+    /// (its event's effects, sent after it, never happened).
+    fn read_server_lines(&self) -> Result<(Vec<ServerLine>, Vec<ServeCounts>, Vec<String>), String> {
+        let mut lines = Vec::new();
+        let mut counts = Vec::new();
+        let mut notes = self.harness.troubles();
+        for start in 1..=self.server_starts {
+            let path = self.run_dir.join(format!("server-events-{start}.jsonl"));
+            let text = std::fs::read_to_string(&path)
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+            let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+            for (number, line) in complete.lines().enumerate() {
+                let line: ServerLine = serde_json::from_str(line)
+                    .map_err(|error| format!("{}:{}: {error}", path.display(), number + 1))?;
+                match &line {
+                    ServerLine::TornTail {
+                        offset,
+                        bytes,
+                        reason,
+                        ..
+                    } => notes.push(format!(
+                        "server start {start}: torn log tail of {bytes} bytes at offset {offset} \
+                         truncated ({reason})"
+                    )),
+                    ServerLine::Stopped { counts: c, .. } => counts.push(c.clone()),
+                    _ => {}
+                }
+                lines.push(line);
+            }
+        }
+        Ok((lines, counts, notes))
+    }
+
+    /// The durable log as the last server left it.
+    fn final_records(&self) -> Result<Vec<imsim_model::Record>, String> {
+        let path = self.data_dir().join(crate::data_dir::LOG_FILE);
+        let bytes = std::fs::read(&path).map_err(|error| format!("{}: {error}", path.display()))?;
+        let contents = parse_log(&path, &bytes).map_err(|error| error.to_string())?;
+        Ok(contents.records)
+    }
+
+    fn storage_writes(&self) -> Result<u64, String> {
+        Ok(self.final_records()?.len() as u64)
+    }
+
+    /// One history from the server's lines and this process's records, in clock order, ending
+    /// with the durable timelines read from the log.
+    fn merge(&self) -> Result<History, String> {
+        let (lines, _, _) = self.read_server_lines()?;
+        let mut records: Vec<(u64, Node, Entry)> = self.harness.take_records();
+        for line in lines {
+            if let ServerLine::Event { t_us, event } = line {
+                records.push((t_us, Node::Server, Entry::Protocol(event)));
+            }
+        }
+        // Stable: records of one source keep their order at equal times.
+        records.sort_by_key(|(t_us, _, _)| *t_us);
+        let mut history = History::default();
+        // The run ends now, after the quiet period, whenever the last event was.
+        let mut end_ms = self.clock.now().0;
+        for (t_us, node, entry) in records {
+            end_ms = end_ms.max(t_us / 1_000);
+            history.push(t_us / 1_000, node, entry);
+        }
+        let storage = crate::data_dir::storage_of(&self.final_records()?);
+        let config = self.setup.scenario.protocol.clone();
+        let directory = directory_of(&self.setup.topology);
+        // Incarnation 0: a reader of the log, not a restart (no `Recovered` event).
+        let server = Server::recover(config, directory, &storage, 0, Time(end_ms));
+        for conversation in &self.setup.topology.conversations {
+            let entries = server
+                .durable_timeline(conversation.conv)
+                .iter()
+                .map(|m| TimelineEntry {
+                    seq: m.seq,
+                    sender_device: m.sender_device,
+                    client_msg_id: m.client_msg_id,
+                })
+                .collect();
+            let conv = conversation.conv;
+            let event = HarnessEvent::FinalTimeline { conv, entries };
+            history.push(end_ms, Node::Harness, Entry::Harness(event));
+        }
+        history.push(end_ms, Node::Harness, Entry::Harness(HarnessEvent::RunEnded));
+        Ok(history)
+    }
+}
+
+/// A free UDP port on loopback: bound, read and released (the server binds it a moment later;
+/// another process taking it in between would make the server fail to start, loudly).
+fn free_port() -> Result<std::net::SocketAddr, String> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")
+        .map_err(|error| format!("cannot find a free port: {error}"))?;
+    socket
+        .local_addr()
+        .map_err(|error| format!("cannot find a free port: {error}"))
+}
