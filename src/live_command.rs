@@ -75,6 +75,7 @@ pub fn command_serve(args: ServeArgs) -> Result<bool, String> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .try_init();
     let scenario = crate::load(&args.scenario, args.variant)?;
     let setup = Setup::new(&scenario, args.seed);

@@ -86,7 +86,10 @@ mod tests {
         let clock = Clock::new(monotonic_ns(), 0.1);
         std::thread::sleep(Duration::from_millis(20));
         let now = clock.now().0;
-        assert!((200..2_000).contains(&now), "20 ms real is about 200 ms: {now}");
+        assert!(
+            (200..2_000).contains(&now),
+            "20 ms real is about 200 ms: {now}"
+        );
         assert_eq!(clock.real(1_000), Duration::from_millis(100));
         assert!(clock.real_until(clock.now_us() + 1_000_000) <= Duration::from_millis(100));
         assert_eq!(clock.real_until(0), Duration::ZERO);

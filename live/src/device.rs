@@ -14,8 +14,7 @@ use crate::clock::Clock;
 use crate::device_state::DeviceState;
 use crate::wire::{self, DATAGRAM_BYTES_MAX};
 use imsim_model::{
-    Address, Client, Command, DeviceId, DeviceIdentity, Event, Output, Packet, ProtocolConfig,
-    Time,
+    Address, Client, Command, DeviceId, DeviceIdentity, Event, Output, Packet, ProtocolConfig, Time,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,7 +31,10 @@ pub const CLOCK_BASE_MS: i64 = 1_000_000_000;
 pub enum Fate {
     Drop,
     /// Deliver `copies` copies after `delay_ms` scenario milliseconds.
-    Pass { copies: u32, delay_ms: u64 },
+    Pass {
+        copies: u32,
+        delay_ms: u64,
+    },
 }
 
 /// What the devices share with the run: the fault decision and the history.
@@ -213,8 +215,7 @@ impl Device {
         for _ in 0..copies {
             if delay_ms == 0 {
                 let local = self.slot.local(self.clock.now().0);
-                self.client
-                    .handle_packet(local, Address(0), packet.clone());
+                self.client.handle_packet(local, Address(0), packet.clone());
             } else {
                 self.schedule(delay_ms, Later::Deliver(packet.clone()));
             }

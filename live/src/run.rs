@@ -164,7 +164,7 @@ struct Controller<'a> {
     server: Option<Child>,
     /// Server children started so far (each writes its own events file).
     server_starts: u32,
-    devices: BTreeMap<DeviceId, (Arc<DeviceSlot>, JoinHandle<Result<(), String>>)>,
+    devices: BTreeMap<DeviceId, (Arc<DeviceSlot>, JoinHandle<()>)>,
 }
 
 impl<'a> Controller<'a> {
@@ -261,13 +261,15 @@ impl<'a> Controller<'a> {
             self.sleep_until_ms(at_ms).await;
             self.act(action).await?;
         }
-        let end_ms = self.setup.scenario.workload.duration_ms + self.setup.scenario.quiet_period_ms();
+        let end_ms =
+            self.setup.scenario.workload.duration_ms + self.setup.scenario.quiet_period_ms();
         self.sleep_until_ms(end_ms).await;
         for (_, task) in self.devices.values() {
             task.abort();
         }
         self.stop_server().await?;
-        self.read_server_lines().map(|(_, counts, notes)| (counts, notes))
+        self.read_server_lines()
+            .map(|(_, counts, notes)| (counts, notes))
     }
 
     async fn sleep_until_ms(&self, at_ms: u64) {
@@ -355,7 +357,14 @@ impl<'a> Controller<'a> {
             }),
         };
         let harness: Arc<dyn crate::device::Harness> = self.harness.clone();
-        let task = tokio::spawn(run_device(slot.clone(), harness, self.clock, resume));
+        let run = run_device(slot.clone(), harness.clone(), self.clock, resume);
+        let task = tokio::spawn(async move {
+            // A device task ends only with an error (its socket failed, its state file could
+            // not be read): say so, or its silence would look like the protocol's.
+            if let Err(message) = run.await {
+                harness.trouble(device, format!("stopped: {message}"));
+            }
+        });
         self.devices.insert(device, (slot, task));
     }
 
@@ -407,7 +416,9 @@ impl<'a> Controller<'a> {
             }
             _ => {
                 let _ = child.kill().await;
-                let log = self.run_dir.join(format!("server-{}.log", self.server_starts));
+                let log = self
+                    .run_dir
+                    .join(format!("server-{}.log", self.server_starts));
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 Err(format!(
                     "the server did not start (its log, {}):\n{text}",
@@ -440,7 +451,9 @@ impl<'a> Controller<'a> {
 
     /// Every server events file: the lines, parsed; a last line cut short by SIGKILL is left out
     /// (its event's effects, sent after it, never happened).
-    fn read_server_lines(&self) -> Result<(Vec<ServerLine>, Vec<ServeCounts>, Vec<String>), String> {
+    fn read_server_lines(
+        &self,
+    ) -> Result<(Vec<ServerLine>, Vec<ServeCounts>, Vec<String>), String> {
         let mut lines = Vec::new();
         let mut counts = Vec::new();
         let mut notes = self.harness.troubles();
@@ -521,7 +534,11 @@ impl<'a> Controller<'a> {
             let event = HarnessEvent::FinalTimeline { conv, entries };
             history.push(end_ms, Node::Harness, Entry::Harness(event));
         }
-        history.push(end_ms, Node::Harness, Entry::Harness(HarnessEvent::RunEnded));
+        history.push(
+            end_ms,
+            Node::Harness,
+            Entry::Harness(HarnessEvent::RunEnded),
+        );
         Ok(history)
     }
 }

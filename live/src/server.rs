@@ -59,7 +59,10 @@ pub enum ServerLine {
         event: Event,
     },
     /// The server stopped cleanly (SIGTERM) after a final sync.
-    Stopped { t_us: u64, counts: ServeCounts },
+    Stopped {
+        t_us: u64,
+        counts: ServeCounts,
+    },
 }
 
 /// What a server's socket saw.
@@ -254,19 +257,25 @@ async fn run(
         counts: ServeCounts::default(),
     };
     state.after_input()?;
+    // The handlers exist before anyone is told the server is up: a SIGTERM right after the
+    // "listening" line must stop it cleanly, not kill it.
+    let signal = |kind| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|error| ServeError::Socket(format!("signal handler: {error}")))
+    };
+    let terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     ready(local);
     tracing::info!("listening on {local}");
-    state.event_loop().await
+    state.event_loop(terminate, interrupt).await
 }
 
 impl Loop {
-    async fn event_loop(&mut self) -> Result<(), ServeError> {
-        let signal = |kind| {
-            tokio::signal::unix::signal(kind)
-                .map_err(|error| ServeError::Socket(format!("signal handler: {error}")))
-        };
-        let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    async fn event_loop(
+        &mut self,
+        mut terminate: tokio::signal::unix::Signal,
+        mut interrupt: tokio::signal::unix::Signal,
+    ) -> Result<(), ServeError> {
         let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX + 1];
         loop {
             let alarm = self.alarm.map(|at| self.clock.real_until(at.0 * 1_000));
@@ -352,9 +361,7 @@ impl Loop {
                 self.sync = Some(SyncInFlight {
                     through,
                     started_ns: crate::clock::monotonic_ns(),
-                    task: tokio::task::spawn_blocking(move || {
-                        write_and_sync(&path, &file, &bytes)
-                    }),
+                    task: tokio::task::spawn_blocking(move || write_and_sync(&path, &file, &bytes)),
                 });
             }
         }
