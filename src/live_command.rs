@@ -5,7 +5,7 @@
 //! corrupt (the message names the file and the offset), a harness that could not run.
 
 use crate::output::{outcome_json, print_outcome_text, say};
-use crate::Format;
+use crate::args::Format;
 use imsim_live::clock::{monotonic_ns, Clock};
 use imsim_live::run::{directory_of, run_live, LiveOptions, LiveOutcome};
 use imsim_live::server::{serve, ServeOptions};
@@ -29,7 +29,7 @@ pub struct ServeArgs {
     /// The seed that draws the scenario's topology.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_name = "NAME", value_parser = crate::parse_variant)]
+    #[arg(long, value_name = "NAME", value_parser = crate::args::parse_variant)]
     pub variant: Option<imsim_model::Variant>,
     /// Real time per scenario time (0.1 runs every protocol timeout ten times faster).
     #[arg(long, default_value_t = 1.0, value_parser = parse_time_scale)]
@@ -55,7 +55,7 @@ pub struct LiveArgs {
     /// Write the merged history as JSON lines to this file (it must not exist).
     #[arg(long)]
     pub history_out: Option<PathBuf>,
-    #[arg(long, value_name = "NAME", value_parser = crate::parse_variant)]
+    #[arg(long, value_name = "NAME", value_parser = crate::args::parse_variant)]
     pub variant: Option<imsim_model::Variant>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -77,7 +77,7 @@ pub fn command_serve(args: ServeArgs) -> Result<bool, String> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
-    let scenario = crate::load(&args.scenario, args.variant)?;
+    let scenario = crate::args::load(&args.scenario, args.variant)?;
     let setup = Setup::new(&scenario, args.seed);
     let options = ServeOptions {
         listen: args.listen,
@@ -98,7 +98,7 @@ pub fn command_serve(args: ServeArgs) -> Result<bool, String> {
 }
 
 pub fn command_live(args: LiveArgs) -> Result<bool, String> {
-    let scenario = crate::load(&args.scenario, args.variant)?;
+    let scenario = crate::args::load(&args.scenario, args.variant)?;
     if let Some(path) = &args.history_out {
         if path.exists() {
             return Err(format!(

@@ -1,17 +1,19 @@
 //! The live run's harness: the simulator's packet fault rules applied at the device sockets,
 //! and the records of the devices and of the harness itself.
 //!
-//! The rules are `imsim_sim`'s own ([`Rule::verdict`], from the run's `FaultProfile`), drawn
-//! from a generator seeded like the simulator's, so a seed has the same fault profile live and
+//! The rules are `imsim_sim`'s own: its `FaultLayer` (`Rule::verdict` over the run's
+//! `FaultProfile`, the counts, the end of the safety phase), drawn from a generator seeded like
+//! the simulator's, so a seed has the same fault profile live and
 //! simulated. What differs is when each packet is judged: live, that is the wall clock.
 
 use crate::clock::Clock;
 use crate::device::{Fate, Harness};
+use imsim_history::stats::PacketStats;
+use imsim_history::{Entry, HarnessEvent, Node};
 use imsim_model::{DeviceId, Event, Packet};
-use imsim_sim::faults::{PacketMeta, Rule, Verdict};
-use imsim_sim::history::{Entry, HarnessEvent, Node};
-use imsim_sim::{PacketStats, Setup};
-use rand::{Rng, SeedableRng};
+use imsim_sim::faults::{rules, FaultLayer};
+use imsim_sim::Setup;
+use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -24,45 +26,33 @@ const TROUBLES_MAX: usize = 100;
 
 pub struct LiveHarness {
     clock: Clock,
-    /// Packet faults apply only before this scenario time (the end of the safety phase).
-    safety_end_ms: u64,
     skews: BTreeMap<DeviceId, i64>,
-    faults: Mutex<Faults>,
+    /// The simulator's fault layer: its rules, its seeded generator and its counts.
+    faults: Mutex<FaultLayer>,
     /// (scenario µs, node, entry), in the order recorded.
     records: Mutex<Vec<(u64, Node, Entry)>>,
     troubles: Mutex<(Vec<String>, u64)>,
 }
 
-struct Faults {
-    rules: Vec<Rule>,
-    rng: ChaCha8Rng,
-    stats: PacketStats,
-}
-
 /// Locks a mutex. The harness runs on one thread and never holds a lock across an await, so a
 /// lock is poisoned only if a device task already panicked.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .expect("a device task panicked while holding a lock")
+    mutex.lock().expect("a device task panicked while holding a lock")
 }
 
 impl LiveHarness {
+    /// Packet faults apply until `safety_end_ms`, the end of the safety phase.
     pub fn new(setup: &Setup, clock: Clock, safety_end_ms: u64) -> LiveHarness {
+        let rng = ChaCha8Rng::seed_from_u64(setup.seed ^ FAULT_SEED_SALT);
         LiveHarness {
             clock,
-            safety_end_ms,
             skews: setup
                 .faults
                 .clock_skew
                 .iter()
                 .map(|skew| (skew.device, skew.offset_ms))
                 .collect(),
-            faults: Mutex::new(Faults {
-                rules: setup.faults.rules(),
-                rng: ChaCha8Rng::seed_from_u64(setup.seed ^ FAULT_SEED_SALT),
-                stats: PacketStats::default(),
-            }),
+            faults: Mutex::new(FaultLayer::new(rules(&setup.faults), rng, safety_end_ms)),
             records: Mutex::new(Vec::new()),
             troubles: Mutex::new((Vec::new(), 0)),
         }
@@ -81,7 +71,7 @@ impl LiveHarness {
     }
 
     pub fn packet_stats(&self) -> PacketStats {
-        lock(&self.faults).stats.clone()
+        lock(&self.faults).stats().clone()
     }
 
     /// The troubles kept, and a line counting those that were not.
@@ -98,58 +88,10 @@ impl LiveHarness {
 impl Harness for LiveHarness {
     fn fate(&self, device: DeviceId, to_server: bool, packet: &Packet) -> Fate {
         let now_ms = self.clock.now().0;
-        let mut faults = lock(&self.faults);
-        let faults = &mut *faults;
-        faults.stats.sent += 1;
-        *faults.stats.by_kind.entry(packet.kind()).or_default() += 1;
-        let verdict = if now_ms < self.safety_end_ms {
-            let meta = PacketMeta {
-                device,
-                to_server,
-                now_ms,
-            };
-            let rng = &mut faults.rng;
-            let mut draw = || rng.gen::<f64>();
-            faults
-                .rules
-                .iter()
-                .map(|rule| rule.verdict(&meta, &mut draw))
-                .find(|verdict| *verdict != Verdict::Pass)
-                .unwrap_or(Verdict::Pass)
-        } else {
-            Verdict::Pass
-        };
-        let stats = &mut faults.stats;
-        match verdict {
-            Verdict::Pass => Fate::Pass {
-                copies: 1,
-                delay_ms: 0,
-            },
-            Verdict::Drop => {
-                stats.dropped += 1;
-                Fate::Drop
-            }
-            Verdict::Duplicate => {
-                stats.duplicated += 1;
-                Fate::Pass {
-                    copies: 2,
-                    delay_ms: 0,
-                }
-            }
-            Verdict::Delay(delay_ms) => {
-                stats.delayed += 1;
-                Fate::Pass {
-                    copies: 1,
-                    delay_ms,
-                }
-            }
-            Verdict::Hold(until_ms) => {
-                stats.held += 1;
-                Fate::Pass {
-                    copies: 1,
-                    delay_ms: until_ms.saturating_sub(now_ms),
-                }
-            }
+        let verdict = lock(&self.faults).judge(packet.kind(), device, to_server, now_ms);
+        match verdict.copies_and_delay_ms(now_ms) {
+            Some((copies, delay_ms)) => Fate::Pass { copies, delay_ms },
+            None => Fate::Drop,
         }
     }
 

@@ -20,8 +20,11 @@ use crate::faults::LiveHarness;
 use crate::log::parse_log;
 use crate::server::{ServeCounts, ServerLine};
 use imsim_model::{DeviceId, DeviceIdentity, Directory, Server, Time};
-use imsim_sim::history::{Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology};
-use imsim_sim::{check_all, RunOutcome, Scenario, Setup};
+use imsim_history::stats::RunStats;
+use imsim_history::{
+    check_all, Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology,
+};
+use imsim_sim::{RunOutcome, Scenario, Setup};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -93,7 +96,7 @@ enum Action {
     RestartServer,
     CrashDevice(DeviceId),
     RestartDevice(DeviceId),
-    Partition(imsim_sim::faults::PartitionFault),
+    Partition(imsim_history::faults::PartitionFault),
     Heal(DeviceId),
     Liveness,
 }
@@ -204,7 +207,7 @@ impl<'a> Controller<'a> {
         let (server_counts, notes) = result?;
         let history = controller.merge()?;
         let violations = check_all(&history);
-        let stats = imsim_sim::run::stats(
+        let stats = RunStats::of(
             &history,
             controller.harness.packet_stats(),
             controller.storage_writes()?,

@@ -10,7 +10,7 @@
 
 use super::periods::{self, Periods};
 use super::{Invariant, Violation};
-use crate::history::{Entry, HarnessEvent, History, Node, TimelineEntry, Topology};
+use crate::{Entry, HarnessEvent, History, Node, TimelineEntry, Topology};
 use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, MembershipChange, Seq, UserId};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -178,7 +178,16 @@ impl HistoryIndex {
             .founders
             .iter()
             .map(|(conv, users)| (*conv, users.as_slice()));
-        let in_seq_order = self.commits_by_seq.iter().map(|at| &self.commits[*at]);
+        let in_seq_order = self.commits_by_seq.iter().filter_map(|at| {
+            let commit = &self.commits[*at];
+            commit.change.map(|change| periods::ChangeAt {
+                record: commit.record,
+                conv: commit.conv,
+                seq: commit.seq,
+                sender_user: commit.sender_user,
+                change,
+            })
+        });
         self.periods = periods::membership(founders, in_seq_order);
         self.founding = Periods::founding();
         for (conv, devices) in self.member_devices.iter_mut() {

@@ -9,7 +9,6 @@
 //! broken server might commit, where a checker must carry on. A change that changes nothing (an
 //! `Add` of a member, a `Remove` of a non-member) is ignored, as the protocol would refuse it.
 
-use super::index::Commit;
 use imsim_model::{ConvId, MembershipChange, Seq, UserId};
 use std::collections::BTreeMap;
 
@@ -117,12 +116,24 @@ impl Periods {
     }
 }
 
-/// Every user's periods in every conversation, from the founding members and the commits in
-/// (conversation, seq) order. Commits at one seq (an O1 violation) are applied in the order
+/// One committed membership change, as [`membership`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeAt {
+    /// The history record of its commit.
+    pub record: usize,
+    pub conv: ConvId,
+    pub seq: Seq,
+    /// The user the server committed it for (who left, or who added or removed someone).
+    pub sender_user: UserId,
+    pub change: MembershipChange,
+}
+
+/// Every user's periods in every conversation, from the founding members and the committed
+/// changes in (conversation, seq) order. Commits at one seq (an O1 violation) are applied in the order
 /// given; nothing here panics on a broken history.
 pub fn membership<'a>(
     founders: impl IntoIterator<Item = (ConvId, &'a [UserId])>,
-    commits_in_seq_order: impl IntoIterator<Item = &'a Commit>,
+    changes_in_seq_order: impl IntoIterator<Item = ChangeAt>,
 ) -> BTreeMap<(ConvId, UserId), Periods> {
     let mut periods: BTreeMap<(ConvId, UserId), Periods> = BTreeMap::new();
     for (conv, members) in founders {
@@ -132,10 +143,8 @@ pub fn membership<'a>(
                 .or_insert_with(Periods::founding);
         }
     }
-    for commit in commits_in_seq_order {
-        let Some(change) = commit.change else {
-            continue;
-        };
+    for commit in changes_in_seq_order {
+        let change = commit.change;
         let subject = change.subject(commit.sender_user);
         let user_periods = periods.entry((commit.conv, subject)).or_default();
         match change {
@@ -152,24 +161,20 @@ pub fn membership<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::index::MessageKey;
     use super::*;
-    use imsim_model::{ClientMsgId, ClientSeq, DeviceId};
 
     const C1: ConvId = ConvId(1);
     const ALICE: UserId = UserId(1);
     const BOB: UserId = UserId(2);
 
     /// A commit of `change` by `sender` at `seq`; its record number is the seq times ten.
-    fn change(seq: u64, sender: UserId, change: MembershipChange) -> Commit {
-        Commit {
+    fn change(seq: u64, sender: UserId, change: MembershipChange) -> ChangeAt {
+        ChangeAt {
             record: seq as usize * 10,
             conv: C1,
             seq: Seq(seq),
-            message: MessageKey::new(DeviceId(sender.0), ClientMsgId(seq)),
-            client_seq: ClientSeq(seq),
             sender_user: sender,
-            change: Some(change),
+            change,
         }
     }
 
@@ -187,7 +192,7 @@ mod tests {
             change(8, ALICE, MembershipChange::Add(BOB)),
         ];
         let founders = [(C1, &[ALICE][..])];
-        let periods = membership(founders, &commits);
+        let periods = membership(founders, commits);
         let bob = &periods[&(C1, BOB)];
         assert_eq!(visible(bob, 10), vec![3, 4, 5, 8, 9, 10]);
         assert_eq!(visible(&periods[&(C1, ALICE)], 3), vec![1, 2, 3]);
@@ -211,7 +216,7 @@ mod tests {
             change(4, BOB, MembershipChange::Leave),
         ];
         let founders = [(C1, &[ALICE][..])];
-        let periods = membership(founders, &commits);
+        let periods = membership(founders, commits);
         assert_eq!(periods[&(C1, ALICE)], Periods::founding());
         assert!(!periods.contains_key(&(C1, BOB)), "never a member");
     }

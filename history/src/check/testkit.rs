@@ -9,8 +9,8 @@
 use super::index::HistoryIndex;
 use crate::check::{Invariant, Violation};
 use crate::faults::FaultProfile;
-use crate::history::{ConversationSpec, Entry, HarnessEvent, History, Node, TimelineEntry};
-use crate::history::{RunStart, Topology, UserSpec};
+use crate::{ConversationSpec, Entry, HarnessEvent, History, Node, TimelineEntry};
+use crate::{RunStart, Topology, UserSpec};
 use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, Rejection, SendFailure};
 use imsim_model::{MembershipChange, Seq, UserId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -318,7 +318,7 @@ impl Story {
 
     /// The record of `device`'s first display of `seq` in `conv`.
     pub fn shown_at(&self, device: DeviceId, conv: ConvId, seq: u64) -> usize {
-        let shown = |record: &crate::history::Record| {
+        let shown = |record: &crate::Record| {
             record.node == Node::Device(device)
                 && matches!(
                     &record.entry,

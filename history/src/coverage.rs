@@ -6,8 +6,8 @@
 //!
 //! Counts come from the recorded history only ([`signals`], in [`count`]), so a replayed or
 //! loaded history counts the same. Whether a scenario can reach a signal at all is a rule over
-//! the scenario ([`applies`]): the fault classes it can draw or has fixed, its topology and
-//! workload. `imsim run --require-coverage` fails when an applicable signal was never hit.
+//! the scenario, each signal's [`Need`]s, judged by the simulator (`imsim_sim::reach`): the fault
+//! classes it can draw or has fixed, its topology and workload. `imsim run --require-coverage` fails when an applicable signal was never hit.
 //!
 //! Adding a signal: one line in the `signals!` table below (name, description, what it needs),
 //! and its counting in [`count`], with a unit test there that shows it counted when it happens
@@ -17,11 +17,9 @@ mod count;
 
 pub use count::signals;
 
-use crate::faults::{FaultClass, PARTITION_MS_MAX};
-use crate::history::Direction;
-use crate::scenario::{Action, Conversations, Scenario};
+use crate::faults::FaultClass;
 use serde::{Serialize, Serializer};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// What a scenario must be able to produce for a signal to be required of it. A signal applies
@@ -87,7 +85,7 @@ const DELIVERED_TWICE: &[FaultClass] = &[Loss, Duplication, Partition, ServerCra
 /// session stays up (after a server crash the device resumes instead).
 const LONG_HOLE: &[FaultClass] = &[Loss, Partition, Hold, Delay];
 /// Faults that can leave a device many messages behind.
-const FALLS_BEHIND: &[FaultClass] = &[Loss, Partition, Hold, DeviceRestart];
+pub const FALLS_BEHIND: &[FaultClass] = &[Loss, Partition, Hold, DeviceRestart];
 /// Faults that can reorder or lose the sends of a burst on their way to the server.
 const SENDS_REORDERED: &[FaultClass] = &[Loss, Partition, Hold, Delay, ServerCrash];
 
@@ -294,127 +292,6 @@ impl Serialize for Signal {
     }
 }
 
-/// Whether `scenario` can reach `signal`, so a sweep of it must.
-pub fn applies(signal: Signal, scenario: &Scenario) -> bool {
-    signal.needs().iter().all(|need| meets(scenario, *need))
-}
-
-fn meets(scenario: &Scenario, need: Need) -> bool {
-    let workload = &scenario.workload;
-    let scripted = |wanted: &[Action]| {
-        workload
-            .script
-            .iter()
-            .any(|action| wanted.contains(&action.action))
-    };
-    let topology = &scenario.topology;
-    match need {
-        Need::AnyFault(classes) => {
-            let possible = possible_faults(scenario);
-            classes.iter().any(|class| possible.contains(class))
-        }
-        Need::MembershipChanges => {
-            workload.membership_changes > 0
-                || scripted(&[Action::Add, Action::Remove, Action::Leave])
-        }
-        Need::LargeGroup => topology
-            .groups
-            .iter()
-            .any(|group| group.size > scenario.protocol.notify_threshold_members),
-        Need::Offline => {
-            workload.offline_periods_per_device > 0
-                || workload.online_fraction < 1.0
-                || scripted(&[Action::GoOffline])
-        }
-        Need::MultiDevice => topology.devices_per_user > 1,
-        Need::Bursts => workload.burst_max > 1,
-        Need::Silence(silence) => can_be_silent(scenario, silence),
-        Need::Reads => workload.reads > 0 || scripted(&[Action::Read]),
-        Need::OneToOne => conversation_count(scenario) > 0,
-        Need::Groups => !topology.groups.is_empty(),
-        Need::Roaming => workload.roaming_devices > 0,
-        Need::Pages => {
-            let falls_behind =
-                meets(scenario, Need::Offline) || meets(scenario, Need::AnyFault(FALLS_BEHIND));
-            let sends = u64::from(workload.messages)
-                + workload
-                    .script
-                    .iter()
-                    .filter(|action| action.action == Action::Send)
-                    .count() as u64;
-            let page = u64::from(scenario.protocol.pull_page_max);
-            falls_behind && sends >= conversation_count(scenario) * page
-        }
-    }
-}
-
-/// The fault classes a run of `scenario` can have: the swarm's classes (when it draws) and the
-/// fixed profile's.
-pub fn possible_faults(scenario: &Scenario) -> BTreeSet<FaultClass> {
-    let mut classes: BTreeSet<FaultClass> = scenario.faults.profile.classes().into_iter().collect();
-    if scenario.faults.swarm {
-        classes.extend(scenario.faults.swarm_classes.iter().copied());
-    }
-    classes
-}
-
-/// Whether a partition of `scenario` (fixed, or drawn by the swarm up to
-/// [`PARTITION_MS_MAX`]) cuts the right direction for longer than the protocol waits.
-fn can_be_silent(scenario: &Scenario, silence: Silence) -> bool {
-    let protocol = &scenario.protocol;
-    let (directions, bound_ms): (&[Direction], u64) = match silence {
-        Silence::DeviceHearsNothing => (
-            &[Direction::Both, Direction::FromServer],
-            protocol.server_silence_timeout_ms,
-        ),
-        Silence::ServerHearsNothing => (
-            &[Direction::Both, Direction::ToServer],
-            protocol.session_timeout_ms,
-        ),
-        Silence::PushesLost => {
-            // Abandoning needs the session to outlive every try: when the device's silence
-            // timeout comes first it logs in again and the server drops the old session's pushes.
-            let retries_ms: u64 = (0..protocol.push_attempts_max)
-                .map(|k| {
-                    let backoff = protocol.push_retry_initial_ms << k.min(16);
-                    backoff.min(protocol.push_retry_max_ms)
-                })
-                .sum();
-            if retries_ms >= protocol.server_silence_timeout_ms {
-                return false;
-            }
-            // Under loss every try can go missing while heartbeats still get through.
-            if possible_faults(scenario).contains(&Loss) {
-                return true;
-            }
-            (&[Direction::FromServer], retries_ms)
-        }
-    };
-    let fixed = scenario
-        .faults
-        .profile
-        .partitions
-        .iter()
-        .any(|p| directions.contains(&p.direction) && p.duration_ms >= bound_ms);
-    let drawn = scenario.faults.swarm
-        && scenario.faults.swarm_classes.contains(&Partition)
-        && PARTITION_MS_MAX >= bound_ms;
-    fixed || drawn
-}
-
-/// 1:1 conversations and groups of the scenario's topology.
-fn conversation_count(scenario: &Scenario) -> u64 {
-    let topology = &scenario.topology;
-    let users = u64::from(topology.users);
-    let pairs = match &topology.conversations {
-        Conversations::AllPairs => users * (users - 1) / 2,
-        Conversations::Pairs(pairs) => u64::from(*pairs),
-        Conversations::List(lists) => lists.len() as u64,
-    };
-    let groups: u64 = topology.groups.iter().map(|g| u64::from(g.count)).sum();
-    (pairs + groups).max(1)
-}
-
 /// The signals of many runs of one scenario: how often each was hit, and in how many runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Coverage {
@@ -445,12 +322,13 @@ impl Coverage {
         self.runs_hit.get(&signal).copied().unwrap_or(0)
     }
 
-    /// The signals `scenario` can reach that no run hit, in list order.
-    pub fn missing(&self, scenario: &Scenario) -> Vec<Signal> {
+    /// The signals that `applies` accepts (those the sweep's scenario can reach) and no run
+    /// hit, in list order.
+    pub fn missing(&self, applies: impl Fn(Signal) -> bool) -> Vec<Signal> {
         Signal::ALL
             .iter()
             .copied()
-            .filter(|signal| applies(*signal, scenario) && self.hits(*signal) == 0)
+            .filter(|signal| applies(*signal) && self.hits(*signal) == 0)
             .collect()
     }
 }
@@ -458,6 +336,7 @@ impl Coverage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn names_are_unique_kebab_case_and_parse_back() {
@@ -474,67 +353,5 @@ mod tests {
             assert!(!signal.description().is_empty());
         }
         assert_eq!(Signal::parse("no-such-signal"), None);
-    }
-
-    #[test]
-    fn applicability_follows_the_scenario() {
-        let one_to_one = Scenario::load("one-to-one").unwrap();
-        let churn = Scenario::load("group-membership-churn").unwrap();
-        let crash_storm = Scenario::load("crash-storm").unwrap();
-        let group_2000 = Scenario::load("group-2000").unwrap();
-        // Groups: only with membership changes.
-        assert!(!applies(Signal::MemberRemoved, &one_to_one));
-        assert!(applies(Signal::MemberRemoved, &churn));
-        // Crashes: drawn by the swarm, or fixed in the profile, or neither.
-        assert!(applies(Signal::CrashBetweenStoreAndAck, &one_to_one));
-        assert!(applies(Signal::CrashBetweenStoreAndAck, &crash_storm));
-        let lossy = Scenario::load("lossy-network").unwrap();
-        assert!(!applies(Signal::CrashBetweenStoreAndAck, &lossy));
-        // Notify-then-pull: only with a group above the threshold.
-        assert!(!applies(Signal::NotifyThenPull, &one_to_one));
-        assert!(applies(Signal::NotifyThenPull, &group_2000));
-        let mut below = churn.clone();
-        below.protocol.notify_threshold_members = 10;
-        assert!(!applies(Signal::NotifyThenPull, &below));
-        below.protocol.notify_threshold_members = 9;
-        assert!(applies(Signal::NotifyThenPull, &below));
-        // Long silences: a drawn partition (at most 10 s) never outlasts a 30 s timeout; a
-        // fixed one may.
-        assert!(!applies(Signal::SessionExpiredByServer, &one_to_one));
-        let offline = Scenario::load("offline-resume").unwrap();
-        assert!(applies(Signal::SessionExpiredByServer, &offline));
-        assert!(applies(Signal::SessionTimedOut, &offline));
-        let mut uplink_only = offline.clone();
-        let partitions = &mut uplink_only.faults.profile.partitions;
-        partitions.retain(|p| p.direction == Direction::ToServer);
-        assert!(applies(Signal::SessionExpiredByServer, &uplink_only));
-        assert!(!applies(Signal::SessionTimedOut, &uplink_only));
-        // Push abandonment: only when the tries end before the device's silence timeout.
-        assert!(applies(Signal::PushAbandoned, &lossy));
-        let mut six_tries = lossy.clone();
-        six_tries.protocol.push_attempts_max = 6;
-        assert!(!applies(Signal::PushAbandoned, &six_tries));
-        // Signals without needs apply everywhere.
-        assert!(applies(Signal::HeldBack, &lossy));
-    }
-
-    #[test]
-    fn coverage_adds_runs_and_names_what_is_missing() {
-        let scenario = Scenario::load("lossy-network").unwrap();
-        let mut coverage = Coverage::default();
-        let mut counts: BTreeMap<Signal, u64> = Signal::ALL.iter().map(|s| (*s, 0)).collect();
-        counts.insert(Signal::HeldBack, 3);
-        coverage.add(&counts);
-        coverage.add(&counts);
-        assert_eq!(coverage.runs, 2);
-        assert_eq!(coverage.hits(Signal::HeldBack), 6);
-        assert_eq!(coverage.runs_hit(Signal::HeldBack), 2);
-        let missing = coverage.missing(&scenario);
-        assert!(!missing.contains(&Signal::HeldBack));
-        assert!(missing.contains(&Signal::DuplicateDropped));
-        assert!(
-            !missing.contains(&Signal::UnsyncedWritesLost),
-            "not applicable"
-        );
     }
 }

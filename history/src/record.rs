@@ -3,6 +3,7 @@
 //! line), and its hash is the run's trace hash: the same scenario, seed and variant give the same
 //! bytes in any process on any machine.
 
+pub use crate::faults::Direction;
 use crate::faults::FaultProfile;
 use imsim_model::{ClientMsgId, ConvId, DeviceId, Event, ProtocolConfig, Seq, UserId};
 use serde::{Deserialize, Serialize};
@@ -96,17 +97,6 @@ pub struct TimelineEntry {
     pub client_msg_id: ClientMsgId,
 }
 
-/// Which way a partition cuts a device's link to the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Both,
-    /// Packets from the device to the server are lost; the other way works.
-    ToServer,
-    /// Packets from the server to the device are lost; the other way works.
-    FromServer,
-}
-
 /// The first record of every run: what was run, who is in it and which faults it has.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunStart {
@@ -178,9 +168,9 @@ impl History {
     }
 
     /// Parses JSON lines; the error names the 1-based line number and what is wrong
-    /// (see [`crate::history_reader`]).
+    /// (see [`crate::reader`]).
     pub fn from_jsonl(text: &str) -> Result<History, (usize, String)> {
-        crate::history_reader::parse_jsonl(text)
+        crate::reader::parse_jsonl(text)
     }
 
     /// FNV-1a over the JSON lines: stable across processes, machines and Rust versions (unlike

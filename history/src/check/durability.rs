@@ -9,7 +9,7 @@
 use super::index::{device_name, FinalTimeline, Findings, MessageKey};
 use super::periods::Period;
 use super::{HistoryIndex, Invariant, Violation};
-use crate::history::{History, Node};
+use crate::{History, Node};
 use imsim_model::{ClientMsgId, ConvId, DeviceId, Event, Seq, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -10,7 +10,7 @@
 
 use super::index::{device_name, Findings, MessageKey};
 use super::{HistoryIndex, Invariant, Violation};
-use crate::history::{History, Node};
+use crate::{History, Node};
 use imsim_model::{ConvId, DeviceId, Event, Seq, UserId};
 use std::collections::BTreeMap;
 

@@ -7,8 +7,8 @@
 //! `imsim bench` times every checker over one of these (its `checker_events_per_s`).
 
 use crate::faults::FaultProfile;
-use crate::history::{ConversationSpec, Entry, HarnessEvent, History, Node, RunStart};
-use crate::history::{TimelineEntry, Topology, UserSpec};
+use crate::{ConversationSpec, Entry, HarnessEvent, History, Node, RunStart};
+use crate::{TimelineEntry, Topology, UserSpec};
 use imsim_model::UserId;
 use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, MembershipChange, Seq};
 use std::collections::BTreeMap;

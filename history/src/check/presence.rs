@@ -15,7 +15,7 @@
 
 use super::index::{device_name, Findings};
 use super::{HistoryIndex, Invariant, Violation};
-use crate::history::{Direction, Entry, HarnessEvent, History, Node, RunStart};
+use crate::{Direction, Entry, HarnessEvent, History, Node, RunStart};
 use imsim_model::{DeviceId, Event, PresenceMode, ProtocolConfig, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -10,7 +10,7 @@
 use super::index::{device_name, Findings, Shown};
 use super::periods::Periods;
 use super::{HistoryIndex, Invariant, Violation};
-use crate::history::History;
+use crate::History;
 use imsim_model::{ConvId, DeviceId, MembershipChange, Seq};
 
 pub(super) fn check(_history: &History, index: &HistoryIndex) -> Vec<Violation> {

@@ -4,7 +4,7 @@
 //! unknown event type, an event reported by the wrong kind of node, time going backwards.
 //! The format is documented in `docs/history-format.md`.
 
-use crate::history::{Entry, HarnessEvent, History, Node, Record};
+use crate::{Entry, HarnessEvent, History, Node, Record};
 use imsim_model::Event;
 use serde_json::{Map, Value};
 

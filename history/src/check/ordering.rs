@@ -10,7 +10,7 @@
 
 use super::index::{device_name, Commit, Findings, MessageKey, Shown};
 use super::{HistoryIndex, Invariant, Violation};
-use crate::history::History;
+use crate::History;
 use imsim_model::{ClientSeq, ConvId, DeviceId, Seq};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -355,7 +355,7 @@ fn opposite_orders(
 mod tests {
     use super::super::testkit::*;
     use super::*;
-    use crate::history::Node;
+    use crate::Node;
 
     fn ordering(story: &Story) -> Vec<Violation> {
         run(story, check)

@@ -3,7 +3,7 @@
 //! cursor and hold-back buffer, offline periods, group membership).
 
 use super::Signal;
-use crate::history::{Entry, HarnessEvent, History, Node, Record};
+use crate::{Entry, HarnessEvent, History, Node, Record};
 use imsim_model::{
     ClientMsgId, ConvId, DeviceId, Event, MembershipChange, PullReason, Rejection, Seq, SessionEnd,
     UserId,

@@ -8,7 +8,7 @@
 
 use super::index::{device_name, event_at, Findings, MessageKey, Shown};
 use super::{HistoryIndex, Invariant, Violation};
-use crate::history::{History, Node};
+use crate::{History, Node};
 use imsim_model::{ConvId, DeviceId, Event, MembershipChange, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 
