@@ -4,8 +4,8 @@
 //! violation, 2 bad input — a scenario that does not load, a data directory that is locked or
 //! corrupt (the message names the file and the offset), a harness that could not run.
 
-use crate::output::{outcome_json, print_outcome_text, say};
 use crate::args::Format;
+use crate::output::{outcome_json, print_outcome_text, say};
 use imsim_live::clock::{monotonic_ns, Clock};
 use imsim_live::run::{directory_of, run_live, LiveOptions, LiveOutcome};
 use imsim_live::server::{serve, ServeOptions};

@@ -37,7 +37,9 @@ pub struct LiveHarness {
 /// Locks a mutex. The harness runs on one thread and never holds a lock across an await, so a
 /// lock is poisoned only if a device task already panicked.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().expect("a device task panicked while holding a lock")
+    mutex
+        .lock()
+        .expect("a device task panicked while holding a lock")
 }
 
 impl LiveHarness {

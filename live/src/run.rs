@@ -19,11 +19,11 @@ use crate::device::{run_device, DeviceSlot};
 use crate::faults::LiveHarness;
 use crate::log::parse_log;
 use crate::server::{ServeCounts, ServerLine};
-use imsim_model::{DeviceId, DeviceIdentity, Directory, Server, Time};
 use imsim_history::stats::RunStats;
 use imsim_history::{
     check_all, Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology,
 };
+use imsim_model::{DeviceId, DeviceIdentity, Directory, Server, Time};
 use imsim_sim::{RunOutcome, Scenario, Setup};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,6 +87,14 @@ pub fn directory_of(topology: &Topology) -> Directory {
         }
     }
     directory
+}
+
+/// What the server processes of a run wrote: their lines, the counts of those that stopped
+/// cleanly, and the notes worth reporting (torn tails, device troubles).
+struct ServerRecord {
+    lines: Vec<ServerLine>,
+    counts: Vec<ServeCounts>,
+    notes: Vec<String>,
 }
 
 /// What the controller does at a moment of the run.
@@ -272,7 +280,7 @@ impl<'a> Controller<'a> {
         }
         self.stop_server().await?;
         self.read_server_lines()
-            .map(|(_, counts, notes)| (counts, notes))
+            .map(|record| (record.counts, record.notes))
     }
 
     async fn sleep_until_ms(&self, at_ms: u64) {
@@ -454,9 +462,7 @@ impl<'a> Controller<'a> {
 
     /// Every server events file: the lines, parsed; a last line cut short by SIGKILL is left out
     /// (its event's effects, sent after it, never happened).
-    fn read_server_lines(
-        &self,
-    ) -> Result<(Vec<ServerLine>, Vec<ServeCounts>, Vec<String>), String> {
+    fn read_server_lines(&self) -> Result<ServerRecord, String> {
         let mut lines = Vec::new();
         let mut counts = Vec::new();
         let mut notes = self.harness.troubles();
@@ -484,7 +490,11 @@ impl<'a> Controller<'a> {
                 lines.push(line);
             }
         }
-        Ok((lines, counts, notes))
+        Ok(ServerRecord {
+            lines,
+            counts,
+            notes,
+        })
     }
 
     /// The durable log as the last server left it.
@@ -502,7 +512,7 @@ impl<'a> Controller<'a> {
     /// One history from the server's lines and this process's records, in clock order, ending
     /// with the durable timelines read from the log.
     fn merge(&self) -> Result<History, String> {
-        let (lines, _, _) = self.read_server_lines()?;
+        let lines = self.read_server_lines()?.lines;
         let mut records: Vec<(u64, Node, Entry)> = self.harness.take_records();
         for line in lines {
             if let ServerLine::Event { t_us, event } = line {
