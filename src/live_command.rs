@@ -120,7 +120,6 @@ pub fn command_live(args: LiveArgs) -> Result<bool, String> {
     }
     let options = LiveOptions {
         scenario,
-        scenario_ref: args.scenario.clone(),
         seed,
         time_scale: args.time_scale,
         imsim,

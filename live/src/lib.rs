@@ -11,8 +11,10 @@
 //! - [`clock`]: scenario time from the machine's monotonic clock, shared by every process;
 //! - [`server`]: `imsim serve`, the model's server on a socket and a log;
 //! - [`device`]: a device on its own socket with its state file;
-//! - [`faults`] and [`run`]: `imsim live`, a scenario run for real and checked.
+//! - [`faults`] and [`run`]: `imsim live`, a scenario run for real and checked;
+//! - [`bench`]: the live figures of `imsim bench`.
 
+pub mod bench;
 pub mod clock;
 pub mod data_dir;
 pub mod device;

@@ -42,9 +42,9 @@ const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How to run one live run.
 pub struct LiveOptions {
+    /// The scenario, its variant already applied. The server children read it from a copy in
+    /// the run directory, so a scenario built in memory (the bench's) runs as well.
     pub scenario: Scenario,
-    /// The scenario as the child `imsim serve` loads it (a path or a shipped name).
-    pub scenario_ref: String,
     pub seed: u64,
     /// Real time per scenario time (0.1: ten times faster).
     pub time_scale: f64,
@@ -189,6 +189,9 @@ impl<'a> Controller<'a> {
             .keep();
         std::fs::create_dir_all(run_dir.join("devices"))
             .map_err(|error| format!("{}: {error}", run_dir.display()))?;
+        let scenario_file = run_dir.join("scenario.toml");
+        std::fs::write(&scenario_file, options.scenario.to_toml())
+            .map_err(|error| format!("{}: {error}", scenario_file.display()))?;
         let listen = free_port()?;
         let clock = Clock::starting_now(options.time_scale);
         let safety_end_ms = setup.scenario.workload.duration_ms;
@@ -399,7 +402,7 @@ impl<'a> Controller<'a> {
             .arg("--data")
             .arg(self.data_dir())
             .arg("--scenario")
-            .arg(&self.options.scenario_ref)
+            .arg(self.run_dir.join("scenario.toml"))
             .arg("--seed")
             .arg(self.setup.seed.to_string())
             .arg("--variant")
@@ -564,4 +567,64 @@ fn free_port() -> Result<std::net::SocketAddr, String> {
     socket
         .local_addr()
         .map_err(|error| format!("cannot find a free port: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imsim_history::faults::{CrashFault, DeviceCrashFault};
+
+    fn setup(crashes: &[(u64, u64)], device_restarts: &[(u64, u64)]) -> Setup {
+        let mut scenario = Scenario::default_scenario();
+        scenario.faults.swarm = false;
+        let mut setup = Setup::new(&scenario, 1);
+        setup.faults.server_crashes = crashes
+            .iter()
+            .map(|&(at_ms, downtime_ms)| CrashFault { at_ms, downtime_ms })
+            .collect();
+        setup.faults.device_restarts = device_restarts
+            .iter()
+            .map(|&(at_ms, downtime_ms)| DeviceCrashFault {
+                device: DeviceId(2),
+                at_ms,
+                downtime_ms,
+            })
+            .collect();
+        setup
+    }
+
+    fn names(actions: &[(u64, Action)]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|(at_ms, action)| format!("{at_ms} {action:?}"))
+            .collect()
+    }
+
+    #[test]
+    fn a_crash_inside_the_previous_downtime_waits_for_the_restart() {
+        let actions = schedule(&setup(&[(3_000, 500), (1_000, 4_000)], &[(2_000, 100)]));
+        assert_eq!(
+            names(&actions),
+            [
+                "1000 CrashServer",
+                "2000 CrashDevice(DeviceId(2))",
+                "2100 RestartDevice(DeviceId(2))",
+                "5000 RestartServer",
+                "5000 CrashServer",
+                "5500 RestartServer",
+                "30000 Liveness",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_directory_lets_every_device_log_in_with_its_token() {
+        let setup = setup(&[], &[]);
+        let directory = directory_of(&setup.topology);
+        for user in &setup.topology.users {
+            for device in &user.devices {
+                assert_eq!(directory.token(user.user, *device), Some(token(*device)));
+            }
+        }
+    }
 }
