@@ -225,7 +225,10 @@ fn time_compression(devices: u32, duration_ms: u64) -> f64 {
 
 /// The live figures: the codec over loopback UDP, and one short scenario simulated and live.
 fn live(sizes: &Sizes, report: &mut Report) -> Result<(), String> {
-    use imsim_live::bench::{compression, loopback_packets_per_s, short_scenario};
+    use imsim_live::bench::{compression, datagram_sizes, loopback_packets_per_s, short_scenario};
+    for (kind, bytes) in datagram_sizes() {
+        report.add(&format!("live_datagram_bytes_{kind}"), bytes as f64, None);
+    }
     let loopback = loopback_packets_per_s(sizes.live_datagrams)?;
     report.add("live_loopback_packets_per_s", loopback, None);
     let imsim = std::env::current_exe()

@@ -14,6 +14,54 @@ use std::time::{Duration, Instant};
 /// figure measures the stack and the codec, not drops.
 const WINDOW: u64 = 64;
 
+/// The encoded size, in bytes with the version byte, of the packets a chat sends most: a
+/// heartbeat, a send and its ack, a push, a cumulative ack.
+pub fn datagram_sizes() -> Vec<(&'static str, usize)> {
+    let message = sample_message();
+    let packets = [
+        Packet::Heartbeat,
+        Packet::Send {
+            conv: message.conv,
+            sender: message.sender_user,
+            client_msg_id: message.client_msg_id,
+            client_seq: message.client_seq,
+            body: message.body.clone(),
+            client_time_ms: message.client_time_ms,
+            change: None,
+        },
+        Packet::SendAck {
+            conv: message.conv,
+            client_msg_id: message.client_msg_id,
+            seq: message.seq,
+        },
+        Packet::Deliver { message },
+        Packet::Ack {
+            conv: ConvId(3),
+            watermark: Seq(41),
+        },
+    ];
+    packets
+        .iter()
+        // Each of these is a few dozen bytes: far below the datagram limit.
+        .map(|packet| (packet.kind(), wire::encode(packet).expect("small").len()))
+        .collect()
+}
+
+/// A message as the workload writes them (`u1/d1 #40`), well into a conversation.
+fn sample_message() -> Message {
+    Message {
+        conv: ConvId(3),
+        seq: Seq(41),
+        sender_user: UserId(1),
+        sender_device: DeviceId(1),
+        client_msg_id: ClientMsgId(40),
+        client_seq: ClientSeq(40),
+        body: "u1/d1 #40".to_string(),
+        client_time_ms: 1_000_012_345,
+        change: None,
+    }
+}
+
 /// Encodes, sends, receives and decodes `datagrams` pushes of a short message between two
 /// sockets on 127.0.0.1, `WINDOW` at a time: packets per second.
 pub fn loopback_packets_per_s(datagrams: u64) -> Result<f64, String> {
@@ -25,17 +73,7 @@ pub fn loopback_packets_per_s(datagrams: u64) -> Result<f64, String> {
         .map_err(io)?;
     let to = receiver.local_addr().map_err(io)?;
     let packet = Packet::Deliver {
-        message: Message {
-            conv: ConvId(3),
-            seq: Seq(1),
-            sender_user: UserId(1),
-            sender_device: DeviceId(1),
-            client_msg_id: ClientMsgId(1),
-            client_seq: ClientSeq(1),
-            body: "u1/d1 #1".to_string(),
-            client_time_ms: 1_000_000_000,
-            change: None,
-        },
+        message: sample_message(),
     };
     let mut buffer = vec![0u8; wire::DATAGRAM_BYTES_MAX + 1];
     let started = Instant::now();
@@ -113,6 +151,13 @@ pub fn compression(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_common_packets_fit_in_a_few_dozen_bytes() {
+        for (kind, bytes) in datagram_sizes() {
+            assert!((2..64).contains(&bytes), "{kind}: {bytes} bytes");
+        }
+    }
 
     #[test]
     fn loopback_carries_every_datagram_it_counts() {

@@ -10,7 +10,10 @@
 
 use crate::log::{LogContents, LogFile};
 use crate::StorageError;
-use imsim_model::{Directory, ProtocolConfig, Record, Server, Storage, Time};
+use imsim_model::{
+    ClientSeq, ConvId, DeviceId, Directory, ProtocolConfig, Record, Server, Storage, Time, Variant,
+};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -74,16 +77,92 @@ impl DataDir {
     }
 
     /// The model's server, rebuilt from the replayed records (all of them durable: they were
-    /// synced, or they would not be whole in the file).
+    /// synced, or they would not be whole in the file). The records must fit the directory
+    /// the server serves: a data directory made for another scenario is refused here, naming
+    /// the first record that does not fit, instead of tripping the model's assertions.
     pub fn recover_server(
         &self,
         config: ProtocolConfig,
         directory: Directory,
         now: Time,
-    ) -> Server {
+    ) -> Result<Server, StorageError> {
+        let path = self.log.path();
+        check_fits(&self.contents, &directory, config.variant, path)?;
         let storage = storage_of(&self.contents.records);
-        Server::recover(config, directory, &storage, self.incarnation, now)
+        Ok(Server::recover(
+            config,
+            directory,
+            &storage,
+            self.incarnation,
+            now,
+        ))
     }
+}
+
+/// Checks what recovery assumes of a log: every record names a conversation of the directory,
+/// committed seqs follow each other per conversation, and a device's `client_seq`s are resolved
+/// in order per conversation.
+pub fn check_fits(
+    contents: &LogContents,
+    directory: &Directory,
+    variant: Variant,
+    path: &Path,
+) -> Result<(), StorageError> {
+    let mut heads: BTreeMap<ConvId, u64> = BTreeMap::new();
+    let mut resolved: BTreeMap<(DeviceId, ConvId), ClientSeq> = BTreeMap::new();
+    let known: BTreeSet<ConvId> = directory.conversations().collect();
+    for (record, offset) in contents.records.iter().zip(&contents.offsets) {
+        let misfit = |reason: String| StorageError::Corrupt {
+            path: path.to_path_buf(),
+            offset: *offset,
+            reason: format!("{reason} (is this data directory another scenario's?)"),
+        };
+        let conv = match record {
+            Record::Committed(message) => message.conv,
+            Record::Refused { conv, .. } | Record::Read { conv, .. } => *conv,
+            Record::InboxCopy { conv, .. } => *conv,
+        };
+        if !known.contains(&conv) {
+            return Err(misfit(format!(
+                "conversation {conv} is not in the directory"
+            )));
+        }
+        let (device, client_seq) = match record {
+            Record::Committed(message) => {
+                let head = heads.entry(conv).or_default();
+                // VARIANT seq-reuse-after-restart writes a seq again after a restart.
+                let reuse = variant == Variant::SeqReuseAfterRestart;
+                let fits = message.seq.0 == *head + 1 || (reuse && message.seq.0 <= *head);
+                if !fits || message.seq.0 == 0 {
+                    return Err(misfit(format!(
+                        "{conv} seq {} follows seq {head}",
+                        message.seq.0
+                    )));
+                }
+                *head = message.seq.0;
+                (message.sender_device, message.client_seq)
+            }
+            Record::Refused {
+                sender_device,
+                client_seq,
+                ..
+            } => (*sender_device, *client_seq),
+            Record::Read { .. } | Record::InboxCopy { .. } => continue,
+        };
+        let any_order = matches!(
+            variant,
+            Variant::RetryReorders | Variant::NonIdempotentCommit
+        );
+        let last = resolved.entry((device, conv)).or_default();
+        if !any_order && client_seq <= *last {
+            return Err(misfit(format!(
+                "{device} {conv} client_seq {} resolved after {}",
+                client_seq.0, last.0
+            )));
+        }
+        *last = client_seq.max(*last);
+    }
+    Ok(())
 }
 
 /// A model storage whose records are all durable.
@@ -192,6 +271,30 @@ mod tests {
         assert_eq!(data.contents.records, vec![read_record(1)]);
         let storage = storage_of(&data.contents.records);
         assert_eq!((storage.synced(), storage.written()), (1, 1));
+    }
+
+    #[test]
+    fn a_log_of_another_scenario_is_refused_naming_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut data = DataDir::open(dir.path()).unwrap();
+            data.log.append(&read_record(1));
+            let (file, bytes) = data.log.take_through(1);
+            write_and_sync(data.log.path(), &file, &bytes).unwrap();
+        }
+        let data = DataDir::open(dir.path()).unwrap();
+        let mut directory = Directory::new();
+        directory.add_conversation(ConvId(7), vec![UserId(1), UserId(2)]);
+        let error = data
+            .recover_server(ProtocolConfig::default(), directory.clone(), Time(0))
+            .err()
+            .expect("refused");
+        let text = error.to_string();
+        assert!(text.contains("offset 12") && text.contains("c1"), "{text}");
+        directory.add_conversation(ConvId(1), vec![UserId(1), UserId(2)]);
+        assert!(data
+            .recover_server(ProtocolConfig::default(), directory, Time(0))
+            .is_ok());
     }
 
     #[test]

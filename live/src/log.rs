@@ -44,6 +44,8 @@ const NESTING_MAX: usize = 16;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogContents {
     pub records: Vec<Record>,
+    /// The byte offset of each record's frame, for errors that name a record.
+    pub offsets: Vec<u64>,
     /// The length of the file's valid prefix: header and whole, checked frames.
     pub valid_bytes: u64,
     /// A torn last frame, if the file ends in one.
@@ -117,6 +119,7 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StorageError>
         ));
     }
     let mut records = Vec::new();
+    let mut offsets = Vec::new();
     let mut offset = HEADER_BYTES;
     while offset < bytes.len() {
         let rest = &bytes[offset..];
@@ -128,6 +131,7 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StorageError>
         if rest.len() < FRAME_HEADER_BYTES {
             return Ok(LogContents {
                 records,
+                offsets,
                 valid_bytes: offset as u64,
                 torn: Some(torn("partial frame header")),
             });
@@ -144,6 +148,7 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StorageError>
         if rest.len() < end {
             return Ok(LogContents {
                 records,
+                offsets,
                 valid_bytes: offset as u64,
                 torn: Some(torn("partial record")),
             });
@@ -153,6 +158,7 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StorageError>
             if rest.len() == end {
                 return Ok(LogContents {
                     records,
+                    offsets,
                     valid_bytes: offset as u64,
                     torn: Some(torn("last record fails its checksum")),
                 });
@@ -166,10 +172,12 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StorageError>
             ));
         }
         records.push(decode_record(payload).map_err(|reason| corrupt(offset, reason))?);
+        offsets.push(offset as u64);
         offset += end;
     }
     Ok(LogContents {
         records,
+        offsets,
         valid_bytes: offset as u64,
         torn: None,
     })

@@ -231,7 +231,7 @@ async fn run(
             reason: torn.reason.clone(),
         });
     }
-    let server = data.recover_server(options.config, options.directory, clock.now());
+    let server = data.recover_server(options.config, options.directory, clock.now())?;
     tracing::info!(
         "data {}: incarnation {}, {records} records replayed",
         data.path().display(),
