@@ -11,7 +11,8 @@
 //! - [`clock`]: scenario time from the machine's monotonic clock, shared by every process;
 //! - [`server`]: `imsim serve`, the model's server on a socket and a log;
 //! - [`device`]: a device on its own socket with its state file;
-//! - [`faults`] and [`run`]: `imsim live`, a scenario run for real and checked;
+//! - [`faults`], [`run`] and [`merge`]: `imsim live`, a scenario run for real, its history
+//!   merged from the server's and the devices' records, and checked;
 //! - [`bench`]: the live figures of `imsim bench`.
 
 pub mod bench;
@@ -21,6 +22,7 @@ pub mod device;
 pub mod device_state;
 pub mod faults;
 pub mod log;
+pub mod merge;
 pub mod run;
 pub mod server;
 pub mod wire;

@@ -18,12 +18,11 @@ use crate::clock::Clock;
 use crate::device::{run_device, DeviceSlot};
 use crate::faults::LiveHarness;
 use crate::log::parse_log;
-use crate::server::{ServeCounts, ServerLine};
+use crate::merge::{events_file, merge, read_server_files, unpublished_events};
+use crate::server::ServeCounts;
 use imsim_history::stats::RunStats;
-use imsim_history::{
-    check_all, Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology,
-};
-use imsim_model::{DeviceId, DeviceIdentity, Directory, Server, Time};
+use imsim_history::{check_all, HarnessEvent, History, Node, RunStart, Topology};
+use imsim_model::{DeviceId, DeviceIdentity, Directory};
 use imsim_sim::{RunOutcome, Scenario, Setup};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,14 +86,6 @@ pub fn directory_of(topology: &Topology) -> Directory {
         }
     }
     directory
-}
-
-/// What the server processes of a run wrote: their lines, the counts of those that stopped
-/// cleanly, and the notes worth reporting (torn tails, device troubles).
-struct ServerRecord {
-    lines: Vec<ServerLine>,
-    counts: Vec<ServeCounts>,
-    notes: Vec<String>,
 }
 
 /// What the controller does at a moment of the run.
@@ -215,8 +206,9 @@ impl<'a> Controller<'a> {
         for (_, task) in controller.devices.values() {
             task.abort();
         }
-        let (server_counts, notes) = result?;
-        let history = controller.merge()?;
+        let (server_counts, mut notes) = result?;
+        let (history, note) = controller.merge()?;
+        notes.extend(note);
         let violations = check_all(&history);
         let stats = RunStats::of(
             &history,
@@ -282,8 +274,10 @@ impl<'a> Controller<'a> {
             task.abort();
         }
         self.stop_server().await?;
-        self.read_server_lines()
-            .map(|record| (record.counts, record.notes))
+        let files = read_server_files(&self.run_dir, self.server_starts)?;
+        let mut notes = files.notes;
+        notes.extend(self.harness.troubles());
+        Ok((files.counts, notes))
     }
 
     async fn sleep_until_ms(&self, at_ms: u64) {
@@ -388,6 +382,7 @@ impl<'a> Controller<'a> {
         let events = self
             .run_dir
             .join(format!("server-events-{}.jsonl", self.server_starts));
+        debug_assert_eq!(events, events_file(&self.run_dir, self.server_starts));
         let stderr = std::fs::File::create(
             self.run_dir
                 .join(format!("server-{}.log", self.server_starts)),
@@ -463,43 +458,6 @@ impl<'a> Controller<'a> {
         }
     }
 
-    /// Every server events file: the lines, parsed; a last line cut short by SIGKILL is left out
-    /// (its event's effects, sent after it, never happened).
-    fn read_server_lines(&self) -> Result<ServerRecord, String> {
-        let mut lines = Vec::new();
-        let mut counts = Vec::new();
-        let mut notes = self.harness.troubles();
-        for start in 1..=self.server_starts {
-            let path = self.run_dir.join(format!("server-events-{start}.jsonl"));
-            let text = std::fs::read_to_string(&path)
-                .map_err(|error| format!("{}: {error}", path.display()))?;
-            let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-            for (number, line) in complete.lines().enumerate() {
-                let line: ServerLine = serde_json::from_str(line)
-                    .map_err(|error| format!("{}:{}: {error}", path.display(), number + 1))?;
-                match &line {
-                    ServerLine::TornTail {
-                        offset,
-                        bytes,
-                        reason,
-                        ..
-                    } => notes.push(format!(
-                        "server start {start}: torn log tail of {bytes} bytes at offset {offset} \
-                         truncated ({reason})"
-                    )),
-                    ServerLine::Stopped { counts: c, .. } => counts.push(c.clone()),
-                    _ => {}
-                }
-                lines.push(line);
-            }
-        }
-        Ok(ServerRecord {
-            lines,
-            counts,
-            notes,
-        })
-    }
-
     /// The durable log as the last server left it.
     fn final_records(&self) -> Result<Vec<imsim_model::Record>, String> {
         let path = self.data_dir().join(crate::data_dir::LOG_FILE);
@@ -512,50 +470,27 @@ impl<'a> Controller<'a> {
         Ok(self.final_records()?.len() as u64)
     }
 
-    /// One history from the server's lines and this process's records, in clock order, ending
-    /// with the durable timelines read from the log.
-    fn merge(&self) -> Result<History, String> {
-        let lines = self.read_server_lines()?.lines;
-        let mut records: Vec<(u64, Node, Entry)> = self.harness.take_records();
-        for line in lines {
-            if let ServerLine::Event { t_us, event } = line {
-                records.push((t_us, Node::Server, Entry::Protocol(event)));
-            }
-        }
-        // Stable: records of one source keep their order at equal times.
-        records.sort_by_key(|(t_us, _, _)| *t_us);
-        let mut history = History::default();
-        // The run ends now, after the quiet period, whenever the last event was.
-        let mut end_ms = self.clock.now().0;
-        for (t_us, node, entry) in records {
-            end_ms = end_ms.max(t_us / 1_000);
-            history.push(t_us / 1_000, node, entry);
-        }
-        let storage = crate::data_dir::storage_of(&self.final_records()?);
-        let config = self.setup.scenario.protocol.clone();
-        let directory = directory_of(&self.setup.topology);
-        // Incarnation 0: a reader of the log, not a restart (no `Recovered` event).
-        let server = Server::recover(config, directory, &storage, 0, Time(end_ms));
-        for conversation in &self.setup.topology.conversations {
-            let entries = server
-                .durable_timeline(conversation.conv)
-                .iter()
-                .map(|m| TimelineEntry {
-                    seq: m.seq,
-                    sender_device: m.sender_device,
-                    client_msg_id: m.client_msg_id,
-                })
-                .collect();
-            let conv = conversation.conv;
-            let event = HarnessEvent::FinalTimeline { conv, entries };
-            history.push(end_ms, Node::Harness, Entry::Harness(event));
-        }
-        history.push(
-            end_ms,
-            Node::Harness,
-            Entry::Harness(HarnessEvent::RunEnded),
+    /// One history from the servers' lines and this process's records.
+    /// Also a note when records became durable at a kill before their events were written.
+    fn merge(&self) -> Result<(History, Option<String>), String> {
+        let files = read_server_files(&self.run_dir, self.server_starts)?;
+        let log = self.final_records()?;
+        let unpublished = unpublished_events(&files.starts, &log).len();
+        let note = (unpublished > 0).then(|| {
+            format!(
+                "{unpublished} events of records that became durable while a server was being \
+                 killed, before it wrote them, were recorded from the log"
+            )
+        });
+        let history = merge(
+            self.harness.take_records(),
+            &files.starts,
+            &log,
+            &self.setup,
+            self.setup.scenario.protocol.clone(),
+            self.clock.now().0,
         );
-        Ok(history)
+        Ok((history, note))
     }
 }
 

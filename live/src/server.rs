@@ -58,11 +58,29 @@ pub enum ServerLine {
         t_us: u64,
         event: Event,
     },
+    /// Every record below `through` is durable and its events are written above. A record
+    /// durable at a SIGKILL but past the last such line has no event yet (see `merge`).
+    Published {
+        t_us: u64,
+        through: u64,
+    },
     /// The server stopped cleanly (SIGTERM) after a final sync.
     Stopped {
         t_us: u64,
         counts: ServeCounts,
     },
+}
+
+impl ServerLine {
+    pub fn t_us(&self) -> Option<u64> {
+        match self {
+            ServerLine::Started { t_us, .. }
+            | ServerLine::TornTail { t_us, .. }
+            | ServerLine::Event { t_us, .. }
+            | ServerLine::Published { t_us, .. }
+            | ServerLine::Stopped { t_us, .. } => Some(*t_us),
+        }
+    }
 }
 
 /// What a server's socket saw.
@@ -172,6 +190,8 @@ struct Loop {
     sync: Option<SyncInFlight>,
     /// A sync the model asked for while one was still running.
     sync_wanted: Option<u64>,
+    /// A sync the model was just told of: its `published` line follows its events.
+    published: Option<u64>,
     counts: ServeCounts,
 }
 
@@ -254,6 +274,7 @@ async fn run(
         alarm: None,
         sync: None,
         sync_wanted: None,
+        published: None,
         counts: ServeCounts::default(),
     };
     state.after_input()?;
@@ -334,6 +355,7 @@ impl Loop {
         self.counts.sync_us += (crate::clock::monotonic_ns() - sync.started_ns) / 1_000;
         self.server
             .handle_storage_synced(self.clock.now(), sync.through);
+        self.published = Some(sync.through);
         Ok(())
     }
 
@@ -353,6 +375,10 @@ impl Loop {
                 Output::SyncStorage { through } => self.sync_wanted = Some(through),
                 Output::Event(event) => self.sink.event(event),
             }
+        }
+        if let Some(through) = self.published.take() {
+            let t_us = self.clock.now_us();
+            self.sink.write(&ServerLine::Published { t_us, through });
         }
         if self.sync.is_none() {
             if let Some(through) = self.sync_wanted.take() {
@@ -418,6 +444,11 @@ impl Loop {
                     self.sink.event(event);
                 }
             }
+            let t_us = self.clock.now_us();
+            self.sink.write(&ServerLine::Published {
+                t_us,
+                through: written,
+            });
         }
         tracing::info!("stopped after a final sync: {:?}", self.counts);
         let (t_us, counts) = (self.clock.now_us(), self.counts.clone());
