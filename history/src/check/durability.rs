@@ -19,6 +19,7 @@ pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
     eventual_delivery(index, &mut findings);
     cursor_contiguous(history, index, &mut findings);
     no_silent_loss(history, index, &mut findings);
+    send_resolves(history, index, &mut findings);
     findings.into_violations()
 }
 
@@ -373,6 +374,52 @@ fn no_silent_loss(history: &History, index: &HistoryIndex, findings: &mut Findin
     }
 }
 
+/// D5: every message a user sent ends, on the device that sent it, acknowledged or marked
+/// failed. The server knowing it committed is not enough: a device that never hears so keeps the
+/// message "sending" and resends it for ever (a server that forgets a commit's ack, or acks
+/// another id). A send that never committed and never failed is D4's.
+fn send_resolves(history: &History, index: &HistoryIndex, findings: &mut Findings) {
+    let Some(ended) = index.run_ended() else {
+        return;
+    };
+    let mut resolved: BTreeSet<(DeviceId, ClientMsgId)> = BTreeSet::new();
+    let mut sent: Vec<(usize, DeviceId, ConvId, ClientMsgId)> = Vec::new();
+    for (record, line, event) in history.protocol_events() {
+        let Node::Device(device) = line.node else {
+            continue;
+        };
+        match event {
+            Event::SendRequested {
+                conv,
+                client_msg_id,
+                ..
+            } => sent.push((record, device, *conv, *client_msg_id)),
+            Event::SendAcked { client_msg_id, .. } | Event::SendFailed { client_msg_id, .. } => {
+                resolved.insert((device, *client_msg_id));
+            }
+            _ => {}
+        }
+    }
+    let mut judged: BTreeSet<(DeviceId, ClientMsgId)> = BTreeSet::new();
+    for (record, device, conv, id) in sent {
+        if resolved.contains(&(device, id)) || !judged.insert((device, id)) {
+            continue;
+        }
+        let Some(commit) = index.first_commit(MessageKey::new(device, id)) else {
+            continue;
+        };
+        findings.report(Invariant::D5SendResolves, || {
+            let text = format!(
+                "{} sent {id} in {conv}, and at the end of the run it still shows it as sending: \
+                 the server committed it at seq {}, but the device was never told.",
+                device_name(device),
+                commit.seq.0
+            );
+            (text, vec![record, commit.record, ended])
+        });
+    }
+}
+
 fn lost(device: DeviceId, conv: ConvId, id: ClientMsgId) -> String {
     format!(
         "{} sent {id} in {conv}, but by the end of the run it was neither committed nor marked \
@@ -525,6 +572,8 @@ mod tests {
             [
                 d2_for_each_device,
                 vec![Invariant::D4NoSilentLoss],
+                // d3's message committed but d3 never heard so.
+                vec![Invariant::D5SendResolves],
                 m1_for_u1
             ]
             .concat()
@@ -680,6 +729,38 @@ mod tests {
             "device-2 sent m2 in c1, but by the end of the run it was neither committed nor marked \
              failed."
         );
+    }
+
+    #[test]
+    fn d5_a_commit_the_sender_never_hears_of_is_reported() {
+        let mut story = delivered();
+        let send = story.send(D2, C1, m(2));
+        let commit = story.commit(C1, D2, m(2));
+        let seq = story.head(C1);
+        story.deliver(C1, seq);
+        let ended = story.finish();
+        let violations = durability(&story);
+        let violation = single(violations, Invariant::D5SendResolves);
+        assert_eq!(violation.witness, vec![send, commit, ended]);
+        assert!(
+            violation.explanation.contains("the server committed it"),
+            "{}",
+            violation.explanation
+        );
+    }
+
+    #[test]
+    fn d5_an_ack_or_a_visible_failure_resolves_a_send() {
+        let mut story = delivered();
+        story.send(D2, C1, m(2));
+        let seq = story.head(C1) + 1;
+        story.commit(C1, D2, m(2));
+        story.deliver(C1, seq);
+        story.ack(D2, C1, m(2), seq);
+        story.send(D2, C1, m(3));
+        story.fail(D2, C1, m(3));
+        story.finish();
+        assert_eq!(durability(&story), vec![]);
     }
 
     #[test]

@@ -113,6 +113,8 @@ invariants! {
         "a device's cursor never skips a seq it has not displayed";
     D4NoSilentLoss = "D4", "no-silent-loss", Durability, Liveness,
         "a message that never commits ends in a failure its sender saw";
+    D5SendResolves = "D5", "send-resolves", Durability, Liveness,
+        "every send ends acked or visibly failed on the device that sent it";
     G1MemberOnlyDelivery = "G1", "member-only-delivery", Groups, Safety,
         "a device displays a group message only if its user was a member at its seq";
     G2MemberOnlySend = "G2", "member-only-send", Groups, Safety,

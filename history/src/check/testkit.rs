@@ -306,9 +306,13 @@ impl Story {
         self.change(conv, device, MembershipChange::Leave)
     }
 
+    /// A membership change sent, committed and acked to the device that asked for it.
     fn change(&mut self, conv: ConvId, by: DeviceId, change: MembershipChange) -> usize {
         let id = self.send_change(by, conv, change);
-        self.commit(conv, by, id)
+        let record = self.commit(conv, by, id);
+        let seq = self.head(conv);
+        self.ack(by, conv, id, seq);
+        record
     }
 
     /// The record of the last commit at `seq`.
