@@ -27,7 +27,7 @@ fn live(scenario: &str, seed: u64, variant: Option<&str>) -> (Output, Value) {
     }
     let output = command.output().expect("run imsim live");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let json = stdout
+    let json: Value = stdout
         .lines()
         .last()
         .and_then(|line| serde_json::from_str(line).ok())
@@ -37,6 +37,10 @@ fn live(scenario: &str, seed: u64, variant: Option<&str>) -> (Output, Value) {
                 String::from_utf8_lossy(&output.stderr)
             )
         });
+    // A failed run keeps its files for a person to read; a test reads the JSON instead.
+    if let Some(run_dir) = json["live"]["run_dir"].as_str() {
+        let _ = std::fs::remove_dir_all(run_dir);
+    }
     (output, json)
 }
 
