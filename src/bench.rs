@@ -38,6 +38,11 @@ struct Sizes {
     scale_members: &'static [u32],
     checker_members: u32,
     checker_messages: u64,
+    /// Datagrams through the codec and loopback UDP.
+    live_datagrams: u64,
+    /// Traffic (and as much quiet) of the scenario run simulated and live.
+    live_duration_ms: u64,
+    live_time_scale: f64,
 }
 
 const FULL: Sizes = Sizes {
@@ -50,6 +55,9 @@ const FULL: Sizes = Sizes {
     scale_members: &[10_000, 20_000, 50_000],
     checker_members: 10_000,
     checker_messages: 100,
+    live_datagrams: 200_000,
+    live_duration_ms: 10_000,
+    live_time_scale: 1.0,
 };
 
 const QUICK: Sizes = Sizes {
@@ -60,6 +68,8 @@ const QUICK: Sizes = Sizes {
     heartbeat_devices: 1_000,
     heartbeat_ms: 300_000,
     scale_members: &[10_000],
+    live_datagrams: 50_000,
+    live_duration_ms: 5_000,
     ..FULL
 };
 
@@ -73,6 +83,9 @@ const SMOKE: Sizes = Sizes {
     scale_members: &[50, 100],
     checker_members: 100,
     checker_messages: 20,
+    live_datagrams: 500,
+    live_duration_ms: 1_000,
+    live_time_scale: 0.1,
 };
 
 /// The group size the scale targets are set for.
@@ -150,6 +163,7 @@ pub fn command_bench(args: BenchArgs) -> Result<bool, String> {
         events_per_s,
         Some(Target::AtLeast(1_000_000.0)),
     );
+    live(sizes, &mut report)?;
     let wall_s = started.elapsed().as_secs_f64();
     match args.format {
         Format::Json => println!("{}", to_json(&report, sizes.mode, wall_s)),
@@ -207,6 +221,33 @@ fn time_compression(devices: u32, duration_ms: u64) -> f64 {
     let outcome = run(&scenario, 0);
     let wall_s = started.elapsed().as_secs_f64();
     outcome.stats.counts.simulated_ms as f64 / 1_000.0 / wall_s
+}
+
+/// The live figures: the codec over loopback UDP, and one short scenario simulated and live.
+fn live(sizes: &Sizes, report: &mut Report) -> Result<(), String> {
+    use imsim_live::bench::{compression, datagram_sizes, loopback_packets_per_s, short_scenario};
+    for (kind, bytes) in datagram_sizes() {
+        report.add(&format!("live_datagram_bytes_{kind}"), bytes as f64, None);
+    }
+    let loopback = loopback_packets_per_s(sizes.live_datagrams)?;
+    report.add("live_loopback_packets_per_s", loopback, None);
+    let imsim = std::env::current_exe()
+        .map_err(|error| format!("cannot find the imsim binary to start the server: {error}"))?;
+    let scenario = short_scenario(sizes.live_duration_ms);
+    let figures = compression(&scenario, 0, sizes.live_time_scale, imsim)?;
+    report.add("live_time_scale", sizes.live_time_scale, None);
+    report.add("live_scenario_s", figures.scenario_s, None);
+    report.add("live_simulated_wall_s", figures.simulated_wall_s, None);
+    report.add("live_wall_s", figures.live_wall_s, None);
+    report.add(
+        "live_wall_per_simulated_wall",
+        figures.live_wall_s / figures.simulated_wall_s,
+        None,
+    );
+    report.add("live_packets_per_s", figures.live_packets_per_s, None);
+    report.add("live_fdatasync_ms_mean", figures.fdatasync_ms_mean, None);
+    report.add("live_ok", f64::from(u8::from(figures.live_ok)), None);
+    Ok(())
 }
 
 /// Every checker over a generated group history: (records, records per second).

@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod check;
 mod coverage_summary;
+mod live_command;
 mod output;
 mod replay;
 mod report;
@@ -93,6 +94,12 @@ enum Commands {
         #[arg(long)]
         members: u32,
     },
+    /// Run the IM server for real: UDP on --listen, a durable log in --data (SIGTERM stops it
+    /// after a final sync).
+    Serve(live_command::ServeArgs),
+    /// Run a scenario for real on loopback (a server process, real sockets, a real disk, real
+    /// SIGKILLs) and check its history like `imsim run`.
+    Live(live_command::LiveArgs),
     /// The known-bug catalogue: each broken protocol variant, the scenario that exposes it and
     /// the invariant expected to catch it.
     Variants {
@@ -147,6 +154,8 @@ fn main() -> ExitCode {
         Commands::Shrink(args) => shrink_command::command_shrink(args),
         Commands::Bench(args) => bench::command_bench(args),
         Commands::BenchScaleStep { members } => bench::command_scale_step(members),
+        Commands::Serve(args) => live_command::command_serve(args),
+        Commands::Live(args) => live_command::command_live(args),
         Commands::Variants { format } => {
             variants::print_catalogue(format);
             Ok(true)

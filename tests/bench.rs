@@ -29,6 +29,9 @@ fn bench_prints_one_json_object_with_every_figure() {
         "seeds_per_s_jobs2",
         "time_compression",
         "checker_events_per_s",
+        "live_loopback_packets_per_s",
+        "live_wall_s",
+        "live_packets_per_s",
     ] {
         let value = report[key].as_f64();
         assert!(value.is_some_and(|v| v > 0.0), "{key}: {stdout}");

@@ -26,7 +26,7 @@ pub mod time;
 pub mod variant;
 pub mod wire;
 
-pub use client::{Client, Command, DeviceIdentity};
+pub use client::{Client, Command, DeviceIdentity, LocalStore};
 pub use config::{PresenceMode, ProtocolConfig};
 pub use directory::Directory;
 pub use event::{Event, PullReason, SendFailure, SessionEnd};

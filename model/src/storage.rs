@@ -74,6 +74,12 @@ impl Storage {
         &self.durable[start..]
     }
 
+    /// The records written but not yet synced, in log order (record number `synced()` first): a
+    /// driver that keeps a real log writes these when the model asks for a sync.
+    pub fn unsynced(&self) -> &[Record] {
+        &self.unsynced
+    }
+
     pub fn durable(&self) -> &[Record] {
         &self.durable
     }

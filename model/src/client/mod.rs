@@ -37,6 +37,7 @@ use crate::variant::Variant;
 use crate::wire::{
     Head, MembershipChange, Message, Packet, PresenceEntry, ReadCount, ReadMark, Rejection,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Who a device is and where its server is.
@@ -100,8 +101,12 @@ pub struct Client {
     armed: Option<Time>,
 }
 
-#[derive(Default)]
-struct LocalStore {
+/// The device's local database: what survives an app restart (`Client::restart`) and what a
+/// driver keeps in a file so a device process can resume (`Client::local_store`,
+/// `Client::resume`). Its fields are the protocol's business; drivers only store it whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalStore {
     online_wanted: bool,
     next_client_msg_id: u64,
     conversations: BTreeMap<ConvId, Conversation>,
@@ -111,7 +116,8 @@ struct LocalStore {
     presence: BTreeMap<UserId, PresenceEntry>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Conversation {
     cursor: Seq,
     /// The highest seq displayed (the cursor may be above it: a join point).
@@ -128,13 +134,17 @@ struct Conversation {
     last_own: Seq,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Outgoing {
     client_msg_id: ClientMsgId,
     client_seq: ClientSeq,
     body: String,
     client_time_ms: u64,
     change: Option<MembershipChange>,
-    /// Sent in the current session (reset when the session ends).
+    /// Sent in the current session (reset when the session ends). Not stored: a resumed device
+    /// has no session.
+    #[serde(skip)]
     sent: bool,
 }
 
@@ -212,7 +222,26 @@ impl Client {
         self.rearm();
     }
 
+    /// A device whose app starts again from its local database, in another process or after the
+    /// old `Client` is gone: the same as `restart` on a client that held `store`.
+    pub fn resume(
+        config: ProtocolConfig,
+        identity: DeviceIdentity,
+        store: LocalStore,
+        now: Time,
+    ) -> Client {
+        let mut client = Client::new(config, identity);
+        client.store = store;
+        client.restart(now);
+        client
+    }
+
     // ---- getters ----
+
+    /// The local database as it is now (what a restart keeps).
+    pub fn local_store(&self) -> &LocalStore {
+        &self.store
+    }
 
     pub fn identity(&self) -> DeviceIdentity {
         self.identity

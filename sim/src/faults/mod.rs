@@ -8,12 +8,13 @@
 //! ([`schedule`]). Shrinking, the explicit form, coverage and the report iterate over the
 //! profile's tables and need no change.
 
-pub(crate) mod layer;
+pub mod layer;
 pub mod rules;
 pub(crate) mod schedule;
 pub mod swarm;
 
 pub use imsim_history::faults::*;
+pub use layer::FaultLayer;
 pub use rules::{rules, PacketMeta, Rule, Verdict};
 pub use swarm::{draw as swarm, PARTITION_MS_MAX};
 
