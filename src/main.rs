@@ -12,6 +12,7 @@ mod shard;
 mod shrink_command;
 mod sweep;
 mod variants;
+mod xmpp;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use imsim_model::Variant;
@@ -99,6 +100,8 @@ enum Commands {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Drive a real XMPP server (Prosody) through fault proxies and judge what its clients saw.
+    Xmpp(xmpp::XmppArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
         Commands::Shrink(args) => shrink_command::command_shrink(args),
         Commands::Bench(args) => bench::command_bench(args),
         Commands::BenchScaleStep { members } => bench::command_scale_step(members),
+        Commands::Xmpp(args) => xmpp::command_xmpp(args),
         Commands::Variants { format } => {
             variants::print_catalogue(format);
             Ok(true)

@@ -308,7 +308,32 @@ pub fn schedule(seed: u64, cast: &Cast, messages: u32, profile: &FaultProfile) -
         });
     }
     steps.sort_by_key(|step| step.at_ms);
+    without_overlaps(steps)
+}
+
+/// Drops a fault whose target is still under an earlier fault: overlapping faults on one
+/// target would heal each other early (and a second server kill would hit a dead server).
+fn without_overlaps(steps: Vec<Step>) -> Vec<Step> {
+    let mut busy_until: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     steps
+        .into_iter()
+        .filter(|step| match &step.action {
+            Action::Fault {
+                target,
+                duration_ms,
+                ..
+            } => {
+                let free = busy_until
+                    .get(target)
+                    .is_none_or(|until| *until < step.at_ms);
+                if free {
+                    busy_until.insert(target.clone(), step.at_ms + duration_ms);
+                }
+                free
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 #[cfg(test)]

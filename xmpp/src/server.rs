@@ -92,9 +92,11 @@ impl Prosody {
         }
     }
 
-    /// Starts the server again on the same config and data directory.
+    /// Starts the server again on the same config and data directory (if it is not running).
     pub fn restart(&mut self) -> Result<(), String> {
-        self.kill();
+        if self.child.is_some() {
+            return Ok(());
+        }
         self.spawn()
     }
 

@@ -265,15 +265,18 @@ fn agreement(index: &Index, verdict: &mut Verdict) {
         for (first_at, first) in reads.iter().enumerate() {
             for second in &reads[first_at + 1..] {
                 pairs += 1;
+                // Each message at its first position in both archives: a stored duplicate is
+                // E2's finding, not a disagreement about order.
                 let positions = second.positions();
-                let shared: Vec<usize> = first
-                    .entries
+                let mut in_first: Vec<(usize, MessageKey)> = first
+                    .positions()
+                    .into_iter()
+                    .map(|(key, at)| (at, key))
+                    .collect();
+                in_first.sort();
+                let shared: Vec<usize> = in_first
                     .iter()
-                    .filter_map(|entry| {
-                        positions
-                            .get(&(first.conv.clone(), entry.sender.clone(), entry.msg.clone()?))
-                            .copied()
-                    })
+                    .filter_map(|(_, key)| positions.get(key).copied())
                     .collect();
                 if shared.windows(2).any(|pair| pair[1] < pair[0]) {
                     verdict.findings.push(finding("O4 agreement", Class::Safety,
