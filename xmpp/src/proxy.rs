@@ -165,7 +165,18 @@ async fn pump(
             Ok(Ok(count)) => count,
         };
         // The flow is read again: a fault set while the read waited applies to its bytes.
-        let state = *lock(&shared.state);
+        let state = loop {
+            let state = *lock(&shared.state);
+            let flow = if to_server {
+                state.to_server
+            } else {
+                state.to_client
+            };
+            if flow != Flow::Stall || shared.generation.load(Ordering::SeqCst) != generation {
+                break state;
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        };
         let flow = if to_server {
             state.to_server
         } else {

@@ -5,7 +5,7 @@
 //! facts it looked at), or listed as not judged with the reason — a missing record, nothing
 //! of that kind in the history, or a fact no client can observe.
 
-use super::format::{BlackBoxHistory, ConversationKind, MarkerKind};
+use super::format::{BlackBoxHistory, ConversationKind};
 use super::index::{Index, MessageKey};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -93,7 +93,12 @@ pub fn judge(history: &BlackBoxHistory) -> Verdict {
         }
     }
     super::receipts::judge_markers(&index, &mut verdict);
-    if index.run_ended {
+    if index.final_reads.is_empty() {
+        verdict.not_judged.push((
+            "M1 devices-converge",
+            "no final_read records: what the devices should converge to is unknown".to_string(),
+        ));
+    } else if index.run_ended {
         devices_converge(&index, &mut verdict);
     } else {
         verdict.not_judged.push((
@@ -415,6 +420,11 @@ fn no_silent_loss(index: &Index, verdict: &mut Verdict) {
 
 fn devices_converge(index: &Index, verdict: &mut Verdict) {
     let mut users = 0;
+    let archived: BTreeSet<MessageKey> = index
+        .final_reads
+        .iter()
+        .flat_map(|read| read.positions().into_keys())
+        .collect();
     let all_users: BTreeSet<String> = index.user_of_client.values().cloned().collect();
     for user in all_users {
         let clients = index.clients_of(&user);
@@ -435,7 +445,11 @@ fn devices_converge(index: &Index, verdict: &mut Verdict) {
                     .iter()
                     .filter(|(_, send)| &send.client == client)
                     .map(|(key, _)| key);
-                shown.chain(sent).collect()
+                // Only what the server kept: a send that never reached the archive is D4's.
+                shown
+                    .chain(sent)
+                    .filter(|key| archived.contains(*key))
+                    .collect()
             })
             .collect();
         for (at, view) in views.iter().enumerate().skip(1) {
@@ -472,7 +486,6 @@ fn devices_converge(index: &Index, verdict: &mut Verdict) {
     }
 }
 
-/// Whether marker kinds appear at all (for the receipts judge).
-pub fn has_kind(kinds: &[MarkerKind], kind: MarkerKind) -> bool {
-    kinds.contains(&kind)
-}
+#[cfg(test)]
+#[path = "judge_tests.rs"]
+mod tests;
