@@ -42,6 +42,13 @@ pub struct XmppArgs {
     /// Print every record as it happens (to stderr).
     #[arg(long)]
     verbose: bool,
+    /// How long the started Prosody keeps a dropped session resumable (XEP-0198), seconds.
+    #[arg(long, default_value_t = imsim_xmpp::server::HIBERNATION_S_DEFAULT)]
+    hibernation_s: u64,
+    /// Clients re-send unacknowledged messages after a failed resumption without first
+    /// looking for them in the archive (a naive at-least-once client).
+    #[arg(long)]
+    naive_resend: bool,
 }
 
 pub fn command_xmpp(args: XmppArgs) -> Result<bool, String> {
@@ -60,6 +67,8 @@ pub fn command_xmpp(args: XmppArgs) -> Result<bool, String> {
         faults: args.faults.clone(),
         server,
         verbose: args.verbose,
+        hibernation_s: args.hibernation_s,
+        naive_resend: args.naive_resend,
     };
     let profile = imsim_xmpp::profile_of(&options)?;
     let faults = serde_json::to_string(&profile).unwrap_or_default();
@@ -123,6 +132,12 @@ fn replay_command(args: &XmppArgs) -> String {
     );
     if let Some(faults) = &args.faults {
         command += &format!(" --faults {}", faults.join(","));
+    }
+    if args.hibernation_s != imsim_xmpp::server::HIBERNATION_S_DEFAULT {
+        command += &format!(" --hibernation-s {}", args.hibernation_s);
+    }
+    if args.naive_resend {
+        command += " --naive-resend";
     }
     command
 }

@@ -47,6 +47,11 @@ pub struct XmppOptions {
     pub server: Option<ExternalServer>,
     /// Print every record as it happens.
     pub verbose: bool,
+    /// XEP-0198 hibernation of the server the adapter starts, in seconds.
+    pub hibernation_s: u64,
+    /// Clients re-send unacknowledged messages on a new session without first looking for
+    /// them in the archive (the naive at-least-once client).
+    pub naive_resend: bool,
 }
 
 /// What a run produced.
@@ -102,7 +107,8 @@ async fn drive(options: &XmppOptions, profile: FaultProfile) -> Result<XmppOutco
             let accounts: Vec<(String, String)> = (1..=options.users)
                 .map(|index| (format!("u{index}"), format!("imsim-u{index}")))
                 .collect();
-            let prosody = tokio::task::block_in_place(|| Prosody::start(&accounts))?;
+            let prosody =
+                tokio::task::block_in_place(|| Prosody::start(&accounts, options.hibernation_s))?;
             (
                 prosody.address(),
                 server::DOMAIN.to_string(),
@@ -156,13 +162,14 @@ async fn drive(options: &XmppOptions, profile: FaultProfile) -> Result<XmppOutco
             domain: domain.clone(),
             resource: info.client.clone(),
         };
-        let client = Client::new(
+        let mut client = Client::new(
             &info.client,
             account,
             Arc::clone(&cast),
             recorder.clone(),
             proxy.address(),
         );
+        client.resend_checks_archive = !options.naive_resend;
         let (sender, receiver) = mpsc::channel(COMMANDS_MAX);
         harness.statuses.push(Arc::clone(&client.status));
         harness.proxies.insert(info.client.clone(), proxy);

@@ -13,6 +13,8 @@ fn options(seed: u64, messages: u32, faults: &str) -> XmppOptions {
         faults: Some(faults.split(',').map(str::to_string).collect()),
         server: None,
         verbose: std::env::var_os("IMSIM_XMPP_VERBOSE").is_some(),
+        hibernation_s: server::HIBERNATION_S_DEFAULT,
+        naive_resend: false,
     }
 }
 
