@@ -168,3 +168,39 @@ fn read_accounts(path: &Path) -> Result<Vec<(String, String)>, String> {
     }
     Ok(accounts)
 }
+
+/// `imsim check` on a black-box history (docs/history-format.md, "Black-box histories"):
+/// which invariants were judged and which not (and why), then the violations.
+pub fn check_blackbox(name: &str, text: &str, format: Format) -> Result<bool, String> {
+    let history = imsim_xmpp::blackbox::BlackBoxHistory::from_jsonl(text)
+        .map_err(|(line, message)| format!("{name}:{line}: {message}"))?;
+    let verdict = judge(&history);
+    match format {
+        Format::Text => {
+            say!(
+                "== {name}: black-box history, {} records",
+                history.records.len()
+            );
+            say!(
+                "   {}: {}",
+                if verdict.findings.is_empty() {
+                    "ok"
+                } else {
+                    "FAILED"
+                },
+                report::counts(&history)
+            );
+            for line in report::verdict_text(&history, &verdict).lines() {
+                say!("   {line}");
+            }
+        }
+        Format::Json => {
+            let mut object = report::verdict_json(&verdict);
+            object["history"] = json!(name);
+            object["profile"] = json!("blackbox");
+            object["records"] = json!(history.records.len());
+            say!("{object}");
+        }
+    }
+    Ok(verdict.findings.is_empty())
+}

@@ -653,7 +653,7 @@ impl Client {
         }
         self.last_displayed
             .insert(conv.clone(), (msg.clone(), sender.clone()));
-        if incoming.wants_receipt && matches!(incoming.via, Via::Live | Via::Offline) {
+        if incoming.wants_receipt && matches!(incoming.via, Via::Live | Via::Delayed) {
             let id = self.stanza_id("rcpt");
             let to = format!("{sender}@{}", self.account.domain);
             self.send_stanza(

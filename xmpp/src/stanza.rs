@@ -81,7 +81,7 @@ pub fn read_message(element: &Element, own_bare: &str) -> Option<Incoming> {
         }
     }
     let via = if element.find("delay", NS_DELAY).is_some() {
-        Via::Offline
+        Via::Delayed
     } else {
         Via::Live
     };

@@ -52,8 +52,9 @@ pub enum Via {
     Live,
     /// A copy of a message another device of the same user sent or received (XEP-0280).
     Carbon,
-    /// Stored while the user was offline and delivered at login.
-    Offline,
+    /// Delivered late with an XEP-0203 delay stamp: from offline storage at login, or from
+    /// the queue of a session that was resumed (XEP-0198).
+    Delayed,
     /// Fetched from the archive after a reconnect (XEP-0313).
     Catchup,
 }
