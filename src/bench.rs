@@ -7,10 +7,11 @@
 //! scale step runs in a child process of this executable (`bench-scale-step`), because peak
 //! memory (VmHWM) is per process.
 
-use crate::Format;
-use imsim_sim::large_history::large_group;
+use crate::args::Format;
+use imsim_history::check_all;
+use imsim_history::large_history::large_group;
 use imsim_sim::scenario::Conversations;
-use imsim_sim::{ceiling, check_all, run, simulate, Scenario, Setup};
+use imsim_sim::{ceiling, run, simulate, Scenario, Setup};
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -205,7 +206,7 @@ fn time_compression(devices: u32, duration_ms: u64) -> f64 {
     let started = Instant::now();
     let outcome = run(&scenario, 0);
     let wall_s = started.elapsed().as_secs_f64();
-    outcome.stats.simulated_ms as f64 / 1_000.0 / wall_s
+    outcome.stats.counts.simulated_ms as f64 / 1_000.0 / wall_s
 }
 
 /// Every checker over a generated group history: (records, records per second).
@@ -250,10 +251,10 @@ pub fn command_scale_step(members: u32) -> Result<bool, String> {
         "members": members,
         "wall_s": wall_s,
         "peak_mib": peak_memory_kib()? as f64 / 1024.0,
-        "deliveries": outcome.stats.delivered,
-        "deliveries_per_s": outcome.stats.delivered as f64 / wall_s,
+        "deliveries": outcome.stats.counts.delivered,
+        "deliveries_per_s": outcome.stats.counts.delivered as f64 / wall_s,
         "packets_sent": outcome.stats.packets.sent,
-        "simulated_ms": outcome.stats.simulated_ms,
+        "simulated_ms": outcome.stats.counts.simulated_ms,
         "violations": outcome.violations.len(),
     });
     println!("{step}");

@@ -4,11 +4,12 @@
 //! `imsim run` reports them), 2 when the file cannot be read or a line is malformed (its line
 //! number and what is wrong).
 
+use crate::args::Format;
 use crate::output::{say, violations_json};
-use crate::Format;
+use imsim_history::{check_all, replay_command, History, Invariant, Violation};
+use imsim_history::{Entry, HarnessEvent, RunStart};
 use imsim_model::Event;
-use imsim_sim::history::{Entry, HarnessEvent, RunStart};
-use imsim_sim::{check_all, replay_command, History, Invariant, Scenario, Violation};
+use imsim_sim::Scenario;
 use serde_json::json;
 use std::path::Path;
 
@@ -21,7 +22,7 @@ pub fn command_check(path: &Path, format: Format) -> Result<bool, String> {
     } else {
         std::fs::read_to_string(path).map_err(|error| format!("{name}: cannot read: {error}"))?
     };
-    if imsim_xmpp::blackbox::BlackBoxHistory::looks_like(&text) {
+    if imsim_history::blackbox::BlackBoxHistory::looks_like(&text) {
         return crate::xmpp::check_blackbox(&name, &text, format);
     }
     let history = History::from_jsonl(&text)
@@ -180,7 +181,7 @@ fn not_judged(history: &History) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imsim_sim::history::Node;
+    use imsim_history::Node;
 
     /// `check` reports violations in the words `run` uses: the same text, less the replay line.
     #[test]

@@ -3,8 +3,9 @@
 //! named as not applicable; and, for `--require-coverage`, the verdict naming what was missed and
 //! the command that sweeps the same seeds again.
 
+use imsim_history::coverage::{Coverage, Signal};
 use imsim_model::Variant;
-use imsim_sim::coverage::{applies, Coverage, Signal};
+use imsim_sim::reach::{self, applies};
 use imsim_sim::Scenario;
 use serde_json::{json, Value};
 
@@ -25,7 +26,7 @@ impl ScenarioCoverage {
         let (applicable, not_applicable): (Vec<Signal>, Vec<Signal>) = Signal::ALL
             .iter()
             .partition(|signal| applies(**signal, &self.scenario));
-        let missing = coverage.missing(&self.scenario);
+        let missing = reach::missing(coverage, &self.scenario);
         let mut lines = vec![format!(
             "coverage of {} ({} runs): {} of {} signals apply, {} hit, {} never hit",
             self.name,
@@ -71,7 +72,7 @@ impl ScenarioCoverage {
             })
             .collect();
         let missing: Vec<&str> = coverage
-            .missing(&self.scenario)
+            .missing(|signal| applies(signal, &self.scenario))
             .iter()
             .map(|s| s.name())
             .collect();
@@ -92,7 +93,7 @@ impl ScenarioCoverage {
 pub fn missing_lines(coverages: &[ScenarioCoverage], shard: Option<String>) -> Vec<String> {
     let mut lines = Vec::new();
     for entry in coverages {
-        let missing = entry.coverage.missing(&entry.scenario);
+        let missing = reach::missing(&entry.coverage, &entry.scenario);
         if missing.is_empty() {
             continue;
         }

@@ -2,6 +2,7 @@
 //! check a recorded history, list the known-bug catalogue. Exit codes: 0 every invariant held, 1 a violation (the failing seed
 //! and the command that replays it are printed), 2 bad input.
 
+mod args;
 mod bench;
 mod check;
 mod coverage_summary;
@@ -14,11 +15,10 @@ mod sweep;
 mod variants;
 mod xmpp;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use args::{load_all, parse_jobs, parse_seed_range, parse_variant, Format};
+use clap::{Parser, Subcommand};
 use imsim_model::Variant;
 use imsim_sim::determinism;
-use imsim_sim::scenario::default_set;
-use imsim_sim::Scenario;
 use std::ops::Range;
 use std::process::ExitCode;
 
@@ -104,12 +104,6 @@ enum Commands {
     Xmpp(xmpp::XmppArgs),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(message) = imsim_sim::trace::init_from_env() {
@@ -170,59 +164,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn parse_jobs(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("at least one job is needed".to_string()),
-        Ok(jobs) => Ok(jobs),
-        Err(_) => Err(format!("`{text}` is not a number of jobs")),
-    }
-}
-
-fn parse_seed_range(text: &str) -> Result<Range<u64>, String> {
-    let (start, end) = text
-        .split_once("..")
-        .ok_or_else(|| format!("expected A..B, found `{text}`"))?;
-    let start: u64 = start
-        .parse()
-        .map_err(|_| format!("`{start}` is not a seed (a whole number)"))?;
-    let end: u64 = end
-        .parse()
-        .map_err(|_| format!("`{end}` is not a seed (a whole number)"))?;
-    if start >= end {
-        return Err(format!("the range {start}..{end} is empty"));
-    }
-    Ok(start..end)
-}
-
-/// `--variant NAME`: a bad name is refused (exit 2) with the list of valid ones.
-pub fn parse_variant(text: &str) -> Result<Variant, String> {
-    Variant::parse(text)
-}
-
-/// Loads a scenario and, when `--variant` was given, switches its protocol to that variant (the
-/// run records it in `RunStart.variant`).
-pub fn load(name: &str, variant: Option<Variant>) -> Result<Scenario, String> {
-    let mut scenario = Scenario::load(name).map_err(|error| error.to_string())?;
-    if let Some(variant) = variant {
-        scenario.protocol.variant = variant;
-    }
-    Ok(scenario)
-}
-
-/// Loads every scenario before running any, so a typo in the last one fails at once.
-fn load_all(
-    names: Vec<String>,
-    variant: Option<Variant>,
-) -> Result<Vec<(String, Scenario)>, String> {
-    let names = if names.is_empty() {
-        default_set().map(str::to_string).collect()
-    } else {
-        names
-    };
-    names
-        .into_iter()
-        .map(|name| load(&name, variant).map(|scenario| (name, scenario)))
-        .collect()
 }

@@ -1,7 +1,7 @@
 //! How runs are shown: a summary per run (text or one JSON object per line), violations with
 //! their witness and the command that replays them, and the event trace of a replay.
 
-use imsim_sim::history::Entry;
+use imsim_history::Entry;
 use std::io::Write;
 
 /// `println!` that ends the process quietly when stdout is closed (`imsim run | head`), instead
@@ -19,7 +19,9 @@ pub fn write_line(line: std::fmt::Arguments) {
         std::process::exit(0);
     }
 }
-use imsim_sim::{replay_command, History, RunOutcome, Violation};
+use imsim_history::{replay_command, History, Violation};
+use imsim_sim::RunOutcome;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// The summary of one run; `harness_failure` is a failure of the harness itself (a
@@ -37,19 +39,19 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome, harness_failure:
         } else {
             "FAILED"
         },
-        stats.sends,
-        stats.committed,
-        stats.acked,
-        stats.displayed,
+        stats.counts.sends,
+        stats.counts.committed,
+        stats.counts.acked,
+        stats.counts.displayed,
         stats.packets.sent,
         stats.packets.dropped,
         stats.packets.duplicated,
         stats.packets.delayed,
         stats.packets.held,
-        stats.server_crashes,
-        stats.device_restarts,
-        stats.simulated_ms as f64 / 1000.0,
-                imsim_sim::Invariant::ALL.len(),
+        stats.counts.server_crashes,
+        stats.counts.device_restarts,
+        stats.counts.simulated_ms as f64 / 1000.0,
+                imsim_history::Invariant::ALL.len(),
     );
     let latency = &stats.latency_ms;
     say!(
@@ -74,26 +76,49 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome, harness_failure:
     }
 }
 
+/// A violation as `imsim run`, `imsim check` and the sweep's determinism check print it in
+/// JSON: the one shape of a violation for tools.
+#[derive(Clone, Debug, Serialize)]
+pub struct ViolationJson {
+    /// Code and name, e.g. `O1 seq-monotonic`.
+    pub invariant: String,
+    pub code: String,
+    pub name: String,
+    /// `safety`, `liveness`, or `harness` (the run itself misbehaved: nondeterminism).
+    pub class: String,
+    pub explanation: String,
+    /// The witness records, as history lines.
+    pub witness: Vec<Value>,
+    /// For a nondeterministic seed: the first record at which its two histories differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diverging_record: Option<usize>,
+}
+
+impl ViolationJson {
+    pub fn of(history: &History, violation: &Violation) -> ViolationJson {
+        let witness = violation
+            .witness
+            .iter()
+            .filter_map(|i| history.records.get(*i))
+            .map(|r| serde_json::to_value(r).expect("a record serialises"))
+            .collect();
+        ViolationJson {
+            invariant: violation.invariant.to_string(),
+            code: violation.invariant.code().to_string(),
+            name: violation.invariant.name().to_string(),
+            class: format!("{:?}", violation.class()).to_lowercase(),
+            explanation: violation.explanation.clone(),
+            witness,
+            diverging_record: None,
+        }
+    }
+}
+
 /// Each violation as a JSON object with its witness records.
 pub fn violations_json(history: &History, violations: &[Violation]) -> Vec<Value> {
     violations
         .iter()
-        .map(|v| {
-            let witness: Vec<Value> = v
-                .witness
-                .iter()
-                .filter_map(|i| history.records.get(*i))
-                .map(|r| serde_json::to_value(r).expect("a record serialises"))
-                .collect();
-            json!({
-                "invariant": v.invariant.to_string(),
-                "code": v.invariant.code(),
-                "name": v.invariant.name(),
-                "class": v.class(),
-                "explanation": v.explanation,
-                "witness": witness,
-            })
-        })
+        .map(|v| serde_json::to_value(ViolationJson::of(history, v)).expect("plain values"))
         .collect()
 }
 

@@ -3,9 +3,10 @@
 //! once in a fresh child process, and the three trace hashes must match.
 
 use crate::output::{print_outcome_text, print_trace, say};
+use imsim_history::History;
 use imsim_model::Variant;
 use imsim_sim::determinism::{first_divergence, rerun};
-use imsim_sim::{run, History, Scenario};
+use imsim_sim::{run, Scenario};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -31,12 +32,12 @@ pub struct ReplayArgs {
     #[arg(long, hide = true, conflicts_with_all = ["device", "conv", "history_out", "check_determinism"])]
     pub emit_history: bool,
     /// Run a deliberately broken protocol (see `imsim variants`) instead of the scenario's.
-    #[arg(long, value_name = "NAME", value_parser = crate::parse_variant)]
+    #[arg(long, value_name = "NAME", value_parser = crate::args::parse_variant)]
     pub variant: Option<imsim_model::Variant>,
 }
 
 pub fn command_replay(args: ReplayArgs) -> Result<bool, String> {
-    let scenario = crate::load(&args.scenario, args.variant)?;
+    let scenario = crate::args::load(&args.scenario, args.variant)?;
     if let Some(path) = &args.history_out {
         if path.exists() {
             return Err(format!(

@@ -5,7 +5,7 @@
 
 use crate::output::{print_outcome_text, say};
 use imsim_reports::{Overwrite, Report, RunSummary, FILE_NAMES};
-use imsim_sim::run;
+use imsim_sim::{run, RunOutcome};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -21,12 +21,12 @@ pub struct ReportArgs {
     #[arg(long)]
     force: bool,
     /// Run a deliberately broken protocol (see `imsim variants`) instead of the scenario's.
-    #[arg(long, value_name = "NAME", value_parser = crate::parse_variant)]
+    #[arg(long, value_name = "NAME", value_parser = crate::args::parse_variant)]
     variant: Option<imsim_model::Variant>,
 }
 
 pub fn command_report(args: ReportArgs) -> Result<bool, String> {
-    let scenario = crate::load(&args.scenario, args.variant)?;
+    let scenario = crate::args::load(&args.scenario, args.variant)?;
     let overwrite = if args.force {
         Overwrite::Replace
     } else {
@@ -49,7 +49,7 @@ pub fn command_report(args: ReportArgs) -> Result<bool, String> {
         }
     }
     let outcome = run(&scenario, args.seed);
-    let report = Report::build(&RunSummary::of_outcome(&args.scenario, &outcome));
+    let report = Report::build(&summary(&args.scenario, &outcome));
     let written =
         imsim_reports::write(&report, &args.out, overwrite).map_err(|error| error.to_string())?;
     print_outcome_text(&args.scenario, &outcome, None);
@@ -58,4 +58,15 @@ pub fn command_report(args: ReportArgs) -> Result<bool, String> {
         say!("wrote {} ({bytes} bytes)", path.display());
     }
     Ok(outcome.ok())
+}
+
+/// A report's view of a run simulated in this process.
+fn summary<'a>(scenario: &'a str, outcome: &'a RunOutcome) -> RunSummary<'a> {
+    RunSummary {
+        scenario,
+        seed: outcome.setup.seed,
+        history: &outcome.history,
+        violations: &outcome.violations,
+        stats: Some(&outcome.stats),
+    }
 }

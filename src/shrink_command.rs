@@ -4,9 +4,10 @@
 //! `--save-failures` adds a suffix (`-2`, `-3` …) unless the same file is already there.
 
 use crate::output::say;
+use imsim_history::Invariant;
 use imsim_sim::explicit::{codes, explicit, failing, render, Size};
 use imsim_sim::shrink::{shrink, ShrinkOptions, Shrunk, RUNS_MAX_DEFAULT};
-use imsim_sim::{run, Invariant, RunOutcome, Scenario};
+use imsim_sim::{run, RunOutcome, Scenario};
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -39,12 +40,12 @@ pub struct ShrinkArgs {
     #[arg(long)]
     force: bool,
     /// Shrink a failure of a deliberately broken protocol (see `imsim variants`).
-    #[arg(long, value_name = "NAME", value_parser = crate::parse_variant)]
+    #[arg(long, value_name = "NAME", value_parser = crate::args::parse_variant)]
     variant: Option<imsim_model::Variant>,
 }
 
 pub fn command_shrink(args: ShrinkArgs) -> Result<bool, String> {
-    let scenario = crate::load(&args.scenario, args.variant)?;
+    let scenario = crate::args::load(&args.scenario, args.variant)?;
     let seed = args
         .seed
         .or(scenario.pinned.as_ref().map(|pinned| pinned.seed))
@@ -98,7 +99,8 @@ pub fn command_shrink(args: ShrinkArgs) -> Result<bool, String> {
 /// `D2`, `d2` or `eventual-delivery`.
 fn parse_invariant(text: &str) -> Result<Invariant, String> {
     Invariant::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .find(|i| i.code().eq_ignore_ascii_case(text) || i.name() == text)
         .ok_or_else(|| {
             let known: Vec<&str> = Invariant::ALL.iter().map(|i| i.code()).collect();

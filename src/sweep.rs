@@ -3,15 +3,16 @@
 //! to check determinism (`--check-determinism-every`), with a progress bar on a terminal and a
 //! summary at the end: runs, failures, seeds per second and how often each fault class was on.
 
+use crate::args::Format;
 use crate::coverage_summary::{self, ScenarioCoverage};
-use crate::output::{outcome_json, print_outcome_text, say};
+use crate::output::{outcome_json, print_outcome_text, say, ViolationJson};
 use crate::shard::{Shard, ShardSeeds};
-use crate::Format;
+use imsim_history::coverage::{self, Coverage, Signal};
+use imsim_history::{replay_command, History};
 use imsim_model::Variant;
-use imsim_sim::coverage::{self, Coverage, Signal};
 use imsim_sim::determinism::{first_divergence, is_sampled, Divergence};
 use imsim_sim::faults::FaultClass;
-use imsim_sim::{replay_command, run, History, RunOutcome, Scenario};
+use imsim_sim::{run, RunOutcome, Scenario};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -185,18 +186,19 @@ fn seed_json(scenario: &str, seed_run: &SeedRun) -> Value {
             Some(d) => vec![record(d.left.as_ref()), record(d.right.as_ref())],
             None => Vec::new(),
         };
-        let violation = json!({
-            "invariant": "DET deterministic",
-            "code": "DET",
-            "name": "deterministic",
-            "class": "harness",
-            "explanation": format!(
+        let violation = ViolationJson {
+            invariant: "DET deterministic".to_string(),
+            code: "DET".to_string(),
+            name: "deterministic".to_string(),
+            class: "harness".to_string(),
+            explanation: format!(
                 "seed {seed} ran twice in this process and recorded two different histories: \
                  trace-hash {first_hash:016x}, then {second_hash:016x}"
             ),
-            "witness": witness,
-            "diverging_record": divergence.as_ref().map(|d| d.index),
-        });
+            witness,
+            diverging_record: divergence.as_ref().map(|d| d.index),
+        };
+        let violation = serde_json::to_value(violation).expect("plain values");
         value["ok"] = json!(false);
         if let Some(violations) = value["violations"].as_array_mut() {
             violations.push(violation);

@@ -1,8 +1,8 @@
 //! `imsim variants [--format json]`: the known-bug catalogue, one broken protocol variant per
 //! line with the scenario that exposes it, the invariant expected to catch it and what it does.
 
+use crate::args::Format;
 use crate::output::say;
-use crate::Format;
 use imsim_model::CATALOGUE;
 use serde_json::json;
 

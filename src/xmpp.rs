@@ -2,9 +2,9 @@
 //! fault proxies, record a black-box history, judge it, and print the result the way `imsim
 //! run` prints a seed (text or one JSON object; exit 0 held, 1 violations, 2 bad input).
 
-use crate::output::say;
-use crate::Format;
-use imsim_xmpp::blackbox::{judge, report};
+use crate::args::Format;
+use crate::output::{say, ViolationJson};
+use imsim_history::blackbox::{judge, report, BlackBoxHistory, Verdict};
 use imsim_xmpp::{ExternalServer, XmppOptions};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -106,7 +106,7 @@ pub fn command_xmpp(args: XmppArgs) -> Result<bool, String> {
             }
         }
         Format::Json => {
-            let mut object = report::verdict_json(&verdict);
+            let mut object = json_of(&outcome.history, &verdict);
             object["seed"] = json!(args.seed);
             object["scenario"] = json!("xmpp");
             object["system"] = json!(outcome.system);
@@ -172,7 +172,7 @@ fn read_accounts(path: &Path) -> Result<Vec<(String, String)>, String> {
 /// `imsim check` on a black-box history (docs/history-format.md, "Black-box histories"):
 /// which invariants were judged and which not (and why), then the violations.
 pub fn check_blackbox(name: &str, text: &str, format: Format) -> Result<bool, String> {
-    let history = imsim_xmpp::blackbox::BlackBoxHistory::from_jsonl(text)
+    let history = BlackBoxHistory::from_jsonl(text)
         .map_err(|(line, message)| format!("{name}:{line}: {message}"))?;
     let verdict = judge(&history);
     match format {
@@ -195,7 +195,7 @@ pub fn check_blackbox(name: &str, text: &str, format: Format) -> Result<bool, St
             }
         }
         Format::Json => {
-            let mut object = report::verdict_json(&verdict);
+            let mut object = json_of(&history, &verdict);
             object["history"] = json!(name);
             object["profile"] = json!("blackbox");
             object["records"] = json!(history.records.len());
@@ -203,4 +203,31 @@ pub fn check_blackbox(name: &str, text: &str, format: Format) -> Result<bool, St
         }
     }
     Ok(verdict.findings.is_empty())
+}
+
+/// `ok`, the judged and not judged invariants, and the violations in the JSON shape `imsim run`
+/// and `imsim check` use for every violation.
+fn json_of(history: &BlackBoxHistory, verdict: &Verdict) -> serde_json::Value {
+    let mut object = report::judgement_json(verdict);
+    let violations: Vec<ViolationJson> = verdict
+        .findings
+        .iter()
+        .map(|violation| ViolationJson {
+            invariant: violation.invariant.to_string(),
+            code: violation.invariant.code().to_string(),
+            name: violation.invariant.name().to_string(),
+            class: format!("{:?}", violation.class()).to_lowercase(),
+            explanation: violation.explanation.clone(),
+            witness: violation
+                .witness
+                .iter()
+                .filter_map(|index| history.records.get(*index))
+                .filter_map(|record| serde_json::to_value(record).ok())
+                .collect(),
+            diverging_record: None,
+        })
+        .collect();
+    object["ok"] = json!(verdict.findings.is_empty());
+    object["violations"] = serde_json::to_value(violations).unwrap_or_default();
+    object
 }

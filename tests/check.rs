@@ -193,7 +193,7 @@ fn every_recorded_event_type_is_documented() {
         }
     }
     types.extend(
-        imsim_sim::history_reader::HARNESS_EVENT_TYPES
+        imsim_history::reader::HARNESS_EVENT_TYPES
             .iter()
             .map(|kind| kind.to_string()),
     );

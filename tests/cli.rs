@@ -169,7 +169,9 @@ fn history_out_never_overwrites() {
     ]);
     assert_eq!(output.status.code(), Some(0));
     let text = std::fs::read_to_string(&fresh).unwrap();
-    assert!(imsim_sim::History::from_jsonl(&text).unwrap().is_complete());
+    assert!(imsim_history::History::from_jsonl(&text)
+        .unwrap()
+        .is_complete());
 }
 
 /// A mistyped path is an error, not a silent run of the shipped scenario with the same stem;

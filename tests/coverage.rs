@@ -2,6 +2,8 @@
 //! exit 1 naming what it missed and how to sweep again; one that reaches them all passes. The
 //! summary lists the signals either way.
 
+use imsim_history::coverage::signals;
+use imsim_history::History;
 use std::process::{Command, Output};
 
 fn imsim(args: &[&str]) -> Output {
@@ -104,4 +106,13 @@ fn json_runs_carry_their_signals_and_stderr_the_coverage() {
         .find(|s| s["signal"] == "notify-then-pull")
         .unwrap();
     assert_eq!(notify["applies"], false);
+}
+#[test]
+fn a_history_read_back_counts_the_same() {
+    let scenario = imsim_sim::Scenario::default_scenario();
+    let history = imsim_sim::run(&scenario, 7).history;
+    let read_back = History::from_jsonl(&history.to_jsonl()).expect("the history reads back");
+    let counts = signals(&history);
+    assert_eq!(counts, signals(&read_back));
+    assert!(counts.values().sum::<u64>() > 0);
 }

@@ -61,7 +61,7 @@ fn history_round_trips_through_json_lines() {
     for name in ["server-crash", "group-membership-churn", "fanout-write"] {
         let outcome = run(&Scenario::load(name).unwrap(), 3);
         let text = outcome.history.to_jsonl();
-        let parsed = imsim_sim::History::from_jsonl(&text).expect("parses");
+        let parsed = imsim_history::History::from_jsonl(&text).expect("parses");
         assert_eq!(parsed, outcome.history, "{name}");
         assert_eq!(parsed.trace_hash(), outcome.history.trace_hash(), "{name}");
     }

@@ -3,8 +3,8 @@
 //! it, a re-added member and a new joiner see the group from their join point on. The checkers
 //! judge every run as well (G1, G2, D2 …); these tests pin down the exact story.
 
+use imsim_history::{Entry, Node};
 use imsim_model::{ClientMsgId, DeviceId, Event, MembershipChange, Rejection, SendFailure, UserId};
-use imsim_sim::history::{Entry, Node};
 use imsim_sim::{run, RunOutcome, Scenario};
 
 /// Seeds per scripted story: the script is fixed, the seed moves madsim's schedule (link delays,

@@ -16,6 +16,6 @@ fn a_login_timeout_below_the_round_trip_still_logs_in() {
             "seed {seed}:\n{}",
             outcome.failure_report("one-to-one with login_timeout_ms = 1")
         );
-        assert_eq!(outcome.stats.committed, outcome.stats.sends);
+        assert_eq!(outcome.stats.counts.committed, outcome.stats.counts.sends);
     }
 }

@@ -8,9 +8,9 @@
 //! `cargo test --test regressions -- --ignored repin` writes fresh candidates to
 //! `target/tmp/repinned/` to review and copy over.
 
+use imsim_history::{Entry, Node};
 use imsim_model::Event;
 use imsim_sim::explicit::{codes, failing, render};
-use imsim_sim::history::{Entry, Node};
 use imsim_sim::shrink::shrink_passing;
 use imsim_sim::{run, RunOutcome, Scenario};
 use std::collections::BTreeSet;

@@ -58,7 +58,7 @@ fn emit_history_prints_only_the_history() {
         &[],
     );
     assert_eq!(output.status.code(), Some(0));
-    let history = imsim_sim::History::from_jsonl(&stdout(&output)).expect("only JSON lines");
+    let history = imsim_history::History::from_jsonl(&stdout(&output)).expect("only JSON lines");
     assert!(history.is_complete());
     let replay = stdout(&imsim(&["replay", "one-to-one", "--seed", "4"], &[]));
     assert_eq!(

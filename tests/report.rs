@@ -2,9 +2,10 @@
 //! it (headless Chromium: the DOM after the page's script ran must hold the timeline and the
 //! invariant table).
 
+use imsim_history::check_all;
+use imsim_history::{Entry, History};
 use imsim_reports::{Report, RunSummary};
-use imsim_sim::history::{Entry, History};
-use imsim_sim::{check_all, run, Scenario};
+use imsim_sim::{run, Scenario};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -70,7 +71,7 @@ fn report_writes_html_json_and_markdown() {
     assert_eq!(value["ok"], true);
     assert_eq!(
         value["invariants"].as_array().unwrap().len(),
-        imsim_sim::Invariant::ALL.len()
+        imsim_history::Invariant::ALL.len()
     );
     assert!(markdown.contains("| O1 | seq-monotonic | always | held |"));
     assert!(markdown.contains("replay: `imsim replay"));

@@ -2,8 +2,8 @@
 //! sweeps (`imsim run --seeds 0..200`) are commands, not tests; these seeds keep `cargo test`
 //! fast while still crossing crashes, partitions and swarm faults.
 
+use imsim_history::{Entry, Node};
 use imsim_model::{Event, PullReason, Rejection, SendFailure};
-use imsim_sim::history::{Entry, Node};
 use imsim_sim::{run, RunOutcome, Scenario};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -24,7 +24,7 @@ fn holds_over(name: &str, seeds: Range<u64>) {
             outcome.failure_report(name)
         );
         assert_eq!(
-            outcome.stats.sends, outcome.stats.committed,
+            outcome.stats.counts.sends, outcome.stats.counts.committed,
             "{name} seed {seed}: every send commits"
         );
     }
@@ -76,7 +76,7 @@ fn faults_reach_the_run() {
         "{packets:?}"
     );
     let crashes = run(&Scenario::load("server-crash").unwrap(), 1);
-    assert_eq!(crashes.stats.server_crashes, 3);
+    assert_eq!(crashes.stats.counts.server_crashes, 3);
     // Whether one seed's resume needs a second page depends on its schedule (seed 1 stopped
     // paging when madsim's seed got its own stream); a few seeds together must.
     let offline = Scenario::load("offline-resume").unwrap();
@@ -116,9 +116,9 @@ fn scripted_workload_runs_exactly_its_actions() {
     for seed in 0..20 {
         let outcome = run(&scenario, seed);
         assert!(outcome.ok(), "{}", outcome.failure_report("scripted.toml"));
-        assert_eq!(outcome.stats.sends, 2);
+        assert_eq!(outcome.stats.counts.sends, 2);
         // Device 2 went offline before the second message; the liveness phase brings it back.
-        assert_eq!(outcome.stats.displayed, 4);
+        assert_eq!(outcome.stats.counts.displayed, 4);
     }
     let mixed = text.replace("messages = 0", "messages = 5");
     let error = Scenario::parse("mixed.toml", &mixed).unwrap_err();
@@ -177,8 +177,8 @@ fn group_membership_churn() {
             }
         }
         assert_eq!(
-            outcome.stats.sends,
-            outcome.stats.committed + rejected,
+            outcome.stats.counts.sends,
+            outcome.stats.counts.committed + rejected,
             "{name} seed {seed}: every send commits or is refused"
         );
         changes_committed += commits(&outcome)
@@ -276,7 +276,7 @@ fn store_once_and_fanout_write_deliver_the_same_at_different_storage_cost() {
         );
         let (shown_once, shown_copied) = (shown(&once), shown(&copied));
         assert_eq!(shown_once, shown_copied, "seed {seed}: the same deliveries");
-        assert_eq!(once.stats.delivered, copied.stats.delivered);
+        assert_eq!(once.stats.counts.delivered, copied.stats.counts.delivered);
         assert_eq!(
             once.stats.writes_per_message(),
             1.0,
@@ -364,10 +364,10 @@ fn a_group_above_the_notify_threshold_is_notified_and_pulls() {
         // Unmerged, each commit would notify the 29 other members' devices (seeds 0..5 send 10
         // to 19 notices a message, retries included).
         assert!(
-            kind("notify") < stats.committed * (members - 1),
+            kind("notify") < stats.counts.committed * (members - 1),
             "seed {seed}: notices are merged: {} for {} commits × {} other members",
             kind("notify"),
-            stats.committed,
+            stats.counts.committed,
             members - 1
         );
         assert!(stats.notices_per_message() < members as f64);
@@ -385,10 +385,10 @@ fn a_group_above_the_notify_threshold_is_notified_and_pulls() {
         assert!(notified_pulls > 0, "seed {seed}: devices pull on notice");
         // Batched acks: fewer ack packets than messages displayed on recipients' devices.
         assert!(
-            kind("ack") < stats.delivered,
+            kind("ack") < stats.counts.delivered,
             "seed {seed}: {} acks for {} deliveries",
             kind("ack"),
-            stats.delivered
+            stats.counts.delivered
         );
 
         let push = run(&pushed, seed);
@@ -401,8 +401,15 @@ fn a_group_above_the_notify_threshold_is_notified_and_pulls() {
         );
         assert!(push_kind("deliver") > 0);
         // Either way every device ends up showing every message.
-        assert_eq!(push.stats.displayed, stats.displayed, "seed {seed}");
-        assert_eq!(stats.displayed, stats.committed * members, "seed {seed}");
+        assert_eq!(
+            push.stats.counts.displayed, stats.counts.displayed,
+            "seed {seed}"
+        );
+        assert_eq!(
+            stats.counts.displayed,
+            stats.counts.committed * members,
+            "seed {seed}"
+        );
     }
 }
 
@@ -512,7 +519,7 @@ fn push_and_pull_presence_differ_in_what_they_send() {
     assert!(kind(&push, "presence") > 0);
     assert_eq!(kind(&pull, "presence"), 0, "pull mode pushes nothing");
     assert!(kind(&pull, "presence_query") > 0);
-    assert!(push.stats.presence_changes > 0 && pull.stats.presence_changes > 0);
+    assert!(push.stats.counts.presence_changes > 0 && pull.stats.counts.presence_changes > 0);
 }
 
 /// A roaming device starts empty, pulls the history in pages, and ends showing everything.

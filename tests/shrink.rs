@@ -3,12 +3,13 @@
 //! 1 ms after the safety phase (D2 fails), and a runner that corrupts real runs' histories stands
 //! in for a broken protocol to give a safety failure.
 
+use imsim_history::Entry;
+use imsim_history::{check_all, Invariant};
 use imsim_model::Event;
 use imsim_sim::explicit::{codes, explicit, failing, render, Size};
-use imsim_sim::history::Entry;
 use imsim_sim::scenario::default_set;
 use imsim_sim::shrink::{shrink, ShrinkError, ShrinkOptions, RUNS_MAX_DEFAULT};
-use imsim_sim::{check_all, run, Invariant, RunOutcome, Scenario};
+use imsim_sim::{run, RunOutcome, Scenario};
 
 const MADE_TO_FAIL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

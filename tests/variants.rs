@@ -4,8 +4,9 @@
 //! invariants the same bug legitimately breaks in the same run). The correct protocol passes
 //! these scenarios (`tests/scenarios.rs`).
 
+use imsim_history::Invariant;
 use imsim_model::{Variant, CATALOGUE};
-use imsim_sim::{run, Invariant, Scenario};
+use imsim_sim::{run, Scenario};
 
 /// The bound; the shipped scenarios catch every variant far sooner (README table).
 const SEEDS_MAX: u64 = 1_000;

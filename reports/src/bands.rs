@@ -2,11 +2,11 @@
 //! device's lane, server downtime across every lane, a device's time without a session, and the
 //! liveness phase. Read from the harness's fault records and the devices' session events.
 
-use crate::extract::Lanes;
+use crate::lanes::Lanes;
 use crate::report::{Band, BandKind};
 use crate::time::seconds;
+use imsim_history::{Direction, Entry, HarnessEvent, History, Node, Record};
 use imsim_model::{DeviceId, Event};
-use imsim_sim::history::{Direction, Entry, HarnessEvent, History, Node, Record};
 use std::collections::BTreeMap;
 
 /// Faults and sessions as stretches of time: partitions and app kills on a device's lane, server

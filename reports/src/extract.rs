@@ -6,41 +6,30 @@
 
 use crate::bands::{bands, liveness_phase};
 use crate::focus::focus;
+use crate::lanes::{is_drawn_as_band, Lanes};
 use crate::latency;
 use crate::report::{
-    Counts, InvariantRow, Lane, LaneKind, MessageRef, PacketCounts, Report, SignalCount, Status,
-    TimelineEvent, ViolationReport, WitnessRecord, FORMAT_VERSION,
+    Counts, InvariantRow, MessageRef, PacketCounts, Report, SignalCount, Status, TimelineEvent,
+    ViolationReport, WitnessRecord, FORMAT_VERSION,
 };
 use crate::RunSummary;
-use imsim_model::{DeviceId, Event};
-use imsim_sim::history::{Entry, HarnessEvent, History, Node};
-use imsim_sim::{replay_command, Class, Invariant, Violation};
+use imsim_history::category::Category;
+use imsim_history::stats::HistoryCounts;
+use imsim_history::{replay_command, Class, Invariant, Violation};
+use imsim_history::{Entry, HarnessEvent, History, Node};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// Event categories, in the order the legend lists them. Each known event type belongs to one;
-/// a type not listed in [`category_of`] is `other`.
-pub const CATEGORIES: [&str; 10] = [
-    "send", "commit", "ack", "display", "pull", "session", "retry", "buffer", "failure", "other",
-];
-
-/// The category an event type is drawn with.
-pub fn category_of(kind: &str) -> &'static str {
-    match kind {
-        "send_requested" => "send",
-        "committed" => "commit",
-        "send_acked" | "ack_sent" => "ack",
-        "displayed" => "display",
-        "pull_sent" => "pull",
-        "logged_in" | "session_lost" | "session_opened" | "session_closed" | "recovered" => {
-            "session"
-        }
-        "retransmitted" | "retransmit_deduplicated" | "out_of_order_dropped" => "retry",
-        "held_back" | "duplicate_dropped" | "hold_back_overflow" | "cursor_advanced" => "buffer",
-        "send_refused" | "send_failed" | "rejected" | "push_abandoned" => "failure",
-        _ => "other",
+/// Event categories, in the order the legend lists them (`imsim_history::category`).
+pub const CATEGORIES: [&str; 10] = {
+    let mut names = [""; 10];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Category::ALL[i].name();
+        i += 1;
     }
-}
+    names
+};
 
 pub fn build(summary: &RunSummary) -> Report {
     let history = summary.history;
@@ -90,7 +79,7 @@ pub fn build(summary: &RunSummary) -> Report {
             .iter()
             .map(|v| violation_report(history, v))
             .collect(),
-        coverage: imsim_sim::coverage::signals(history)
+        coverage: imsim_history::coverage::signals(history)
             .into_iter()
             .map(|(signal, count)| SignalCount {
                 signal: signal.name().to_string(),
@@ -99,95 +88,6 @@ pub fn build(summary: &RunSummary) -> Report {
             })
             .collect(),
     }
-}
-
-/// The lanes of a run: the server first, then each device in topology order (user by user),
-/// then devices the topology does not list, then the harness if it recorded an event the report
-/// has no band for.
-pub struct Lanes {
-    pub lanes: Vec<Lane>,
-    by_node: BTreeMap<Node, usize>,
-}
-
-impl Lanes {
-    pub fn new(history: &History) -> Lanes {
-        let mut lanes = Lanes {
-            lanes: Vec::new(),
-            by_node: BTreeMap::new(),
-        };
-        lanes.add(Node::Server, "server".to_string(), None);
-        for user in history
-            .topology()
-            .map(|t| t.users.as_slice())
-            .unwrap_or(&[])
-        {
-            for device in &user.devices {
-                lanes.add(
-                    Node::Device(*device),
-                    format!("{} · {}", device, user.user),
-                    Some(user.user.0),
-                );
-            }
-        }
-        for record in &history.records {
-            match record.node {
-                Node::Device(device) if !lanes.by_node.contains_key(&record.node) => {
-                    lanes.add(record.node, device.to_string(), None);
-                }
-                Node::Harness if !lanes.by_node.contains_key(&Node::Harness) => {
-                    if let Entry::Harness(event) = &record.entry {
-                        if !is_drawn_as_band(event) {
-                            lanes.add(Node::Harness, "harness".to_string(), None);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        lanes
-    }
-
-    fn add(&mut self, node: Node, label: String, user: Option<u32>) {
-        if self.by_node.contains_key(&node) {
-            return;
-        }
-        let (kind, device) = match node {
-            Node::Server => (LaneKind::Server, None),
-            Node::Device(device) => (LaneKind::Device, Some(device.0)),
-            Node::Harness => (LaneKind::Harness, None),
-        };
-        self.by_node.insert(node, self.lanes.len());
-        self.lanes.push(Lane {
-            id: node.to_string(),
-            label,
-            kind,
-            device,
-            user,
-        });
-    }
-
-    pub fn of(&self, node: Node) -> Option<usize> {
-        self.by_node.get(&node).copied()
-    }
-
-    pub fn of_device(&self, device: DeviceId) -> Option<usize> {
-        self.of(Node::Device(device))
-    }
-}
-
-/// Harness events that become bands, or that only set the run up or close it: not marks.
-fn is_drawn_as_band(event: &HarnessEvent) -> bool {
-    matches!(
-        event,
-        HarnessEvent::RunStarted(_)
-            | HarnessEvent::PartitionStarted { .. }
-            | HarnessEvent::PartitionHealed { .. }
-            | HarnessEvent::NodeCrashed { .. }
-            | HarnessEvent::NodeRestarted { .. }
-            | HarnessEvent::LivenessPhaseStarted { .. }
-            | HarnessEvent::FinalTimeline { .. }
-            | HarnessEvent::RunEnded
-    )
 }
 
 /// Every record drawn as a mark: protocol events, and harness events without a band.
@@ -212,7 +112,7 @@ pub fn events(history: &History, lanes: &Lanes) -> Vec<TimelineEvent> {
             index,
             t_ms: record.t_ms,
             lane,
-            category: category_of(&kind).to_string(),
+            category: Category::of(&record.entry).name().to_string(),
             conv,
             message: message_of(record.node, &fields, &mut committed),
             detail: detail(&fields),
@@ -365,6 +265,7 @@ fn violation_report(history: &History, violation: &Violation) -> ViolationReport
                 t_ms: record.t_ms,
                 node: record.node.to_string(),
                 kind,
+                category: Category::of(&record.entry).name().to_string(),
                 detail: detail(&fields),
                 line: record.to_string(),
             }
@@ -380,9 +281,19 @@ fn violation_report(history: &History, violation: &Violation) -> ViolationReport
 }
 
 fn counts(summary: &RunSummary, events: usize) -> Counts {
-    let mut counts = Counts {
+    let counted = HistoryCounts::of(summary.history);
+    Counts {
         records: summary.history.records.len() as u64,
         events: events as u64,
+        sends: counted.sends,
+        committed: counted.committed,
+        acked: counted.acked,
+        displayed: counted.displayed,
+        send_failures: counted.send_failures,
+        pulls: counted.pulls,
+        server_crashes: counted.server_crashes,
+        device_restarts: counted.device_restarts,
+        partitions: counted.partitions,
         packets: summary.stats.map(|stats| PacketCounts {
             sent: stats.packets.sent,
             dropped: stats.packets.dropped,
@@ -390,27 +301,7 @@ fn counts(summary: &RunSummary, events: usize) -> Counts {
             delayed: stats.packets.delayed,
             held: stats.packets.held,
         }),
-        ..Counts::default()
-    };
-    for record in &summary.history.records {
-        match &record.entry {
-            Entry::Protocol(Event::SendRequested { .. }) => counts.sends += 1,
-            Entry::Protocol(Event::Committed { .. }) => counts.committed += 1,
-            Entry::Protocol(Event::SendAcked { .. }) => counts.acked += 1,
-            Entry::Protocol(Event::Displayed { .. }) => counts.displayed += 1,
-            Entry::Protocol(Event::SendRefused { .. } | Event::SendFailed { .. }) => {
-                counts.send_failures += 1;
-            }
-            Entry::Protocol(Event::PullSent { .. }) => counts.pulls += 1,
-            Entry::Harness(HarnessEvent::NodeCrashed {
-                crashed: Node::Server,
-            }) => counts.server_crashes += 1,
-            Entry::Harness(HarnessEvent::NodeCrashed { .. }) => counts.device_restarts += 1,
-            Entry::Harness(HarnessEvent::PartitionStarted { .. }) => counts.partitions += 1,
-            _ => {}
-        }
     }
-    counts
 }
 
 #[cfg(test)]
@@ -418,6 +309,7 @@ mod tests {
     use super::*;
     use crate::fixture::*;
     use crate::report::FocusReason;
+    use imsim_model::{DeviceId, Event};
 
     #[test]
     fn lanes_are_the_server_then_devices_user_by_user() {
@@ -493,8 +385,6 @@ mod tests {
 
     #[test]
     fn unknown_event_types_are_drawn_as_other() {
-        assert_eq!(category_of("presence_changed"), "other");
-        assert_eq!(category_of("displayed"), "display");
         for category in CATEGORIES {
             assert!(CATEGORIES.contains(&category));
         }
@@ -568,7 +458,7 @@ mod tests {
         on(&mut history, 10, Node::Device(D3), held);
         let report = summary(&history, &[]);
         let names: Vec<&str> = report.coverage.iter().map(|r| r.signal.as_str()).collect();
-        let all: Vec<&str> = imsim_sim::coverage::Signal::ALL
+        let all: Vec<&str> = imsim_history::coverage::Signal::ALL
             .iter()
             .map(|s| s.name())
             .collect();

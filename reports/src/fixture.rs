@@ -1,12 +1,12 @@
 //! Hand-made histories for the unit tests: a few lines that read as the story they tell.
 
 use crate::{Report, RunSummary};
+use imsim_history::faults::FaultProfile;
+use imsim_history::Violation;
+use imsim_history::{ConversationSpec, Entry, HarnessEvent, History, Node, RunStart};
+use imsim_history::{Topology, UserSpec};
 use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, SessionEnd, SessionId};
 use imsim_model::{Seq, UserId};
-use imsim_sim::faults::FaultProfile;
-use imsim_sim::history::{ConversationSpec, Entry, HarnessEvent, History, Node, RunStart};
-use imsim_sim::history::{Topology, UserSpec};
-use imsim_sim::Violation;
 
 pub const D1: DeviceId = DeviceId(1);
 pub const D2: DeviceId = DeviceId(2);

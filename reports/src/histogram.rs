@@ -1,8 +1,8 @@
 //! The latency histogram as inline SVG: a bar per 1-2-5 bucket with its count, and p50, p90
 //! and p99 marked where they fall.
 
+use crate::markup::n;
 use crate::report::{Bucket, Latency};
-use crate::svg::n;
 use crate::time::seconds;
 use std::fmt::Write;
 

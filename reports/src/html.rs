@@ -3,8 +3,9 @@
 //! no network. Sections, top to bottom: verdict and replay command, violations (if any), the
 //! timeline, latency, invariants, faults.
 
-use crate::extract::{category_of, CATEGORIES};
+use crate::extract::CATEGORIES;
 use crate::histogram;
+use crate::markup::escape;
 use crate::report::{Report, Status, ViolationReport};
 use crate::svg::{self, css_ident};
 use crate::time::{seconds, seconds_precise};
@@ -13,22 +14,6 @@ use std::fmt::Write;
 
 const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
-
-/// Text for HTML content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 pub fn page(report: &Report) -> String {
     let witness: BTreeSet<usize> = report
@@ -179,7 +164,7 @@ fn violation_block(html: &mut String, report: &Report, number: usize, v: &Violat
             record.index,
             seconds_precise(record.t_ms),
             escape(&record.node),
-            format_args!("k-{}", category_of(&record.kind)),
+            format_args!("k-{}", record.category),
             escape(&record.kind),
             escape(&record.detail),
             t = record.t_ms

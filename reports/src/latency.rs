@@ -1,11 +1,11 @@
-//! Send→display latency in simulated time. A sample is one message shown on one device other
-//! than the one that sent it (siblings of the sender count: multi-device delivery is delivery):
-//! from the sender's `send_requested` to that device's first `displayed` of the message, matched
-//! by (sender_device, client_msg_id), the message's identity across the whole system.
+//! Send→display latency in simulated time, as the report shows it: the samples and percentiles
+//! of `imsim_history::stats` (the same figures `imsim run` prints), the slowest deliveries, a
+//! histogram, and the pairs never displayed.
 
-use crate::report::{Bucket, Latency, LatencySample};
-use imsim_model::{ClientMsgId, ConvId, DeviceId, Event};
-use imsim_sim::history::{History, Node};
+use crate::report::{Bucket, Latency};
+pub use imsim_history::stats::{latency_samples, percentile, LatencySample};
+use imsim_history::{History, Node};
+use imsim_model::Event;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The slowest deliveries a report lists.
@@ -45,54 +45,10 @@ pub fn measure(history: &History) -> Latency {
     }
 }
 
-/// Every (message, other device) pair with a send and a display, in history order of display.
+/// Every (message, other device) pair with a send and a display, in history order of display
+/// (the one definition of a latency sample: `imsim_history::stats`).
 pub fn samples(history: &History) -> Vec<LatencySample> {
-    let mut sends: BTreeMap<(DeviceId, ClientMsgId), (u64, usize, ConvId)> = BTreeMap::new();
-    let mut shown: BTreeSet<(DeviceId, ClientMsgId, DeviceId)> = BTreeSet::new();
-    let mut samples = Vec::new();
-    for (index, record, event) in history.protocol_events() {
-        let Node::Device(device) = record.node else {
-            continue;
-        };
-        match event {
-            Event::SendRequested {
-                conv,
-                client_msg_id,
-                ..
-            } => {
-                sends
-                    .entry((device, *client_msg_id))
-                    .or_insert((record.t_ms, index, *conv));
-            }
-            Event::Displayed {
-                sender_device,
-                client_msg_id,
-                ..
-            } if device != *sender_device => {
-                let Some((sent_ms, send_index, conv)) =
-                    sends.get(&(*sender_device, *client_msg_id))
-                else {
-                    continue; // a display without a send is E3's business, not a latency
-                };
-                if !shown.insert((*sender_device, *client_msg_id, device)) {
-                    continue; // a second display is E1's business; latency counts the first
-                }
-                samples.push(LatencySample {
-                    conv: conv.0,
-                    sender_device: sender_device.0,
-                    client_msg_id: client_msg_id.0,
-                    display_device: device.0,
-                    sent_ms: *sent_ms,
-                    displayed_ms: record.t_ms,
-                    latency_ms: record.t_ms.saturating_sub(*sent_ms),
-                    send_index: *send_index,
-                    display_index: index,
-                });
-            }
-            _ => {}
-        }
-    }
-    samples
+    latency_samples(history)
 }
 
 /// Committed messages not displayed on a member device (other than the sender) by the end of
@@ -147,16 +103,6 @@ fn not_displayed(history: &History) -> Option<u64> {
         }
     }
     Some(missing)
-}
-
-/// The nearest-rank percentile of sorted values: the smallest value at least `percent`% of the
-/// values are at or below.
-pub fn percentile(sorted: &[u64], percent: u64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (sorted.len() as u64 * percent).div_ceil(100).max(1);
-    sorted.get(rank as usize - 1).copied()
 }
 
 /// Bucket edges 0, 1, 2, 5, 10, 20, 50 … ms: latencies span milliseconds (a push) to tens of

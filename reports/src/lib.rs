@@ -13,7 +13,7 @@
 //! simulation, so a history recorded elsewhere renders as well as one simulated here.
 //!
 //! ```no_run
-//! # let (history, violations) = (imsim_sim::History::default(), Vec::new());
+//! # let (history, violations) = (imsim_history::History::default(), Vec::new());
 //! use imsim_reports::{Overwrite, Report, RunSummary};
 //! let summary = RunSummary { scenario: "one-to-one", seed: 1, history: &history,
 //!                            violations: &violations, stats: None };
@@ -29,18 +29,21 @@ mod fixture;
 mod focus;
 mod histogram;
 mod html;
+mod lanes;
 pub mod latency;
 mod markdown;
+mod markup;
 mod report;
 mod svg;
 mod time;
 
-pub use extract::{category_of, CATEGORIES};
+pub use extract::CATEGORIES;
 pub use files::{write, Overwrite, WriteError, FILE_NAMES};
 pub use focus::densest;
 pub use report::*;
 
-use imsim_sim::{History, RunOutcome, RunStats, Violation};
+use imsim_history::stats::RunStats;
+use imsim_history::{History, Violation};
 
 /// What a report is made of: a run's history and verdict, and how to name it.
 #[derive(Clone, Copy, Debug)]
@@ -53,18 +56,6 @@ pub struct RunSummary<'a> {
     pub violations: &'a [Violation],
     /// Counts of a run simulated in this process (packets are not in the history).
     pub stats: Option<&'a RunStats>,
-}
-
-impl<'a> RunSummary<'a> {
-    pub fn of_outcome(scenario: &'a str, outcome: &'a RunOutcome) -> RunSummary<'a> {
-        RunSummary {
-            scenario,
-            seed: outcome.setup.seed,
-            history: &outcome.history,
-            violations: &outcome.violations,
-            stats: Some(&outcome.stats),
-        }
-    }
 }
 
 impl Report {

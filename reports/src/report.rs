@@ -210,19 +210,7 @@ pub struct Bucket {
     pub count: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LatencySample {
-    pub conv: u32,
-    pub sender_device: u32,
-    pub client_msg_id: u64,
-    pub display_device: u32,
-    pub sent_ms: u64,
-    pub displayed_ms: u64,
-    pub latency_ms: u64,
-    /// History indices of the `send_requested` and the `displayed` record.
-    pub send_index: usize,
-    pub display_index: usize,
-}
+pub use imsim_history::stats::LatencySample;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -261,6 +249,8 @@ pub struct WitnessRecord {
     pub node: String,
     #[serde(rename = "type")]
     pub kind: String,
+    /// The event's category (`imsim_history::category`), which colours it.
+    pub category: String,
     pub detail: String,
     /// The record as `imsim replay` prints it.
     pub line: String,

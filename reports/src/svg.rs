@@ -3,7 +3,7 @@
 //! or pans, using each element's `data-t` (simulated ms) — see `page.js`.
 
 use crate::extract::CATEGORIES;
-use crate::html::escape;
+use crate::markup::{escape, n};
 use crate::report::{BandKind, LaneKind, Report, TimelineEvent};
 use crate::time::seconds_precise;
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,16 +48,6 @@ impl Scale {
 
     pub fn x(&self, t_ms: u64) -> f64 {
         self.x0 + (t_ms as f64 - self.start_ms) / (self.end_ms - self.start_ms) * self.width
-    }
-}
-
-/// A coordinate with one decimal, without a trailing `.0`.
-pub fn n(value: f64) -> String {
-    let rounded = (value * 10.0).round() / 10.0;
-    if rounded.fract() == 0.0 {
-        format!("{}", rounded as i64)
-    } else {
-        format!("{rounded:.1}")
     }
 }
 

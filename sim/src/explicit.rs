@@ -5,14 +5,14 @@
 //! from the seed alone, so the explicit form runs exactly like the original: same history, same
 //! trace hash. It is the form the shrinker edits and the regression corpus stores.
 
-use crate::check::Invariant;
-use crate::faults::{FaultClass, FaultProfile};
-use crate::history::ConversationSpec;
+use crate::faults::FaultClass;
 use crate::run::{RunOutcome, Setup};
 use crate::scenario::{
     Action, Conversations, FaultSpec, GroupSpec, Pinned, Scenario, ScriptedAction, TopologySpec,
     WorkloadSpec,
 };
+use imsim_history::check::Invariant;
+use imsim_history::ConversationSpec;
 use imsim_model::{Command, MembershipChange, ProtocolConfig};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -144,7 +144,7 @@ impl Size {
         Size {
             devices: setup.scenario.device_count(),
             messages: setup.plan.sends(),
-            faults: fault_count(&setup.faults),
+            faults: setup.faults.count(),
             events: outcome.history.records.len(),
         }
     }
@@ -166,21 +166,6 @@ impl fmt::Display for Size {
             self.devices, self.messages, self.faults, self.events
         )
     }
-}
-
-/// The number of fault entries of a profile.
-pub fn fault_count(profile: &FaultProfile) -> usize {
-    let classes = [
-        profile.loss.is_some(),
-        profile.duplication.is_some(),
-        profile.delay.is_some(),
-        profile.hold.is_some(),
-    ];
-    classes.iter().filter(|on| **on).count()
-        + profile.partitions.len()
-        + profile.server_crashes.len()
-        + profile.device_restarts.len()
-        + profile.clock_skew.len()
 }
 
 /// The scenario as a file: `header` as comment lines, then the TOML, with the script written one

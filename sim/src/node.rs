@@ -6,10 +6,12 @@
 //! Each node is one madsim task: its `Driver` polls the node's receives, sends and timers itself
 //! (see `Driver`).
 
-use crate::faults::{PacketMeta, Rule, Verdict};
-use crate::history::{Entry, History, Node};
+use crate::faults::layer::FaultLayer;
+use crate::faults::Rule;
 use crate::trace::{Link, NET};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use imsim_history::stats::PacketStats;
+use imsim_history::{Entry, History, Node};
 use imsim_model::{
     Address, Client, Command, DeviceId, Directory, Output, Packet, ProtocolConfig, Server, Time,
 };
@@ -17,7 +19,6 @@ use madsim::net::Endpoint;
 use madsim::time::{sleep_until, Duration, Instant, TimeHandle};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -44,26 +45,6 @@ pub(crate) struct World {
     start_elapsed: Duration,
     history: Mutex<History>,
     faults: Mutex<FaultLayer>,
-    /// Packet faults apply only before this time (the end of the safety phase).
-    safety_end_ms: u64,
-}
-
-struct FaultLayer {
-    rules: Vec<Rule>,
-    rng: ChaCha8Rng,
-    stats: PacketStats,
-}
-
-/// What the fault layer did to the run's packets.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct PacketStats {
-    pub sent: u64,
-    pub dropped: u64,
-    pub duplicated: u64,
-    pub delayed: u64,
-    pub held: u64,
-    /// Packets sent, by kind (`deliver`, `notify`, `pull` …).
-    pub by_kind: BTreeMap<&'static str, u64>,
 }
 
 /// Locks a mutex. The simulation runs on one thread and no lock is held across an `await`, so
@@ -82,12 +63,7 @@ impl World {
             start_elapsed: clock.elapsed(),
             clock,
             history: Mutex::new(History::default()),
-            faults: Mutex::new(FaultLayer {
-                rules,
-                rng,
-                stats: PacketStats::default(),
-            }),
-            safety_end_ms,
+            faults: Mutex::new(FaultLayer::new(rules, rng, safety_end_ms)),
         }
     }
 
@@ -107,7 +83,7 @@ impl World {
     }
 
     pub(crate) fn packet_stats(&self) -> PacketStats {
-        lock(&self.faults).stats.clone()
+        lock(&self.faults).stats().clone()
     }
 
     pub(crate) async fn sleep_until_ms(&self, at_ms: u64) {
@@ -118,50 +94,10 @@ impl World {
     /// (`None`: dropped). `device` is the device end of the link.
     fn verdict(&self, device: DeviceId, to_server: bool, packet: &Packet) -> Option<(u32, u64)> {
         let now_ms = self.now_ms();
-        let verdict = {
-            let mut faults = lock(&self.faults);
-            faults.stats.sent += 1;
-            *faults.stats.by_kind.entry(packet.kind()).or_default() += 1;
-            let verdict = if now_ms < self.safety_end_ms {
-                faults.verdict(device, to_server, now_ms)
-            } else {
-                Verdict::Pass
-            };
-            match verdict {
-                Verdict::Pass => {}
-                Verdict::Drop => faults.stats.dropped += 1,
-                Verdict::Duplicate => faults.stats.duplicated += 1,
-                Verdict::Delay(_) => faults.stats.delayed += 1,
-                Verdict::Hold(_) => faults.stats.held += 1,
-            }
-            verdict
-        };
+        let verdict = lock(&self.faults).judge(packet.kind(), device, to_server, now_ms);
         let link = Link { device, to_server };
         tracing::trace!(target: NET, "transmit {link} {verdict:?} {packet:?}");
-        match verdict {
-            Verdict::Pass => Some((1, 0)),
-            Verdict::Drop => None,
-            Verdict::Duplicate => Some((2, 0)),
-            Verdict::Delay(delay_ms) => Some((1, delay_ms)),
-            Verdict::Hold(until_ms) => Some((1, until_ms.saturating_sub(now_ms))),
-        }
-    }
-}
-
-impl FaultLayer {
-    fn verdict(&mut self, device: DeviceId, to_server: bool, now_ms: u64) -> Verdict {
-        let meta = PacketMeta {
-            device,
-            to_server,
-            now_ms,
-        };
-        let rng = &mut self.rng;
-        let mut draw = || rng.gen::<f64>();
-        self.rules
-            .iter()
-            .map(|rule| rule.verdict(&meta, &mut draw))
-            .find(|v| *v != Verdict::Pass)
-            .unwrap_or(Verdict::Pass)
+        verdict.copies_and_delay_ms(now_ms)
     }
 }
 

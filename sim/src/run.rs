@@ -8,23 +8,22 @@
 //!    quiet period. Then record the server's durable timelines and end.
 //! 5. Check every invariant on the history.
 
-use crate::check::{check_all, Violation};
-use crate::faults::FaultProfile;
-use crate::history::{Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology};
+use crate::faults::{self, schedule, FaultProfile};
 use crate::node::{
     device_address, device_ip, lock, run_device, run_server, server_ip, server_receivers,
-    DeviceSlot, PacketStats, ServerSlot, World,
+    DeviceSlot, ServerSlot, World,
 };
 use crate::scenario::Scenario;
 use crate::workload::{self, Plan};
-use imsim_model::{
-    Client, Command, DeviceId, DeviceIdentity, Directory, Event, Server, Time, Variant,
+use imsim_history::check::{check_all, Violation};
+use imsim_history::stats::{PacketStats, RunStats};
+use imsim_history::{
+    replay_command, Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology,
 };
+use imsim_model::{Client, Command, DeviceId, DeviceIdentity, Directory, Server, Time};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
-use madsim::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -48,7 +47,7 @@ impl Setup {
         let topology = workload::topology(scenario, &mut rng);
         let duration_ms = scenario.workload.duration_ms;
         let mut faults = if scenario.faults.swarm {
-            FaultProfile::swarm(
+            faults::swarm(
                 &mut rng,
                 &scenario.faults.swarm_classes,
                 scenario.device_count(),
@@ -81,83 +80,6 @@ impl Setup {
             plan,
             madsim_seed,
         }
-    }
-}
-
-/// Counts of one run, for the summary line.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RunStats {
-    pub sends: u64,
-    pub committed: u64,
-    pub acked: u64,
-    pub displayed: u64,
-    pub server_crashes: u64,
-    pub device_restarts: u64,
-    pub packets: PacketStats,
-    pub simulated_ms: u64,
-    /// Displays on devices other than the sender's own.
-    pub delivered: u64,
-    /// Storage records written (synced or lost in a crash): messages, refusals, inbox copies.
-    pub storage_writes: u64,
-    /// Send → display on another device, in simulated milliseconds.
-    pub latency_ms: Quantiles,
-    /// Users going online or offline at the server.
-    pub presence_changes: u64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Quantiles {
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub max: u64,
-}
-
-impl Quantiles {
-    fn of(mut values: Vec<u64>) -> Quantiles {
-        values.sort_unstable();
-        let at = |q: f64| {
-            values
-                .get(((values.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or(0)
-        };
-        Quantiles {
-            p50: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-            max: values.last().copied().unwrap_or(0),
-        }
-    }
-}
-
-impl RunStats {
-    /// Storage writes per committed entry (1 for store once, about the audience for fan-out
-    /// write).
-    pub fn writes_per_message(&self) -> f64 {
-        self.storage_writes as f64 / self.committed.max(1) as f64
-    }
-
-    /// Packets of any kind per message displayed on a recipient's device.
-    pub fn packets_per_delivery(&self) -> f64 {
-        self.packets.sent as f64 / self.delivered.max(1) as f64
-    }
-
-    /// Presence packets (pushed changes, and status lists sent at login or on request) per
-    /// status change: the storm coefficient of presence, push or pull.
-    pub fn presence_packets_per_change(&self) -> f64 {
-        let kinds = ["presence", "presence_state"];
-        let packets: u64 = kinds
-            .iter()
-            .map(|kind| self.packets.by_kind.get(kind).copied().unwrap_or(0))
-            .sum();
-        packets as f64 / self.presence_changes.max(1) as f64
-    }
-
-    /// Notices sent per committed entry: the storm coefficient of notify-then-pull.
-    pub fn notices_per_message(&self) -> f64 {
-        self.packets.by_kind.get("notify").copied().unwrap_or(0) as f64
-            / self.committed.max(1) as f64
     }
 }
 
@@ -203,20 +125,12 @@ impl RunOutcome {
     }
 }
 
-/// The exact command that reproduces a run (with `--variant` when the protocol is a broken one).
-pub fn replay_command(scenario_ref: &str, seed: u64, variant: Variant) -> String {
-    match variant {
-        Variant::Correct => format!("imsim replay {scenario_ref} --seed {seed}"),
-        variant => format!("imsim replay {scenario_ref} --seed {seed} --variant {variant}"),
-    }
-}
-
 /// Runs one seed on a fresh OS thread and checks it.
 pub fn run(scenario: &Scenario, seed: u64) -> RunOutcome {
     let setup = Setup::new(scenario, seed);
     let (history, packets, storage_writes) = simulate(&setup);
     let violations = check_all(&history);
-    let stats = stats(&history, packets, storage_writes);
+    let stats = RunStats::of(&history, packets, storage_writes);
     RunOutcome {
         setup,
         history,
@@ -247,7 +161,11 @@ async fn control(setup: Setup) -> (History, PacketStats, u64) {
     let scenario = &setup.scenario;
     let safety_end_ms = scenario.workload.duration_ms;
     let fault_rng = ChaCha8Rng::seed_from_u64(setup.seed ^ 0x6661_756c_7473);
-    let world = Arc::new(World::new(setup.faults.rules(), fault_rng, safety_end_ms));
+    let world = Arc::new(World::new(
+        faults::rules(&setup.faults),
+        fault_rng,
+        safety_end_ms,
+    ));
     world.record(
         Node::Harness,
         Entry::Harness(HarnessEvent::RunStarted(Box::new(RunStart {
@@ -262,7 +180,7 @@ async fn control(setup: Setup) -> (History, PacketStats, u64) {
     let handle = Handle::current();
     let (server_node, server_slot) = start_server(&handle, &world, &setup);
     let device_nodes = start_devices(&handle, &world, &setup);
-    play_faults(&world, &setup, &server_node, &device_nodes);
+    schedule::play(&world, &setup.faults, &server_node, &device_nodes);
 
     world.sleep_until_ms(safety_end_ms).await;
     let quiet_period_ms = scenario.quiet_period_ms();
@@ -368,12 +286,7 @@ fn start_devices(
     world: &Arc<World>,
     setup: &Setup,
 ) -> BTreeMap<DeviceId, NodeHandle> {
-    let skews: BTreeMap<DeviceId, i64> = setup
-        .faults
-        .clock_skew
-        .iter()
-        .map(|s| (s.device, s.offset_ms))
-        .collect();
+    let skews = schedule::clock_skews(&setup.faults);
     let mut nodes = BTreeMap::new();
     for user in &setup.topology.users {
         for device in &user.devices {
@@ -403,130 +316,4 @@ fn start_devices(
         }
     }
     nodes
-}
-
-/// Crashes, restarts and partitions happen on their own tasks, each recorded in the history when
-/// it happens. Crashes of one node are played one after another, so two overlapping crash windows
-/// cannot restart a node that is still meant to be down.
-fn play_faults(
-    world: &Arc<World>,
-    setup: &Setup,
-    server: &NodeHandle,
-    devices: &BTreeMap<DeviceId, NodeHandle>,
-) {
-    let server_windows: Vec<(u64, u64)> = setup
-        .faults
-        .server_crashes
-        .iter()
-        .map(|c| (c.at_ms, c.downtime_ms))
-        .collect();
-    spawn_crashes(world, Node::Server, server.id(), server_windows);
-    let mut device_windows: BTreeMap<DeviceId, Vec<(u64, u64)>> = BTreeMap::new();
-    for restart in &setup.faults.device_restarts {
-        device_windows
-            .entry(restart.device)
-            .or_default()
-            .push((restart.at_ms, restart.downtime_ms));
-    }
-    for (device, mut windows) in device_windows {
-        windows.sort();
-        spawn_crashes(world, Node::Device(device), devices[&device].id(), windows);
-    }
-    for partition in &setup.faults.partitions {
-        let world = world.clone();
-        let partition = partition.clone();
-        madsim::task::spawn(async move {
-            world.sleep_until_ms(partition.start_ms).await;
-            let (device, direction) = (partition.device, partition.direction);
-            world.record(
-                Node::Harness,
-                Entry::Harness(HarnessEvent::PartitionStarted { device, direction }),
-            );
-            world
-                .sleep_until_ms(partition.start_ms + partition.duration_ms)
-                .await;
-            world.record(
-                Node::Harness,
-                Entry::Harness(HarnessEvent::PartitionHealed { device }),
-            );
-        });
-    }
-}
-
-fn spawn_crashes(
-    world: &Arc<World>,
-    node: Node,
-    id: madsim::task::NodeId,
-    windows: Vec<(u64, u64)>,
-) {
-    if windows.is_empty() {
-        return;
-    }
-    let world = world.clone();
-    madsim::task::spawn(async move {
-        let handle = Handle::current();
-        for (at_ms, downtime_ms) in windows {
-            world.sleep_until_ms(at_ms).await;
-            handle.kill(id);
-            world.record(
-                Node::Harness,
-                Entry::Harness(HarnessEvent::NodeCrashed { crashed: node }),
-            );
-            madsim::time::sleep(Duration::from_millis(downtime_ms)).await;
-            handle.restart(id);
-            world.record(
-                Node::Harness,
-                Entry::Harness(HarnessEvent::NodeRestarted { restarted: node }),
-            );
-        }
-    });
-}
-
-fn stats(history: &History, packets: PacketStats, storage_writes: u64) -> RunStats {
-    let mut stats = RunStats {
-        packets,
-        storage_writes,
-        ..RunStats::default()
-    };
-    let mut sent_at: BTreeMap<(DeviceId, imsim_model::ClientMsgId), u64> = BTreeMap::new();
-    let mut latencies = Vec::new();
-    for record in &history.records {
-        stats.simulated_ms = stats.simulated_ms.max(record.t_ms);
-        match &record.entry {
-            Entry::Protocol(Event::SendRequested { client_msg_id, .. }) => {
-                stats.sends += 1;
-                if let Node::Device(device) = record.node {
-                    sent_at.insert((device, *client_msg_id), record.t_ms);
-                }
-            }
-            Entry::Protocol(Event::Displayed {
-                sender_device,
-                client_msg_id,
-                ..
-            }) if record.node != Node::Device(*sender_device) => {
-                stats.displayed += 1;
-                stats.delivered += 1;
-                if let Some(sent_ms) = sent_at.get(&(*sender_device, *client_msg_id)) {
-                    latencies.push(record.t_ms - sent_ms);
-                }
-            }
-            Entry::Protocol(Event::Recovered {
-                lost_unsynced_writes,
-                ..
-            }) => {
-                stats.storage_writes += lost_unsynced_writes;
-            }
-            Entry::Protocol(Event::Committed { .. }) => stats.committed += 1,
-            Entry::Protocol(Event::PresenceChanged { .. }) => stats.presence_changes += 1,
-            Entry::Protocol(Event::SendAcked { .. }) => stats.acked += 1,
-            Entry::Protocol(Event::Displayed { .. }) => stats.displayed += 1,
-            Entry::Harness(HarnessEvent::NodeCrashed {
-                crashed: Node::Server,
-            }) => stats.server_crashes += 1,
-            Entry::Harness(HarnessEvent::NodeCrashed { .. }) => stats.device_restarts += 1,
-            _ => {}
-        }
-    }
-    stats.latency_ms = Quantiles::of(latencies);
-    stats
 }

@@ -4,6 +4,7 @@
 //! binary so `imsim run` works from any directory.
 
 use crate::faults::{FaultClass, FaultProfile};
+use crate::fields::check_range;
 use imsim_model::ProtocolConfig;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -461,9 +462,12 @@ impl Scenario {
         if let Some(quiet_ms) = self.liveness.quiet_period_ms {
             check_range("liveness.quiet_period_ms", quiet_ms, 1, DURATION_MS_MAX)?;
         }
-        self.faults
-            .profile
-            .validate("faults.profile", self.device_count(), w.duration_ms)
+        crate::faults::validate(
+            &self.faults.profile,
+            "faults.profile",
+            self.device_count(),
+            w.duration_ms,
+        )
     }
 }
 
@@ -547,15 +551,6 @@ impl Scenario {
     }
 }
 
-pub(crate) fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
-    if value < min || value > max {
-        return Err(format!(
-            "{field} = {value} is out of range: it must be between {min} and {max}"
-        ));
-    }
-    Ok(())
-}
-
 fn one() -> u32 {
     1
 }
@@ -593,5 +588,33 @@ mod all_pairs {
                 "expected \"all-pairs\" or a number, found \"{text}\""
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SHIPPED;
+    use std::collections::BTreeSet;
+
+    /// The shipped list follows the folder: a TOML file added to `scenarios/` and not shipped
+    /// would never run, and a shipped name without its file would not build.
+    #[test]
+    fn every_scenario_file_is_shipped_and_every_shipped_name_has_a_file() {
+        let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+        let files: BTreeSet<String> = std::fs::read_dir(folder)
+            .expect("the scenarios folder")
+            .map(|entry| entry.expect("a folder entry").file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .filter_map(|name| name.strip_suffix(".toml").map(str::to_string))
+            .collect();
+        let shipped: BTreeSet<String> = SHIPPED.iter().map(|(name, _)| name.to_string()).collect();
+        let not_shipped: Vec<&String> = files.difference(&shipped).collect();
+        let no_file: Vec<&String> = shipped.difference(&files).collect();
+        assert!(
+            not_shipped.is_empty(),
+            "scenarios/ holds files the binary does not ship (add them to SHIPPED in \
+             sim/src/scenario.rs): {not_shipped:?}"
+        );
+        assert!(no_file.is_empty(), "shipped without a file: {no_file:?}");
     }
 }

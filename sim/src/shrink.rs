@@ -21,14 +21,14 @@
 
 mod cut;
 
-use crate::check::{Class, Invariant};
 use crate::explicit::{codes, explicit, failing, Size};
-use crate::history::Fnv1a;
 use crate::run::RunOutcome;
 use crate::scenario::{Pinned, Scenario};
 use cut::{
     duration_floor, fault_entries, keep_faults, keep_topology, moments, shift_earlier, Keep,
 };
+use imsim_history::check::{Class, Invariant};
+use imsim_history::Fnv1a;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 

@@ -19,7 +19,7 @@
 //! history. Without `RUST_LOG` no subscriber is installed and every call site costs one load
 //! of the global level filter: nothing is formatted.
 
-use crate::history::Entry;
+use imsim_history::Entry;
 use imsim_model::DeviceId;
 use madsim::time::Instant;
 use std::cell::Cell;

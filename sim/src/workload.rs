@@ -2,8 +2,8 @@
 //! does when (the plan). The plan is fixed before the simulation starts, so the workload never
 //! depends on how the run unfolds, only on the seed.
 
-use crate::history::{ConversationSpec, Topology, UserSpec};
 use crate::scenario::{Action, Conversations, Scenario, ScriptedAction};
+use imsim_history::{ConversationSpec, Topology, UserSpec};
 use imsim_model::{Command, ConvId, DeviceId, MembershipChange, UserId};
 use rand::seq::SliceRandom;
 use rand::Rng;

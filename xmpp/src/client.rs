@@ -9,12 +9,12 @@
 //! (XEP-0184) and sends displayed markers (XEP-0333) on request. Every observation becomes a
 //! black-box record; the judging happens elsewhere, on the history alone.
 
-use crate::blackbox::{ArchiveEntry, BlackBoxEvent, MarkerKind, Via};
 use crate::plan::{Cast, ROOM};
 use crate::record::Recorder;
 use crate::session::{self, Account, Outcome, Reader, Writer, NS_SM};
 use crate::stanza::{self, Incoming};
 use crate::xml::{Element, StreamEvent};
+use imsim_history::blackbox::{ArchiveEntry, BlackBoxEvent, MarkerKind, Via};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 //! classes that are on are placed in the safety phase. `--faults` replaces the draw of the
 //! classes; the times, targets and durations still come from the seed.
 
-use crate::blackbox::{ClientInfo, ConversationInfo, ConversationKind};
+use imsim_history::blackbox::{ClientInfo, ConversationInfo, ConversationKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;

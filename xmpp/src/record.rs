@@ -3,7 +3,7 @@
 //! One mutex-guarded list with one clock: records get their `t_ms` under the lock, so the
 //! history's line order is the order things happened and `t_ms` never decreases.
 
-use crate::blackbox::{BlackBoxEvent, BlackBoxHistory, BlackBoxRecord};
+use imsim_history::blackbox::{BlackBoxEvent, BlackBoxHistory, BlackBoxRecord};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 

@@ -3,13 +3,13 @@
 //! everything and wait for quiet (liveness phase), read every conversation's archive (the
 //! final read), and hand back the black-box history.
 
-use crate::blackbox::{BlackBoxEvent, BlackBoxHistory};
 use crate::client::{Client, Command, Status};
 use crate::plan::{schedule, Action, Cast, FaultProfile, ROOM};
 use crate::proxy::{FaultProxy, Flow};
 use crate::record::Recorder;
 use crate::server::{self, Prosody};
 use crate::session::Account;
+use imsim_history::blackbox::{BlackBoxEvent, BlackBoxHistory};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -400,7 +400,7 @@ impl Harness {
         &self,
         client: &str,
         conv: &str,
-    ) -> Result<Vec<crate::blackbox::ArchiveEntry>, String> {
+    ) -> Result<Vec<imsim_history::blackbox::ArchiveEntry>, String> {
         let mut last_error = String::new();
         for _ in 0..FINAL_READ_ATTEMPTS_MAX {
             let (reply, answer) = oneshot::channel();

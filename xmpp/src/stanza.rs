@@ -2,8 +2,8 @@
 //! bodies and ids (XEP-0359 origin-id / stanza-id), carbons (XEP-0280), archive results
 //! (XEP-0313), delivery receipts (XEP-0184) and chat markers (XEP-0333).
 
-use crate::blackbox::{MarkerKind, Via};
 use crate::xml::Element;
+use imsim_history::blackbox::{MarkerKind, Via};
 
 pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 pub const NS_FORWARD: &str = "urn:xmpp:forward:0";

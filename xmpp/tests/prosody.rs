@@ -2,7 +2,7 @@
 //! the room and carbons, reads every archive, and the black-box judges find nothing. Without
 //! `prosody` installed the test says so and returns (CI installs it, so CI runs it).
 
-use imsim_xmpp::blackbox::{judge, report, BlackBoxEvent};
+use imsim_history::blackbox::{judge, report, BlackBoxEvent};
 use imsim_xmpp::{run, server, XmppOptions};
 
 fn options(seed: u64, messages: u32, faults: &str) -> XmppOptions {
@@ -52,7 +52,10 @@ fn a_short_session_without_faults_holds_every_judged_invariant() {
         "D2 eventual-delivery",
     ] {
         assert!(
-            verdict.judged.iter().any(|(name, _)| *name == judged),
+            verdict
+                .judged
+                .iter()
+                .any(|(name, _)| name.to_string() == judged),
             "{judged} not judged: {text}"
         );
     }

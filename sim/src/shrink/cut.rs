@@ -9,89 +9,19 @@
 //! is dropped with it. A renumbered run is a different madsim run (addresses and node order
 //! change), which is fine: the shrinker keeps a cut only when its run still fails.
 
-use crate::faults::{FaultProfile, LinkFault};
+use crate::faults::{FaultEntry, FaultProfile};
 use crate::scenario::{Conversations, Scenario};
 use imsim_model::DeviceId;
 use std::collections::BTreeMap;
 
-/// One fault entry the shrinker may drop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultEntry {
-    /// One device's link in the loss rule (the rule goes when its last device goes).
-    Loss(DeviceId),
-    Duplication(DeviceId),
-    Delay,
-    Hold,
-    Partition(usize),
-    ServerCrash(usize),
-    DeviceRestart(usize),
-    ClockSkew(usize),
-}
-
-/// Every entry of `profile`.
+/// Every fault entry of `profile`, one each the shrinker may drop.
 pub fn fault_entries(profile: &FaultProfile) -> Vec<FaultEntry> {
-    let mut entries = Vec::new();
-    if let Some(loss) = &profile.loss {
-        entries.extend(loss.devices.iter().map(|d| FaultEntry::Loss(*d)));
-    }
-    if let Some(duplication) = &profile.duplication {
-        entries.extend(
-            duplication
-                .devices
-                .iter()
-                .map(|d| FaultEntry::Duplication(*d)),
-        );
-    }
-    if profile.delay.is_some() {
-        entries.push(FaultEntry::Delay);
-    }
-    if profile.hold.is_some() {
-        entries.push(FaultEntry::Hold);
-    }
-    entries.extend((0..profile.partitions.len()).map(FaultEntry::Partition));
-    entries.extend((0..profile.server_crashes.len()).map(FaultEntry::ServerCrash));
-    entries.extend((0..profile.device_restarts.len()).map(FaultEntry::DeviceRestart));
-    entries.extend((0..profile.clock_skew.len()).map(FaultEntry::ClockSkew));
-    entries
+    profile.entries()
 }
 
 /// `profile` with only the `kept` entries.
 pub fn keep_faults(profile: &FaultProfile, kept: &[FaultEntry]) -> FaultProfile {
-    let link = |fault: &Option<LinkFault>, entry: fn(DeviceId) -> FaultEntry| {
-        map_link(fault, &|device| {
-            kept.contains(&entry(device)).then_some(device)
-        })
-    };
-    FaultProfile {
-        loss: link(&profile.loss, FaultEntry::Loss),
-        duplication: link(&profile.duplication, FaultEntry::Duplication),
-        delay: profile
-            .delay
-            .clone()
-            .filter(|_| kept.contains(&FaultEntry::Delay)),
-        hold: profile
-            .hold
-            .clone()
-            .filter(|_| kept.contains(&FaultEntry::Hold)),
-        partitions: kept_items(&profile.partitions, kept, FaultEntry::Partition),
-        server_crashes: kept_items(&profile.server_crashes, kept, FaultEntry::ServerCrash),
-        device_restarts: kept_items(&profile.device_restarts, kept, FaultEntry::DeviceRestart),
-        clock_skew: kept_items(&profile.clock_skew, kept, FaultEntry::ClockSkew),
-    }
-}
-
-/// The items of a list whose entry (`entry(index)`) is kept.
-fn kept_items<T: Clone>(
-    items: &[T],
-    kept: &[FaultEntry],
-    entry: fn(usize) -> FaultEntry,
-) -> Vec<T> {
-    items
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| kept.contains(&entry(*i)))
-        .map(|(_, item)| item.clone())
-        .collect()
+    profile.keep(kept)
 }
 
 /// What of the topology a cut keeps: user numbers, device slots (1-based, the same for every
@@ -172,48 +102,19 @@ pub fn keep_topology(scenario: &Scenario, keep: &Keep) -> Option<Scenario> {
             Some(action)
         })
         .collect();
-    cut.faults.profile = map_devices(&scenario.faults.profile, &|d| device_map(d.0).map(DeviceId));
+    cut.faults.profile = scenario
+        .faults
+        .profile
+        .map_devices(&|d| device_map(d.0).map(DeviceId));
     Some(cut)
 }
 
-/// A link fault on the devices `map` keeps, renamed; none when it keeps none.
-fn map_link(
-    fault: &Option<LinkFault>,
-    map: &dyn Fn(DeviceId) -> Option<DeviceId>,
-) -> Option<LinkFault> {
-    let fault = fault.as_ref()?;
-    let devices: Vec<DeviceId> = fault.devices.iter().filter_map(|d| map(*d)).collect();
-    (!devices.is_empty()).then_some(LinkFault {
-        probability: fault.probability,
-        devices,
-    })
-}
-
-/// `profile` with every device renamed by `map`; faults on devices it drops go too.
-fn map_devices(profile: &FaultProfile, map: &dyn Fn(DeviceId) -> Option<DeviceId>) -> FaultProfile {
-    let mut mapped = profile.clone();
-    mapped.loss = map_link(&profile.loss, map);
-    mapped.duplication = map_link(&profile.duplication, map);
-    mapped
-        .partitions
-        .retain_mut(|p| map(p.device).map(|d| p.device = d).is_some());
-    mapped
-        .device_restarts
-        .retain_mut(|r| map(r.device).map(|d| r.device = d).is_some());
-    mapped
-        .clock_skew
-        .retain_mut(|s| map(s.device).map(|d| s.device = d).is_some());
-    mapped
-}
-
-/// 0 and every moment something starts (an action, a partition, a crash, a restart), in order.
+/// 0 and every moment something starts (an action, a fault), in order.
 pub fn moments(scenario: &Scenario) -> Vec<u64> {
-    let profile = &scenario.faults.profile;
+    let faults = scenario.faults.profile.windows();
     let mut moments: Vec<u64> = std::iter::once(0)
         .chain(scenario.workload.script.iter().map(|a| a.at_ms))
-        .chain(profile.partitions.iter().map(|p| p.start_ms))
-        .chain(profile.server_crashes.iter().map(|c| c.at_ms))
-        .chain(profile.device_restarts.iter().map(|r| r.at_ms))
+        .chain(faults.iter().map(|(start_ms, _)| *start_ms))
         .collect();
     moments.sort_unstable();
     moments.dedup();
@@ -223,52 +124,21 @@ pub fn moments(scenario: &Scenario) -> Vec<u64> {
 /// Moves everything that starts at or after `from_ms` (and the end of the safety phase) `by_ms`
 /// earlier; fault windows keep their length.
 pub fn shift_earlier(scenario: &mut Scenario, from_ms: u64, by_ms: u64) {
-    let shift = |ms: &mut u64| {
-        if *ms >= from_ms {
-            *ms -= by_ms;
+    for action in scenario.workload.script.iter_mut() {
+        if action.at_ms >= from_ms {
+            action.at_ms -= by_ms;
         }
-    };
-    scenario
-        .workload
-        .script
-        .iter_mut()
-        .for_each(|a| shift(&mut a.at_ms));
-    let profile = &mut scenario.faults.profile;
-    profile
-        .partitions
-        .iter_mut()
-        .for_each(|p| shift(&mut p.start_ms));
-    profile
-        .server_crashes
-        .iter_mut()
-        .for_each(|c| shift(&mut c.at_ms));
-    profile
-        .device_restarts
-        .iter_mut()
-        .for_each(|r| shift(&mut r.at_ms));
+    }
+    scenario.faults.profile.shift_earlier(from_ms, by_ms);
     scenario.workload.duration_ms -= by_ms;
 }
 
 /// The shortest safety phase that still holds every action and fault.
 pub fn duration_floor(scenario: &Scenario) -> u64 {
-    let profile = &scenario.faults.profile;
     let actions = scenario.workload.script.iter().map(|a| a.at_ms + 1);
-    let partitions = profile
-        .partitions
-        .iter()
-        .map(|p| p.start_ms + p.duration_ms);
-    let crashes = profile
-        .server_crashes
-        .iter()
-        .map(|c| c.at_ms + c.downtime_ms);
-    let restarts = profile
-        .device_restarts
-        .iter()
-        .map(|r| r.at_ms + r.downtime_ms);
+    let faults = scenario.faults.profile.windows();
     actions
-        .chain(partitions)
-        .chain(crashes)
-        .chain(restarts)
+        .chain(faults.iter().map(|(_, end_ms)| *end_ms))
         .fold(1, u64::max)
 }
 

@@ -1,0 +1,260 @@
+//! Multi-device invariants (DESIGN.md §6):
+//! - M1 devices-converge (liveness): after the quiet period all devices of a user show the same
+//!   entries of each conversation, in the same order, equal to the server's final timeline (over
+//!   the user's latest membership period) — also a device installed mid-run (roaming).
+//! - M2 read-state-converges (liveness): after the quiet period every device shows the server's
+//!   read watermark of its own user, and in 1:1 of the peer.
+//! - M3 cursor-monotonic: a device's sync cursor in a conversation never moves back, not even
+//!   across a restart, because the cursor lives in the device's local database and a restart
+//!   keeps it. A cursor that went back makes the device pull and show again what it showed.
+
+use super::index::{device_name, Findings, MessageKey};
+use super::{HistoryIndex, Invariant, Violation};
+use crate::{History, Node};
+use imsim_model::{ConvId, DeviceId, Event, Seq, UserId};
+use std::collections::BTreeMap;
+
+pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
+    let mut findings = Findings::new();
+    cursor_monotonic(history, &mut findings);
+    if index.run_ended().is_some() {
+        devices_converge(index, &mut findings);
+        read_state_converges(history, index, &mut findings);
+    }
+    findings.into_violations()
+}
+
+/// M1: per user with several devices and per conversation, each device's last display of each
+/// seq of the user's latest period equals the final timeline's entry there.
+fn devices_converge(index: &HistoryIndex, findings: &mut Findings) {
+    let convs: Vec<ConvId> = index.conversations().collect();
+    let users: Vec<UserId> = index.users().collect();
+    for user in users {
+        let devices = index.devices_of(user);
+        if devices.len() < 2 {
+            continue;
+        }
+        for conv in &convs {
+            let Some(period) = index.periods(*conv, user).latest().copied() else {
+                continue;
+            };
+            let Some(timeline) = index.final_timeline(*conv) else {
+                continue;
+            };
+            let expected: Vec<(Seq, MessageKey)> = timeline
+                .entries()
+                .filter(|(seq, _)| period.contains(*seq))
+                .collect();
+            for device in devices {
+                let mut shown: BTreeMap<Seq, (MessageKey, usize)> = BTreeMap::new();
+                for display in index.displays_of(*conv, *device) {
+                    if period.contains(display.seq) {
+                        shown.insert(display.seq, (display.message, display.record));
+                    }
+                }
+                let differs = expected
+                    .iter()
+                    .find(|(seq, key)| shown.get(seq).map(|(k, _)| k) != Some(key));
+                if let Some((seq, _)) = differs {
+                    let who = device_name(*device);
+                    let witness = shown.get(seq).map_or(timeline.record, |(_, at)| *at);
+                    findings.report(Invariant::M1DevicesConverge, || {
+                        let text = format!(
+                            "After the quiet period {who} ({user}) does not show {conv} {seq} \
+                             as the server's timeline has it, so {user}'s devices disagree."
+                        );
+                        (text, vec![witness, timeline.record])
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// M2: the last watermark each device shows equals the server's, for its own user and, in 1:1,
+/// for the peer.
+fn read_state_converges(history: &History, index: &HistoryIndex, findings: &mut Findings) {
+    let mut server: BTreeMap<(ConvId, UserId), (Seq, usize)> = BTreeMap::new();
+    let mut shown: BTreeMap<(DeviceId, ConvId, UserId), Seq> = BTreeMap::new();
+    for (record, line, event) in history.protocol_events() {
+        match (line.node, event) {
+            (
+                Node::Server,
+                Event::ReadAdvanced {
+                    conv, user, up_to, ..
+                },
+            ) => {
+                let entry = server.entry((*conv, *user)).or_insert((*up_to, record));
+                if *up_to >= entry.0 {
+                    *entry = (*up_to, record);
+                }
+            }
+            (Node::Device(device), Event::ReadSeen { conv, user, up_to }) => {
+                shown.insert((device, *conv, *user), *up_to);
+            }
+            _ => {}
+        }
+    }
+    for ((conv, user), (up_to, record)) in server {
+        let mut watchers = vec![user];
+        if !index.is_group(conv) {
+            watchers.extend(
+                index
+                    .users()
+                    .filter(|u| *u != user && !index.periods(conv, *u).all().is_empty()),
+            );
+        }
+        for watcher in watchers {
+            for device in index.devices_of(watcher) {
+                let seen = shown
+                    .get(&(*device, conv, user))
+                    .copied()
+                    .unwrap_or_default();
+                if seen != up_to {
+                    let who = device_name(*device);
+                    findings.report(Invariant::M2ReadStateConverges, || {
+                        let text = format!(
+                            "After the quiet period {who} shows {user}'s {conv} read watermark \
+                             at {seen}, but the server has {up_to}."
+                        );
+                        (text, vec![record])
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// M3: each `CursorAdvanced` is at least the previous one of its device and conversation. The
+/// comparison is with the previous cursor, not the highest: a cursor reset once is one report,
+/// and the climb back up after it is not reported again.
+fn cursor_monotonic(history: &History, findings: &mut Findings) {
+    let mut previous: BTreeMap<(ConvId, DeviceId), (Seq, usize)> = BTreeMap::new();
+    for (record, line, event) in history.protocol_events() {
+        let (Node::Device(device), Event::CursorAdvanced { conv, cursor }) = (line.node, event)
+        else {
+            continue;
+        };
+        let Some((before, before_record)) = previous.insert((*conv, device), (*cursor, record))
+        else {
+            continue;
+        };
+        if *cursor < before {
+            findings.report(Invariant::M3CursorMonotonic, || {
+                let text = format!(
+                    "{}'s {conv} cursor went back from {before} to {cursor}.",
+                    device_name(device)
+                );
+                (text, vec![before_record, record])
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+
+    fn multi_device(story: &Story) -> Vec<Violation> {
+        run(story, check)
+    }
+
+    #[test]
+    fn cursors_that_survive_a_restart_pass() {
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(1));
+        story.crash(Node::Device(D3));
+        story.restart(Node::Device(D3));
+        story.message(D1, C1, m(2));
+        story.cursor(D3, C1, 2); // re-announced after the restart: equal is not backwards
+        story.finish();
+        assert_eq!(multi_device(&story), vec![]);
+    }
+
+    #[test]
+    fn m3_a_cursor_reset_by_a_restart_is_reported_once() {
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(1));
+        story.message(D1, C1, m(2));
+        let before = story.cursor(D3, C1, 2);
+        story.crash(Node::Device(D3));
+        story.restart(Node::Device(D3));
+        // The device forgot its cursor and climbs back up from the start.
+        let reset = story.cursor(D3, C1, 1);
+        story.cursor(D3, C1, 2);
+        let violation = single(multi_device(&story), Invariant::M3CursorMonotonic);
+        assert_eq!(violation.witness, vec![before, reset]);
+        assert_eq!(
+            violation.explanation,
+            "device-3's c1 cursor went back from #2 to #1."
+        );
+    }
+
+    #[test]
+    fn siblings_showing_the_same_timeline_and_read_state_pass() {
+        let mut story = Story::one_to_one();
+        story.message(D3, C1, m(1));
+        story.server(Event::ReadAdvanced {
+            conv: C1,
+            user: U1,
+            device: D1,
+            up_to: Seq(1),
+        });
+        for device in [D1, D2, D3] {
+            let (conv, user, up_to) = (C1, U1, Seq(1));
+            story.device(device, Event::ReadSeen { conv, user, up_to });
+        }
+        story.finish();
+        assert_eq!(multi_device(&story), vec![]);
+    }
+
+    #[test]
+    fn m1_a_sibling_missing_a_message_fires_after_the_quiet_period() {
+        let mut story = Story::one_to_one();
+        story.send(D3, C1, m(1));
+        story.commit(C1, D3, m(1));
+        story.deliver_to(C1, 1, &[D1, D3]);
+        story.finish();
+        let violation = single(multi_device(&story), Invariant::M1DevicesConverge);
+        assert!(
+            violation.explanation.contains("device-2 (u1)"),
+            "{violation:?}"
+        );
+    }
+
+    #[test]
+    fn m2_a_device_left_with_an_old_watermark_fires_after_the_quiet_period() {
+        let mut story = Story::one_to_one();
+        story.message(D3, C1, m(1));
+        story.message(D3, C1, m(2));
+        let read = story.server(Event::ReadAdvanced {
+            conv: C1,
+            user: U1,
+            device: D1,
+            up_to: Seq(2),
+        });
+        for (device, up_to) in [(D1, 2), (D2, 1), (D3, 2)] {
+            let (conv, user, up_to) = (C1, U1, Seq(up_to));
+            story.device(device, Event::ReadSeen { conv, user, up_to });
+        }
+        story.finish();
+        let violation = single(multi_device(&story), Invariant::M2ReadStateConverges);
+        assert_eq!(violation.witness, vec![read]);
+        assert!(
+            violation
+                .explanation
+                .contains("device-2 shows u1's c1 read watermark at #1"),
+            "{violation:?}"
+        );
+    }
+
+    #[test]
+    fn m3_cursors_are_per_device_and_conversation() {
+        let mut story = Story::group();
+        story.cursor(D1, C1, 5);
+        story.cursor(D2, C1, 1);
+        story.cursor(D1, C2, 1);
+        assert_eq!(multi_device(&story), vec![]);
+    }
+}

@@ -1,0 +1,401 @@
+//! The fault profile a run carries: which faults it has, as data. It is drawn from the seed by
+//! the simulator's swarm (each fault class on or off, its parameters drawn) or fixed by the
+//! scenario, printed at the start of every run and stored in the history's first record, where
+//! the checkers read it (presence bounds, healthy links).
+//!
+//! Every operation that is the same for all faults of one shape (list the entries, keep some,
+//! rename devices, move start times, find the end) goes through the three tables of
+//! [`FaultProfile`] (`links`, `globals`, `items`), so a new fault class of an existing shape is
+//! one field, one [`FaultClass`] and one table row here, plus how the simulator draws and applies
+//! it (`sim/src/faults/`).
+
+use imsim_model::DeviceId;
+use serde::{Deserialize, Serialize};
+
+/// Every fault of one run. Times are simulated milliseconds since the start of the run; all
+/// faults end with the safety phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultProfile {
+    /// Packets on the listed devices' links are lost with this probability, each way.
+    pub loss: Option<LinkFault>,
+    /// Packets on the listed devices' links are delivered twice with this probability.
+    pub duplication: Option<LinkFault>,
+    /// Packets are delayed by up to `delay_ms_max` on top of the network's own latency, so they
+    /// overtake each other.
+    pub delay: Option<DelayFault>,
+    /// Packets are held and released together at the end of a window of `hold_ms_max`.
+    pub hold: Option<DelayFault>,
+    /// A device's link to the server is cut, both ways or one way.
+    pub partitions: Vec<PartitionFault>,
+    /// The server crashes (losing unsynced writes) and restarts after `downtime_ms`.
+    pub server_crashes: Vec<CrashFault>,
+    /// A device's app is killed and restarted after `downtime_ms`; its local database survives,
+    /// its session and hold-back buffer do not.
+    pub device_restarts: Vec<DeviceCrashFault>,
+    /// Offsets of device clocks from true time. Only a protocol that trusts timestamps notices.
+    pub clock_skew: Vec<ClockSkew>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkFault {
+    pub probability: f64,
+    /// The devices whose links are affected (both directions).
+    pub devices: Vec<DeviceId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelayFault {
+    pub probability: f64,
+    pub delay_ms_max: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionFault {
+    pub device: DeviceId,
+    pub direction: Direction,
+    pub start_ms: u64,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashFault {
+    pub at_ms: u64,
+    pub downtime_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCrashFault {
+    pub device: DeviceId,
+    pub at_ms: u64,
+    pub downtime_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSkew {
+    pub device: DeviceId,
+    pub offset_ms: i64,
+}
+
+/// Which way a partition cuts a device's link to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Both,
+    /// Packets from the device to the server are lost; the other way works.
+    ToServer,
+    /// Packets from the server to the device are lost; the other way works.
+    FromServer,
+}
+
+/// The fault classes the swarm switches on and off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultClass {
+    Loss,
+    Duplication,
+    Delay,
+    Hold,
+    Partition,
+    ServerCrash,
+    DeviceRestart,
+    ClockSkew,
+}
+
+impl FaultClass {
+    pub fn all() -> Vec<FaultClass> {
+        use FaultClass::*;
+        vec![
+            Loss,
+            Duplication,
+            Delay,
+            Hold,
+            Partition,
+            ServerCrash,
+            DeviceRestart,
+            ClockSkew,
+        ]
+    }
+}
+
+/// One fault entry the shrinker may drop, named by class: one device of a link fault, a global
+/// fault, or one item of a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultEntry {
+    Link(FaultClass, DeviceId),
+    Global(FaultClass),
+    Item(FaultClass, usize),
+}
+
+/// What generic code needs of one item of a fault list.
+pub trait TimedFault: Clone {
+    /// The device it affects, if it affects one device.
+    fn device_mut(&mut self) -> Option<&mut DeviceId>;
+    /// When it starts, if it happens at a moment (a clock skew lasts the whole run).
+    fn start_mut(&mut self) -> Option<&mut u64>;
+    /// How long it lasts from its start.
+    fn length_ms(&self) -> u64;
+}
+
+impl TimedFault for PartitionFault {
+    fn device_mut(&mut self) -> Option<&mut DeviceId> {
+        Some(&mut self.device)
+    }
+    fn start_mut(&mut self) -> Option<&mut u64> {
+        Some(&mut self.start_ms)
+    }
+    fn length_ms(&self) -> u64 {
+        self.duration_ms
+    }
+}
+
+impl TimedFault for CrashFault {
+    fn device_mut(&mut self) -> Option<&mut DeviceId> {
+        None
+    }
+    fn start_mut(&mut self) -> Option<&mut u64> {
+        Some(&mut self.at_ms)
+    }
+    fn length_ms(&self) -> u64 {
+        self.downtime_ms
+    }
+}
+
+impl TimedFault for DeviceCrashFault {
+    fn device_mut(&mut self) -> Option<&mut DeviceId> {
+        Some(&mut self.device)
+    }
+    fn start_mut(&mut self) -> Option<&mut u64> {
+        Some(&mut self.at_ms)
+    }
+    fn length_ms(&self) -> u64 {
+        self.downtime_ms
+    }
+}
+
+impl TimedFault for ClockSkew {
+    fn device_mut(&mut self) -> Option<&mut DeviceId> {
+        Some(&mut self.device)
+    }
+    fn start_mut(&mut self) -> Option<&mut u64> {
+        None
+    }
+    fn length_ms(&self) -> u64 {
+        0
+    }
+}
+
+/// A list of fault items seen through [`TimedFault`], so one table can hold lists of any item
+/// type.
+pub trait FaultList {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Keeps the items whose index `keep` accepts.
+    fn retain_index(&mut self, keep: &dyn Fn(usize) -> bool);
+    /// Renames each item's device; an item whose device `map` drops goes.
+    fn map_devices(&mut self, map: &dyn Fn(DeviceId) -> Option<DeviceId>);
+    /// The (start, end) of each item that happens at a moment.
+    fn windows(&mut self) -> Vec<(u64, u64)>;
+    /// Moves each start at or after `from_ms` `by_ms` earlier.
+    fn shift_earlier(&mut self, from_ms: u64, by_ms: u64);
+}
+
+impl<T: TimedFault> FaultList for Vec<T> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn retain_index(&mut self, keep: &dyn Fn(usize) -> bool) {
+        let mut index = 0;
+        self.retain(|_| {
+            index += 1;
+            keep(index - 1)
+        });
+    }
+    fn map_devices(&mut self, map: &dyn Fn(DeviceId) -> Option<DeviceId>) {
+        self.retain_mut(|item| match item.device_mut() {
+            Some(device) => map(*device).map(|renamed| *device = renamed).is_some(),
+            None => true,
+        });
+    }
+    fn windows(&mut self) -> Vec<(u64, u64)> {
+        self.iter_mut()
+            .filter_map(|item| {
+                let length_ms = item.length_ms();
+                item.start_mut().map(|start| (*start, *start + length_ms))
+            })
+            .collect()
+    }
+    fn shift_earlier(&mut self, from_ms: u64, by_ms: u64) {
+        for item in self.iter_mut() {
+            if let Some(start) = item.start_mut() {
+                if *start >= from_ms {
+                    *start -= by_ms;
+                }
+            }
+        }
+    }
+}
+
+impl FaultProfile {
+    /// The link faults (a probability on some devices' links), by class.
+    fn links(&mut self) -> [(FaultClass, &mut Option<LinkFault>); 2] {
+        [
+            (FaultClass::Loss, &mut self.loss),
+            (FaultClass::Duplication, &mut self.duplication),
+        ]
+    }
+
+    /// The faults on every packet (a probability and a time), by class.
+    fn globals(&mut self) -> [(FaultClass, &mut Option<DelayFault>); 2] {
+        [
+            (FaultClass::Delay, &mut self.delay),
+            (FaultClass::Hold, &mut self.hold),
+        ]
+    }
+
+    /// The lists of faults that each have a device or a moment, by class.
+    fn items(&mut self) -> [(FaultClass, &mut dyn FaultList); 4] {
+        [
+            (FaultClass::Partition, &mut self.partitions),
+            (FaultClass::ServerCrash, &mut self.server_crashes),
+            (FaultClass::DeviceRestart, &mut self.device_restarts),
+            (FaultClass::ClockSkew, &mut self.clock_skew),
+        ]
+    }
+
+    /// The fault classes present in this profile, in [`FaultClass`] order.
+    pub fn classes(&self) -> Vec<FaultClass> {
+        let mut profile = self.clone();
+        let mut present: Vec<FaultClass> = Vec::new();
+        let links = profile.links().map(|(class, f)| (class, f.is_some()));
+        let globals = profile.globals().map(|(class, f)| (class, f.is_some()));
+        let items = profile
+            .items()
+            .map(|(class, list)| (class, !list.is_empty()));
+        for (class, on) in links.into_iter().chain(globals).chain(items) {
+            if on {
+                present.push(class);
+            }
+        }
+        present.sort();
+        present
+    }
+
+    /// Every entry of the profile: each device of a link fault, each global fault, each item.
+    pub fn entries(&self) -> Vec<FaultEntry> {
+        let mut profile = self.clone();
+        let mut entries = Vec::new();
+        for (class, fault) in profile.links() {
+            if let Some(fault) = fault {
+                entries.extend(fault.devices.iter().map(|d| FaultEntry::Link(class, *d)));
+            }
+        }
+        for (class, fault) in profile.globals() {
+            if fault.is_some() {
+                entries.push(FaultEntry::Global(class));
+            }
+        }
+        for (class, list) in profile.items() {
+            entries.extend((0..list.len()).map(|i| FaultEntry::Item(class, i)));
+        }
+        entries
+    }
+
+    /// The number of faults: a link fault counts once however many devices it names.
+    pub fn count(&self) -> usize {
+        let mut profile = self.clone();
+        let links = profile.links().iter().filter(|(_, f)| f.is_some()).count();
+        let globals = profile
+            .globals()
+            .iter()
+            .filter(|(_, f)| f.is_some())
+            .count();
+        let items: usize = profile.items().iter().map(|(_, list)| list.len()).sum();
+        links + globals + items
+    }
+
+    /// The profile with only the `kept` entries; a link fault goes with its last device.
+    pub fn keep(&self, kept: &[FaultEntry]) -> FaultProfile {
+        let mut profile = self.clone();
+        for (class, fault) in profile.links() {
+            if let Some(link) = fault {
+                link.devices
+                    .retain(|d| kept.contains(&FaultEntry::Link(class, *d)));
+            }
+            if fault.as_ref().is_some_and(|link| link.devices.is_empty()) {
+                *fault = None;
+            }
+        }
+        for (class, fault) in profile.globals() {
+            if !kept.contains(&FaultEntry::Global(class)) {
+                *fault = None;
+            }
+        }
+        for (class, list) in profile.items() {
+            list.retain_index(&|i| kept.contains(&FaultEntry::Item(class, i)));
+        }
+        profile
+    }
+
+    /// The profile with every device renamed by `map`; faults on devices it drops go too.
+    pub fn map_devices(&self, map: &dyn Fn(DeviceId) -> Option<DeviceId>) -> FaultProfile {
+        let mut profile = self.clone();
+        for (_, fault) in profile.links() {
+            if let Some(link) = fault {
+                link.devices = link.devices.iter().filter_map(|d| map(*d)).collect();
+            }
+            if fault.as_ref().is_some_and(|link| link.devices.is_empty()) {
+                *fault = None;
+            }
+        }
+        for (_, list) in profile.items() {
+            list.map_devices(map);
+        }
+        profile
+    }
+
+    /// (start, end) of every fault that happens at a moment, in table order.
+    pub fn windows(&self) -> Vec<(u64, u64)> {
+        let mut profile = self.clone();
+        let items = profile.items();
+        items
+            .into_iter()
+            .flat_map(|(_, list)| list.windows())
+            .collect()
+    }
+
+    /// Moves every fault that starts at or after `from_ms` `by_ms` earlier; windows keep their
+    /// length.
+    pub fn shift_earlier(&mut self, from_ms: u64, by_ms: u64) {
+        for (_, list) in self.items() {
+            list.shift_earlier(from_ms, by_ms);
+        }
+    }
+
+    /// Adds the faults of `other` (scripted ones) to this profile; a class set in both keeps
+    /// `other`'s parameters.
+    pub fn merge(&mut self, other: &FaultProfile) {
+        self.loss = other.loss.clone().or(self.loss.take());
+        self.duplication = other.duplication.clone().or(self.duplication.take());
+        self.delay = other.delay.clone().or(self.delay.take());
+        self.hold = other.hold.clone().or(self.hold.take());
+        self.partitions.extend(other.partitions.iter().cloned());
+        self.server_crashes
+            .extend(other.server_crashes.iter().cloned());
+        self.server_crashes.sort_by_key(|crash| crash.at_ms);
+        self.device_restarts
+            .extend(other.device_restarts.iter().cloned());
+        for skew in &other.clock_skew {
+            self.clock_skew.retain(|s| s.device != skew.device);
+            self.clock_skew.push(skew.clone());
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The fault layer: the packet rules of a run, the seeded generator their draws come from, and
+//! the counts of what they did. Every packet of the safety phase passes through it once; after
+//! the safety phase every packet passes. It holds no clock and no network, so any driver can
+//! put it in front of its transport.
+
+use super::rules::{PacketMeta, Rule, Verdict};
+use imsim_history::stats::PacketStats;
+use imsim_model::DeviceId;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+pub struct FaultLayer {
+    rules: Vec<Rule>,
+    rng: ChaCha8Rng,
+    /// Packet faults apply only before this time (the end of the safety phase).
+    safety_end_ms: u64,
+    stats: PacketStats,
+}
+
+impl FaultLayer {
+    pub fn new(rules: Vec<Rule>, rng: ChaCha8Rng, safety_end_ms: u64) -> FaultLayer {
+        FaultLayer {
+            rules,
+            rng,
+            safety_end_ms,
+            stats: PacketStats::default(),
+        }
+    }
+
+    /// The verdict for one packet of kind `kind` on `device`'s link, counted.
+    pub fn judge(
+        &mut self,
+        kind: &'static str,
+        device: DeviceId,
+        to_server: bool,
+        now_ms: u64,
+    ) -> Verdict {
+        self.stats.sent += 1;
+        *self.stats.by_kind.entry(kind).or_default() += 1;
+        let verdict = if now_ms < self.safety_end_ms {
+            self.first_verdict(device, to_server, now_ms)
+        } else {
+            Verdict::Pass
+        };
+        match verdict {
+            Verdict::Pass => {}
+            Verdict::Drop => self.stats.dropped += 1,
+            Verdict::Duplicate => self.stats.duplicated += 1,
+            Verdict::Delay(_) => self.stats.delayed += 1,
+            Verdict::Hold(_) => self.stats.held += 1,
+        }
+        verdict
+    }
+
+    pub fn stats(&self) -> &PacketStats {
+        &self.stats
+    }
+
+    fn first_verdict(&mut self, device: DeviceId, to_server: bool, now_ms: u64) -> Verdict {
+        let meta = PacketMeta {
+            device,
+            to_server,
+            now_ms,
+        };
+        let rng = &mut self.rng;
+        let mut draw = || rng.gen::<f64>();
+        self.rules
+            .iter()
+            .map(|rule| rule.verdict(&meta, &mut draw))
+            .find(|v| *v != Verdict::Pass)
+            .unwrap_or(Verdict::Pass)
+    }
+}
+
+impl Verdict {
+    /// How many copies to send, and after how many milliseconds (`None`: dropped).
+    pub fn copies_and_delay_ms(self, now_ms: u64) -> Option<(u32, u64)> {
+        match self {
+            Verdict::Pass => Some((1, 0)),
+            Verdict::Drop => None,
+            Verdict::Duplicate => Some((2, 0)),
+            Verdict::Delay(delay_ms) => Some((1, delay_ms)),
+            Verdict::Hold(until_ms) => Some((1, until_ms.saturating_sub(now_ms))),
+        }
+    }
+}
