@@ -21,10 +21,11 @@ pub struct XmppArgs {
     /// Users (2-6); the first has two devices.
     #[arg(long, default_value_t = 3)]
     users: usize,
-    /// Fault classes instead of the seed's draw, comma separated: none, reset, stall,
-    /// blackhole, delay, refuse, server_kill.
-    #[arg(long, value_delimiter = ',')]
-    faults: Option<Vec<String>>,
+    /// Fault classes, comma separated: none (the default), swarm (each class on or off by
+    /// the seed), or any of reset, stall, blackhole, delay, refuse, server_kill. Times,
+    /// targets and durations always come from the seed.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    faults: Vec<String>,
     /// Use this running server instead of starting Prosody (needs --accounts).
     #[arg(long, value_name = "HOST:PORT", requires = "accounts")]
     server: Option<SocketAddr>,
@@ -64,7 +65,7 @@ pub fn command_xmpp(args: XmppArgs) -> Result<bool, String> {
         seed: args.seed,
         messages: args.messages,
         users: args.users,
-        faults: args.faults.clone(),
+        faults: (args.faults != ["swarm"]).then(|| args.faults.clone()),
         server,
         verbose: args.verbose,
         hibernation_s: args.hibernation_s,
@@ -72,8 +73,12 @@ pub fn command_xmpp(args: XmppArgs) -> Result<bool, String> {
     };
     let profile = imsim_xmpp::profile_of(&options)?;
     let faults = serde_json::to_string(&profile).unwrap_or_default();
+    let plan = imsim_xmpp::fault_plan(&options)?;
     if args.format == Format::Text {
         say!("== xmpp seed {} faults {faults}", args.seed);
+        for line in &plan {
+            say!("   fault {line}");
+        }
     }
     let outcome = imsim_xmpp::run(&options)?;
     if let Some(path) = &args.history_out {
@@ -111,6 +116,7 @@ pub fn command_xmpp(args: XmppArgs) -> Result<bool, String> {
             object["scenario"] = json!("xmpp");
             object["system"] = json!(outcome.system);
             object["faults"] = serde_json::to_value(&profile).unwrap_or_default();
+            object["fault_plan"] = json!(plan);
             object["replay"] = json!(replay);
             object["wall_ms"] = json!(outcome.wall.as_millis() as u64);
             object["history"] = json!(args
@@ -130,9 +136,7 @@ fn replay_command(args: &XmppArgs) -> String {
         "imsim xmpp --seed {} --messages {} --users {}",
         args.seed, args.messages, args.users
     );
-    if let Some(faults) = &args.faults {
-        command += &format!(" --faults {}", faults.join(","));
-    }
+    command += &format!(" --faults {}", args.faults.join(","));
     if args.hibernation_s != imsim_xmpp::server::HIBERNATION_S_DEFAULT {
         command += &format!(" --hibernation-s {}", args.hibernation_s);
     }

@@ -16,4 +16,4 @@ mod session;
 mod stanza;
 mod xml;
 
-pub use run::{profile_of, run, ExternalServer, XmppOptions, XmppOutcome};
+pub use run::{fault_plan, profile_of, run, ExternalServer, XmppOptions, XmppOutcome};

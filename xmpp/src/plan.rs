@@ -23,6 +23,9 @@ pub struct Cast {
     pub conversations: Vec<ConversationInfo>,
     pub domain: String,
     pub muc_domain: String,
+    /// Archive reads ask only for entries since this time (XEP-0082 UTC), so a server used
+    /// for earlier runs shows this run's messages only.
+    pub archive_start: Option<String>,
 }
 
 impl Cast {
@@ -60,6 +63,7 @@ impl Cast {
             conversations,
             domain: domain.to_string(),
             muc_domain: muc_domain.to_string(),
+            archive_start: None,
         }
     }
 
@@ -115,6 +119,32 @@ impl Cast {
     }
 }
 
+/// A Unix time in seconds as an XEP-0082 UTC date-time (`1970-01-01T00:00:00Z`).
+pub fn utc_date_time(unix_s: u64) -> String {
+    // Days to a civil date: Howard Hinnant's days_from_civil, inverted.
+    let days = (unix_s / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let seconds = unix_s % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        seconds / 3_600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
 /// Which fault classes a run uses and their bounds (printed in the run header).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FaultProfile {
@@ -156,7 +186,7 @@ impl FaultProfile {
                     .position(|class| class == name)
                     .ok_or_else(|| {
                         format!(
-                            "--faults: unknown fault `{name}` (known: none, {})",
+                            "--faults: unknown fault `{name}` (known: none, swarm, {})",
                             FAULT_CLASSES.join(", ")
                         )
                     })?;
@@ -368,6 +398,13 @@ mod tests {
         assert_eq!(none.events, 0);
         let error = FaultProfile::draw(3, Some(&["flood".to_string()])).unwrap_err();
         assert!(error.contains("unknown fault `flood`"), "{error}");
+    }
+
+    #[test]
+    fn utc_date_times_match_known_dates() {
+        assert_eq!(utc_date_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_date_time(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_date_time(1_798_761_599), "2026-12-31T23:59:59Z");
     }
 
     #[test]

@@ -71,6 +71,44 @@ pub fn profile_of(options: &XmppOptions) -> Result<FaultProfile, String> {
     Ok(profile)
 }
 
+/// The faults the seed places, one line each, for the run header. Targets are client ids,
+/// which do not depend on the account names, so the plan is known before the server is.
+pub fn fault_plan(options: &XmppOptions) -> Result<Vec<String>, String> {
+    let profile = profile_of(options)?;
+    let names: Vec<String> = (1..=options.users)
+        .map(|index| format!("u{index}"))
+        .collect();
+    let cast = Cast::standard(&names, server::DOMAIN, server::MUC_DOMAIN);
+    Ok(schedule(options.seed, &cast, options.messages, &profile)
+        .into_iter()
+        .filter_map(|step| match step.action {
+            Action::Fault {
+                fault,
+                target,
+                detail,
+                duration_ms,
+                delay_ms,
+            } => Some(match fault.as_str() {
+                "reset" => format!("at {} ms: reset {target}", step.at_ms),
+                "delay" => format!(
+                    "at {} ms: delay {target} by {delay_ms} ms for {duration_ms} ms",
+                    step.at_ms
+                ),
+                "server_kill" => format!(
+                    "at {} ms: kill -9 the server, restart after {duration_ms} ms",
+                    step.at_ms
+                ),
+                _ => format!(
+                    "at {} ms: {fault} {target} {detail} for {duration_ms} ms",
+                    step.at_ms
+                )
+                .replace("  ", " "),
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
 pub fn run(options: &XmppOptions) -> Result<XmppOutcome, String> {
     if !(2..=6).contains(&options.users) {
         return Err(format!("--users {}: between 2 and 6 users", options.users));
@@ -127,11 +165,12 @@ async fn drive(options: &XmppOptions, profile: FaultProfile) -> Result<XmppOutco
     }
     let accounts = &accounts[..options.users];
     let names: Vec<String> = accounts.iter().map(|(user, _)| user.clone()).collect();
-    let cast = Arc::new(Cast::standard(
-        &names,
-        &domain,
-        &format!("conference.{domain}"),
-    ));
+    let mut cast = Cast::standard(&names, &domain, &format!("conference.{domain}"));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    cast.archive_start = Some(crate::plan::utc_date_time(now_s));
+    let cast = Arc::new(cast);
     let recorder = Recorder::new(options.verbose);
     recorder.record(BlackBoxEvent::BlackboxStarted {
         system: system.clone(),

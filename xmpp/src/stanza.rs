@@ -182,12 +182,13 @@ pub fn marker(to: &str, kind: MarkerKind, msg: &str, id: &str) -> Element {
 }
 
 /// An archive query (XEP-0313): of the room `to` (or our own archive when `None`), with one
-/// peer only when `with` is given, after the archive id `after`.
+/// peer only when `with` is given, after the archive id `after`, stored since `start`.
 pub fn archive_query(
     id: &str,
     to: Option<&str>,
     with: Option<&str>,
     after: Option<&str>,
+    start: Option<&str>,
 ) -> Element {
     let mut form = Element::new("x")
         .with("xmlns", NS_DATA)
@@ -203,6 +204,13 @@ pub fn archive_query(
             Element::new("field")
                 .with("var", "with")
                 .child(Element::new("value").text(with)),
+        );
+    }
+    if let Some(start) = start {
+        form = form.child(
+            Element::new("field")
+                .with("var", "start")
+                .child(Element::new("value").text(start)),
         );
     }
     let mut set = Element::new("set")

@@ -91,7 +91,8 @@ impl Client {
         for _ in 0..ARCHIVE_PAGES_MAX {
             let id = self.stanza_id("mam");
             self.results.clear();
-            let query = stanza::archive_query(&id, to, with, after.as_deref());
+            let since = self.cast.archive_start.clone();
+            let query = stanza::archive_query(&id, to, with, after.as_deref(), since.as_deref());
             let answer = self.request(reader, writer, query).await?;
             if answer.attribute("type") != Some("result") {
                 return Err(format!("archive query refused: {}", answer.to_xml()));
