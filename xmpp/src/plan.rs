@@ -1,9 +1,9 @@
 //! Who takes part (the cast), and what happens when (the plan): the workload and the faults,
 //! drawn from the seed alone with rand_chacha so a seed always means the same schedule.
 //!
-//! Fault classes are swarm-drawn: per seed each class is on or off, then the events of the
-//! classes that are on are placed in the safety phase. `--faults` replaces the draw of the
-//! classes; the times, targets and durations still come from the seed.
+//! Fault classes are chosen (`--faults a,b`, or none) or swarm-drawn (`--faults swarm`: per
+//! seed each class is on or off); then the events of the classes that are on are placed in
+//! the safety phase. The times, targets and durations always come from the seed.
 
 use imsim_history::blackbox::{ClientInfo, ConversationInfo, ConversationKind};
 use rand::{Rng, SeedableRng};
