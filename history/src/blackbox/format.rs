@@ -134,6 +134,10 @@ pub enum BlackBoxEvent {
         body: String,
         #[serde(default)]
         server_id: Option<String>,
+        /// The server's order token, when it hands one out (a sequence number, a timestamp
+        /// it promises to order by). XMPP gives none: stanza ids are opaque.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order: Option<String>,
         via: Via,
     },
     /// The client showed the message to its user (after its dedupe).

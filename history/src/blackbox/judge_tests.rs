@@ -73,6 +73,7 @@ impl Story {
             sender: sender.into(),
             body: format!("body of {msg}"),
             server_id: None,
+            order: None,
             via: Via::Live,
         });
         self.push(BlackBoxEvent::Displayed {

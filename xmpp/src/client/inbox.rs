@@ -176,6 +176,7 @@ impl Client {
             sender: sender.clone(),
             body: body.clone(),
             server_id: incoming.server_id.as_ref().map(|(id, _)| id.clone()),
+            order: None,
             via: incoming.via,
         });
         if !self
