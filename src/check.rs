@@ -22,6 +22,9 @@ pub fn command_check(path: &Path, format: Format) -> Result<bool, String> {
     } else {
         std::fs::read_to_string(path).map_err(|error| format!("{name}: cannot read: {error}"))?
     };
+    if imsim_history::blackbox::BlackBoxHistory::looks_like(&text) {
+        return crate::xmpp::check_blackbox(&name, &text, format);
+    }
     let history = History::from_jsonl(&text)
         .map_err(|(line, message)| format!("{name}:{line}: {message}"))?;
     if history.records.is_empty() {

@@ -14,6 +14,7 @@ mod shard;
 mod shrink_command;
 mod sweep;
 mod variants;
+mod xmpp;
 
 use args::{load_all, parse_jobs, parse_seed_range, parse_variant, Format};
 use clap::{Parser, Subcommand};
@@ -106,6 +107,8 @@ enum Commands {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Drive a real XMPP server (Prosody) through fault proxies and judge what its clients saw.
+    Xmpp(xmpp::XmppArgs),
 }
 
 fn main() -> ExitCode {
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
         Commands::BenchScaleStep { members } => bench::command_scale_step(members),
         Commands::Serve(args) => live_command::command_serve(args),
         Commands::Live(args) => live_command::command_live(args),
+        Commands::Xmpp(args) => xmpp::command_xmpp(args),
         Commands::Variants { format } => {
             variants::print_catalogue(format);
             Ok(true)

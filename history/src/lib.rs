@@ -14,6 +14,7 @@
 //!
 //! No madsim, no tokio, no randomness: `cargo tree -p imsim-history` shows the model and serde.
 
+pub mod blackbox;
 pub mod category;
 pub mod check;
 pub mod coverage;
