@@ -6,7 +6,8 @@
 
 use crate::args::Format;
 use crate::output::{say, violations_json};
-use imsim_history::{check_all, replay_command, History, Invariant, Violation};
+use imsim_history::check::judged::{judgements, Judgement};
+use imsim_history::{check_all, replay_command, History, Violation};
 use imsim_history::{Entry, HarnessEvent, RunStart};
 use imsim_model::Event;
 use imsim_sim::Scenario;
@@ -40,19 +41,41 @@ pub fn command_check(path: &Path, format: Format) -> Result<bool, String> {
             replay_command(&start.scenario, start.seed, variant)
         });
     let notes = not_judged(&history);
+    let judgements = judgements(&history);
+    let (mut judged, mut vacuous, mut not_judged) = (Vec::new(), Vec::new(), Vec::new());
+    for (invariant, judgement) in &judgements {
+        match judgement {
+            Judgement::Judged => judged.push(invariant.to_string()),
+            Judgement::Vacuous(why) => {
+                vacuous.push(json!({"invariant": invariant.to_string(), "why": why}))
+            }
+            Judgement::NotJudged(why) => {
+                not_judged.push(json!({"invariant": invariant.to_string(), "why": why}))
+            }
+        }
+    }
     match format {
         Format::Text => {
             say!("== {name}: {}", describe(&history));
             say!(
-                "   {}: {} | invariants checked {}",
+                "   {}: {} | invariants judged {}, vacuous {}, not judged {}",
                 if violations.is_empty() {
                     "ok"
                 } else {
                     "FAILED"
                 },
                 counts(&history),
-                Invariant::ALL.len()
+                judged.len(),
+                vacuous.len(),
+                not_judged.len()
             );
+            for (invariant, judgement) in &judgements {
+                match judgement {
+                    Judgement::Judged => {}
+                    Judgement::Vacuous(why) => say!("   vacuous: {invariant}: {why}"),
+                    Judgement::NotJudged(why) => say!("   not judged: {invariant}: {why}"),
+                }
+            }
             for note in &notes {
                 say!("   note: {note}");
             }
@@ -78,6 +101,9 @@ pub fn command_check(path: &Path, format: Format) -> Result<bool, String> {
                     "violations": violations_json(&history, &violations),
                     "records": history.records.len(),
                     "notes": notes,
+                    "judged": judged,
+                    "vacuous": vacuous,
+                    "not_judged": not_judged,
                     "replay": replay,
                 })
             );

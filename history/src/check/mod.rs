@@ -5,6 +5,7 @@ mod durability;
 mod exactly_once;
 mod groups;
 mod index;
+pub mod judged;
 mod multi_device;
 mod ordering;
 mod periods;
