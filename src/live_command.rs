@@ -7,7 +7,8 @@
 use crate::args::Format;
 use crate::output::{outcome_json, print_outcome_text, say};
 use imsim_live::clock::{monotonic_ns, Clock};
-use imsim_live::run::{directory_of, run_live, LiveOptions, LiveOutcome};
+use imsim_live::directory::directory_of;
+use imsim_live::run::{run_live, LiveOptions, LiveOutcome};
 use imsim_live::server::{serve, ServeOptions};
 use imsim_sim::Setup;
 use serde_json::json;

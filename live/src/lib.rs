@@ -20,6 +20,7 @@ pub mod clock;
 pub mod data_dir;
 pub mod device;
 pub mod device_state;
+pub mod directory;
 pub mod faults;
 pub mod log;
 pub mod merge;

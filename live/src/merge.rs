@@ -13,7 +13,7 @@
 //! server's last line. They are counted in the run's notes.
 
 use crate::data_dir::storage_of;
-use crate::run::directory_of;
+use crate::directory::directory_of;
 use crate::server::{ServeCounts, ServerLine};
 use imsim_history::{Entry, HarnessEvent, History, Node, TimelineEntry};
 use imsim_model::{ConvId, Event, ProtocolConfig, Record, Seq, Server, Time, UserId};

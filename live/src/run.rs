@@ -16,13 +16,14 @@
 
 use crate::clock::Clock;
 use crate::device::{run_device, DeviceSlot};
+use crate::directory::token;
 use crate::faults::LiveHarness;
 use crate::log::parse_log;
 use crate::merge::{events_file, merge, read_server_files, unpublished_events};
 use crate::server::ServeCounts;
 use imsim_history::stats::RunStats;
-use imsim_history::{check_all, HarnessEvent, History, Node, RunStart, Topology};
-use imsim_model::{DeviceId, DeviceIdentity, Directory};
+use imsim_history::{check_all, HarnessEvent, History, Node, RunStart};
+use imsim_model::{DeviceId, DeviceIdentity};
 use imsim_sim::{RunOutcome, Scenario, Setup};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -61,31 +62,6 @@ pub struct LiveOutcome {
     pub notes: Vec<String>,
     /// Where the run's files are (data directory, events, server logs); kept on failure.
     pub run_dir: PathBuf,
-}
-
-/// The login token of a device: any fixed function works; the server's directory and the
-/// device agree on it.
-pub fn token(device: DeviceId) -> u64 {
-    0x5eed_0000_0000 | u64::from(device.0)
-}
-
-/// The server's directory for a topology.
-pub fn directory_of(topology: &Topology) -> Directory {
-    let mut directory = Directory::new();
-    for user in &topology.users {
-        for device in &user.devices {
-            directory.add_device(user.user, *device, token(*device));
-        }
-    }
-    for conversation in &topology.conversations {
-        let members = conversation.members.clone();
-        if conversation.group {
-            directory.add_group(conversation.conv, members);
-        } else {
-            directory.add_conversation(conversation.conv, members);
-        }
-    }
-    directory
 }
 
 /// What the controller does at a moment of the run.
@@ -507,6 +483,7 @@ fn free_port() -> Result<std::net::SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::directory::directory_of;
     use imsim_history::faults::{CrashFault, DeviceCrashFault};
 
     fn setup(crashes: &[(u64, u64)], device_restarts: &[(u64, u64)]) -> Setup {

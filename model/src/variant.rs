@@ -178,7 +178,7 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         variant: Variant::RemovedMemberStillReceives,
         scenario: "group-membership-churn",
         invariant: "member-only-delivery",
-        also: &["eventual-delivery"],
+        also: &["eventual-delivery", "delivered-in-time"],
         description: "fan-out pushes to the group's founding members, also after one was removed",
     },
     CatalogueEntry {

@@ -43,13 +43,13 @@ pub struct Index {
     pub user_of_client: BTreeMap<String, String>,
     pub kind_of_conv: BTreeMap<String, ConversationKind>,
     pub members: BTreeMap<String, Vec<String>>,
-    pub sends: HashMap<MessageKey, Send>,
+    pub sends: BTreeMap<MessageKey, Send>,
     /// Per (client, conversation): the client's message ids in the order it sent them.
     pub send_order: BTreeMap<(String, String), Vec<(usize, String)>>,
     pub acks: Vec<Seen>,
-    pub failed: HashMap<MessageKey, usize>,
+    pub failed: BTreeMap<MessageKey, usize>,
     /// The `send_retried` records of each message.
-    pub retries: HashMap<MessageKey, Vec<usize>>,
+    pub retries: BTreeMap<MessageKey, Vec<usize>>,
     pub displays: Vec<Seen>,
     pub received: Vec<Seen>,
     pub markers_sent: Vec<Seen>,

@@ -7,23 +7,12 @@
 
 use super::format::{BlackBoxHistory, ConversationKind};
 use super::index::{Index, MessageKey};
-use crate::check::{Invariant, Violation};
+pub use super::verdict::{finding, Verdict};
+use crate::check::Invariant;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// What could be judged and what was found. Findings are the checkers' own `Violation`s, so
-/// they print and serialise exactly like those of an imsim history.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Verdict {
-    /// (invariant, what was checked).
-    pub judged: Vec<(Invariant, String)>,
-    /// (invariant, why it could not be judged).
-    pub not_judged: Vec<(Invariant, String)>,
-    pub findings: Vec<Violation>,
-    pub notes: Vec<String>,
-}
-
 /// Invariants a client can never observe on any black-box history, with the reason.
-const NEVER_OBSERVABLE: [(Invariant, &str); 10] = [
+const NEVER_OBSERVABLE: [(Invariant, &str); 12] = [
     (Invariant::O1SeqMonotonic, "the server hands out no sequence numbers (stanza ids are opaque strings); the final read's archive order is the order"),
     (Invariant::D3CursorContiguous, "a client's sync cursor is internal to it and not recorded"),
     (Invariant::M3CursorMonotonic, "a client's sync cursor is internal to it and not recorded"),
@@ -34,6 +23,8 @@ const NEVER_OBSERVABLE: [(Invariant, &str); 10] = [
     (Invariant::P1PresenceConverges, "presence is not recorded in the black-box profile"),
     (Invariant::P2OfflineDetectedInTime, "presence is not recorded in the black-box profile"),
     (Invariant::P3PresenceFanoutBounded, "presence is not recorded in the black-box profile"),
+    (Invariant::D5SendResolves, "judged with D4 here: an invoked send must be acked, failed visibly or in the final read"),
+    (Invariant::T1DeliveredInTime, "the health of each client's link and session at the server is not observable"),
 ];
 
 /// Judges every invariant that the history allows.
@@ -96,14 +87,6 @@ pub fn judge(history: &BlackBoxHistory) -> Verdict {
         verdict.not_judged.push((name, why.to_string()));
     }
     verdict
-}
-
-pub fn finding(invariant: Invariant, explanation: String, witness: Vec<usize>) -> Violation {
-    Violation {
-        invariant,
-        explanation,
-        witness,
-    }
 }
 
 fn show(key: &MessageKey) -> String {

@@ -6,6 +6,7 @@ mod index;
 pub mod judge;
 mod receipts;
 pub mod report;
+mod verdict;
 
 pub use format::{
     ArchiveEntry, BlackBoxEvent, BlackBoxHistory, BlackBoxRecord, ClientInfo, ConversationInfo,

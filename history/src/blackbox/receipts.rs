@@ -4,7 +4,7 @@
 
 use super::format::MarkerKind;
 use super::index::Index;
-use super::judge::{finding, Verdict};
+use super::verdict::{finding, Verdict};
 use crate::check::Invariant;
 use std::collections::HashMap;
 
