@@ -7,6 +7,7 @@ mod bench;
 mod check;
 mod coverage_summary;
 mod output;
+mod progress;
 mod replay;
 mod report;
 mod shard;
@@ -67,9 +68,16 @@ enum Commands {
         #[arg(long, value_name = "NAME", value_parser = parse_variant)]
         variant: Option<Variant>,
         /// Fail (exit 1) if a coverage signal that a scenario can reach was never hit in the
-        /// sweep; the summary lists every signal with its count either way.
+        /// sweep; the table of every signal with its count is printed when it fails.
         #[arg(long)]
         require_coverage: bool,
+        /// Print the coverage table: every signal of every scenario with its count.
+        #[arg(long)]
+        coverage: bool,
+        /// Print every seed (its faults, figures and costs), not only the failing ones, and the
+        /// coverage table.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Run one seed and print its event trace and trace hash.
     Replay(replay::ReplayArgs),
@@ -120,6 +128,8 @@ fn main() -> ExitCode {
             shrink,
             variant,
             require_coverage,
+            coverage,
+            verbose,
         } => {
             if seed == Some(u64::MAX) {
                 eprintln!(
@@ -137,6 +147,8 @@ fn main() -> ExitCode {
                 determinism_every: check_determinism_every,
                 format,
                 require_coverage,
+                verbose,
+                coverage_table: coverage,
             };
             load_all(scenarios, variant)
                 .and_then(|scenarios| sweep::sweep(&scenarios, &options, determinism::rerun))
