@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod check;
 mod coverage_summary;
+mod merge;
 mod output;
 mod progress;
 mod replay;
@@ -79,6 +80,9 @@ enum Commands {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Combine the JSON outputs of `run --shard I/N` on several machines into one summary:
+    /// runs, failures with their replay commands, and coverage judged on the union.
+    Merge(merge::MergeArgs),
     /// Run one seed and print its event trace and trace hash.
     Replay(replay::ReplayArgs),
     /// Check every invariant on a history recorded anywhere (JSON lines; `-` reads stdin).
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
             load_all(scenarios, variant)
                 .and_then(|scenarios| sweep::sweep(&scenarios, &options, determinism::rerun))
         }
+        Commands::Merge(args) => merge::command_merge(args),
         Commands::Replay(args) => replay::command_replay(args),
         Commands::Check { history, format } => check::command_check(&history, format),
         Commands::Report(args) => report::command_report(args),

@@ -347,19 +347,7 @@ impl Tally {
                 self.determinism_checked
             ),
         });
-        let faults: Vec<String> = FaultClass::all()
-            .into_iter()
-            .map(|class| {
-                let name = serde_json::to_value(class).expect("a fault class serialises");
-                let count = self.faults.get(&class).copied().unwrap_or(0);
-                let share = 100.0 * count as f64 / self.runs.max(1) as f64;
-                format!("{} {count} ({share:.0}%)", name.as_str().unwrap_or("?"))
-            })
-            .collect();
-        lines.push(format!(
-            "faults exercised (runs with the class on, share of runs): {}",
-            faults.join(", ")
-        ));
+        lines.push(faults_line(&self.faults, self.runs));
         lines.extend(
             self.failed
                 .iter()
@@ -367,6 +355,23 @@ impl Tally {
         );
         lines
     }
+}
+
+/// How many runs had each fault class on, and their share of `runs`.
+pub fn faults_line(faults: &BTreeMap<FaultClass, u64>, runs: u64) -> String {
+    let faults: Vec<String> = FaultClass::all()
+        .into_iter()
+        .map(|class| {
+            let name = serde_json::to_value(class).expect("a fault class serialises");
+            let count = faults.get(&class).copied().unwrap_or(0);
+            let share = 100.0 * count as f64 / runs.max(1) as f64;
+            format!("{} {count} ({share:.0}%)", name.as_str().unwrap_or("?"))
+        })
+        .collect();
+    format!(
+        "faults exercised (runs with the class on, share of runs): {}",
+        faults.join(", ")
+    )
 }
 
 /// Runs every scenario over this shard's seeds and prints each run and the summary. Returns
@@ -448,7 +453,7 @@ pub fn sweep(
                 name_width: name_width.unwrap_or(0),
                 runs: tally.runs - runs_before,
                 failed: tally.failed_runs - failed_before,
-                wall_s: scenario_started.elapsed().as_secs_f64(),
+                wall_s: Some(scenario_started.elapsed().as_secs_f64()),
                 seeds: range_of(scenario),
                 shard: options.shard,
             };
@@ -500,36 +505,41 @@ pub fn sweep(
 }
 
 /// A scenario's line in a sweep's text output, once its seeds are done.
-struct ScenarioLine<'a> {
-    name: &'a str,
+pub struct ScenarioLine<'a> {
+    pub name: &'a str,
     /// The longest scenario name of the sweep, so the lines align.
-    name_width: usize,
-    runs: u64,
-    failed: u64,
-    wall_s: f64,
+    pub name_width: usize,
+    pub runs: u64,
+    pub failed: u64,
+    /// How long the seeds took (`None` for a merge of shards: no one wall time).
+    pub wall_s: Option<f64>,
     /// The seeds swept (before sharding).
-    seeds: Range<u64>,
-    shard: Shard,
+    pub seeds: Range<u64>,
+    pub shard: Shard,
 }
 
 impl ScenarioLine<'_> {
     /// e.g. `ok    one-to-one    10 seeds (0..10): 10 passed, 0 failed, 95.2 seeds/s`.
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         let verdict = if self.failed == 0 { "ok" } else { "FAILED" };
         let mut seeds = format!("{}..{}", self.seeds.start, self.seeds.end);
         if self.shard != Shard::WHOLE {
             seeds += &format!(", shard {}/{}", self.shard.index, self.shard.count);
         }
-        let rate = self.runs as f64 / self.wall_s.max(1e-9);
-        format!(
-            "{verdict:<6} {:<width$}  {} seed{} ({seeds}): {} passed, {} failed, {rate:.1} seeds/s",
+        let mut line = format!(
+            "{verdict:<6} {:<width$}  {} seed{} ({seeds}): {} passed, {} failed",
             self.name,
             self.runs,
             if self.runs == 1 { "" } else { "s" },
             self.runs - self.failed,
             self.failed,
             width = self.name_width,
-        )
+        );
+        if let Some(wall_s) = self.wall_s {
+            let rate = self.runs as f64 / wall_s.max(1e-9);
+            line += &format!(", {rate:.1} seeds/s");
+        }
+        line
     }
 }
 
