@@ -235,7 +235,8 @@ fn variants_lists_the_catalogue_as_text_and_json() {
     let text = imsim(&["variants"]);
     assert_eq!(text.status.code(), Some(0));
     let text = String::from_utf8_lossy(&text.stdout).to_string();
-    assert_eq!(text.lines().count(), imsim_model::CATALOGUE.len());
+    assert_eq!(text.lines().count(), imsim_model::CATALOGUE.len() + 1);
+    assert!(text.starts_with("VARIANT "), "a header first: {text}");
     assert!(text.contains("ack-before-store"));
     let json = imsim(&["variants", "--format", "json"]);
     let json = String::from_utf8_lossy(&json.stdout).to_string();
