@@ -23,6 +23,7 @@ pub struct BenchArgs {
     /// Tiny sizes through the same code paths, for the test suite (not a measurement).
     #[arg(long, hide = true, conflicts_with = "quick")]
     smoke: bool,
+    /// text: a table of each measurement against its target; json: one object.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }

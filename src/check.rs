@@ -17,16 +17,20 @@ use std::path::Path;
 /// Reads, checks and reports one history file (`-` reads standard input).
 pub fn command_check(path: &Path, format: Format) -> Result<bool, String> {
     let name = path.display().to_string();
-    let text = if name == "-" {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|error| format!("standard input: cannot read: {error}"))?
+    let bytes = if name == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+            .map_err(|error| format!("standard input: cannot read: {error}"))?;
+        bytes
     } else {
-        std::fs::read_to_string(path).map_err(|error| format!("{name}: cannot read: {error}"))?
+        std::fs::read(path).map_err(|error| format!("{name}: cannot read: {error}"))?
     };
-    if imsim_history::blackbox::BlackBoxHistory::looks_like(&text) {
-        return crate::xmpp::check_blackbox(&name, &text, format);
+    let text = imsim_history::reader::decode(&bytes)
+        .map_err(|(line, message)| format!("{name}:{line}: {message}"))?;
+    if imsim_history::blackbox::BlackBoxHistory::looks_like(text) {
+        return crate::xmpp::check_blackbox(&name, text, format);
     }
-    let history = History::from_jsonl(&text)
+    let history = History::from_jsonl(text)
         .map_err(|(line, message)| format!("{name}:{line}: {message}"))?;
     if history.records.is_empty() {
         return Err(format!(

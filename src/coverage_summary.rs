@@ -87,6 +87,34 @@ impl ScenarioCoverage {
     }
 }
 
+/// The coverage section in one line, when the table is not asked for: how many applicable
+/// signals were hit over all scenarios, and the scenarios with one never hit.
+pub fn one_line(coverages: &[ScenarioCoverage]) -> String {
+    let (mut applicable, mut hit) = (0, 0);
+    let mut gaps = Vec::new();
+    for entry in coverages {
+        let signals = Signal::ALL
+            .iter()
+            .filter(|signal| applies(**signal, &entry.scenario))
+            .count();
+        let missing = reach::missing(&entry.coverage, &entry.scenario).len();
+        applicable += signals;
+        hit += signals - missing;
+        if missing > 0 {
+            gaps.push(format!("{} ({missing})", entry.name));
+        }
+    }
+    let scenarios = coverages.len();
+    let plural = if scenarios == 1 { "" } else { "s" };
+    let mut line = format!(
+        "coverage: {hit} of {applicable} applicable signals hit over {scenarios} scenario{plural}"
+    );
+    if !gaps.is_empty() {
+        line += &format!("; never hit in {}", gaps.join(", "));
+    }
+    line + " (--coverage prints the table)"
+}
+
 /// What `--require-coverage` says when applicable signals were never hit: one line per
 /// scenario naming them, and the command that sweeps the same seeds again. Empty when every
 /// applicable signal was hit.

@@ -7,7 +7,9 @@ mod bench;
 mod check;
 mod coverage_summary;
 mod live_command;
+mod merge;
 mod output;
+mod progress;
 mod replay;
 mod report;
 mod shard;
@@ -38,13 +40,12 @@ struct Cli {
 enum Commands {
     /// Run scenarios over seeds and check every invariant.
     Run {
-        /// Scenario files or shipped scenario names; none runs every shipped scenario.
+        #[arg(help = scenarios_help())]
         scenarios: Vec<String>,
         /// Run this one seed.
         #[arg(long, conflicts_with = "seeds")]
         seed: Option<u64>,
-        /// Run seeds A..B (B excluded).
-        #[arg(long, value_parser = parse_seed_range)]
+        #[arg(long, value_parser = parse_seed_range, help = seeds_help())]
         seeds: Option<Range<u64>>,
         /// Seeds run in parallel, each simulation on its own thread.
         #[arg(long, default_value_t = 1, value_parser = parse_jobs)]
@@ -57,6 +58,8 @@ enum Commands {
         /// seed; 0: none). A seed whose two runs differ is a failure.
         #[arg(long, value_name = "N", default_value_t = 20)]
         check_determinism_every: u64,
+        /// text: a line per scenario, failures in full, a summary; json: one object per run
+        /// on stdout (the summary and coverage go to stderr as lines and JSON objects).
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Write each failing seed to DIR/<scenario>-seed<N>.toml, a replayable scenario.
@@ -69,16 +72,28 @@ enum Commands {
         #[arg(long, value_name = "NAME", value_parser = parse_variant)]
         variant: Option<Variant>,
         /// Fail (exit 1) if a coverage signal that a scenario can reach was never hit in the
-        /// sweep; the summary lists every signal with its count either way.
+        /// sweep; the table of every signal with its count is printed when it fails.
         #[arg(long)]
         require_coverage: bool,
+        /// Print the coverage table: every signal of every scenario with its count.
+        #[arg(long)]
+        coverage: bool,
+        /// Print every seed (its faults, figures and costs), not only the failing ones, and the
+        /// coverage table.
+        #[arg(short, long)]
+        verbose: bool,
     },
+    /// Combine the JSON outputs of `run --shard I/N` on several machines into one summary:
+    /// runs, failures with their replay commands, and coverage judged on the union.
+    Merge(merge::MergeArgs),
     /// Run one seed and print its event trace and trace hash.
     Replay(replay::ReplayArgs),
     /// Check every invariant on a history recorded anywhere (JSON lines; `-` reads stdin).
     /// The format: docs/history-format.md.
     Check {
+        /// The history: JSON lines, one record each (`-` reads standard input).
         history: std::path::PathBuf,
+        /// text: the verdict with each violation and its witness records; json: one object.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -92,6 +107,7 @@ enum Commands {
     /// One scale step of `bench`, in its own process so its peak memory is its own.
     #[command(hide = true)]
     BenchScaleStep {
+        /// The group size to measure.
         #[arg(long)]
         members: u32,
     },
@@ -104,11 +120,39 @@ enum Commands {
     /// The known-bug catalogue: each broken protocol variant, the scenario that exposes it and
     /// the invariant expected to catch it.
     Variants {
+        /// text: a table with a header; json: one object per variant.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
     /// Drive a real XMPP server (Prosody) through fault proxies and judge what its clients saw.
     Xmpp(xmpp::XmppArgs),
+}
+
+/// `run`'s scenarios, with the default set counted and the scenarios it leaves out named, from
+/// the shipped list itself so the help cannot go stale.
+fn scenarios_help() -> String {
+    let default: Vec<&str> = imsim_sim::scenario::default_set().collect();
+    let left_out: Vec<&str> = imsim_sim::scenario::SHIPPED
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !default.contains(name))
+        .collect();
+    format!(
+        "Scenario files or shipped scenario names. None: the default set, {} of the {} shipped \
+         scenarios (all but {}, which take seconds per seed and run by name)",
+        default.len(),
+        imsim_sim::scenario::SHIPPED.len(),
+        left_out.join(", ")
+    )
+}
+
+fn seeds_help() -> String {
+    let seeds = sweep::DEFAULT_SEEDS;
+    format!(
+        "Run seeds A..B (B excluded). With neither --seed nor --seeds: a scenario's pinned seed \
+         (its [pinned] table, as `imsim shrink` writes it), else seeds {}..{}",
+        seeds.start, seeds.end
+    )
 }
 
 fn main() -> ExitCode {
@@ -130,6 +174,8 @@ fn main() -> ExitCode {
             shrink,
             variant,
             require_coverage,
+            coverage,
+            verbose,
         } => {
             if seed == Some(u64::MAX) {
                 eprintln!(
@@ -147,10 +193,13 @@ fn main() -> ExitCode {
                 determinism_every: check_determinism_every,
                 format,
                 require_coverage,
+                verbose,
+                coverage_table: coverage,
             };
             load_all(scenarios, variant)
                 .and_then(|scenarios| sweep::sweep(&scenarios, &options, determinism::rerun))
         }
+        Commands::Merge(args) => merge::command_merge(args),
         Commands::Replay(args) => replay::command_replay(args),
         Commands::Check { history, format } => check::command_check(&history, format),
         Commands::Report(args) => report::command_report(args),
@@ -172,5 +221,30 @@ fn main() -> ExitCode {
             eprintln!("imsim: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for command in cli.get_subcommands() {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" || arg.is_hide_set() {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{} {id}", command.get_name()));
+                }
+            }
+        }
+        assert_eq!(missing, Vec::<String>::new(), "arguments without help text");
     }
 }

@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 
 #[derive(clap::Args)]
 pub struct ReplayArgs {
+    /// A scenario file, or the name of a shipped scenario (the files in scenarios/).
     pub scenario: String,
+    /// The seed to replay: any whole number (every random choice of the run derives from it).
     #[arg(long)]
     pub seed: u64,
     /// Show only events of this device (number) plus harness events.

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 pub struct ReportArgs {
     /// A scenario file or a shipped scenario name.
     scenario: String,
+    /// The seed to run (every random choice of the run derives from it).
     #[arg(long)]
     seed: u64,
     /// The directory to write into; created if missing.

@@ -6,6 +6,7 @@
 use crate::args::Format;
 use crate::coverage_summary::{self, ScenarioCoverage};
 use crate::output::{outcome_json, print_outcome_text, say, ViolationJson};
+use crate::progress::Progress;
 use crate::shard::{Shard, ShardSeeds};
 use imsim_history::coverage::{self, Coverage, Signal};
 use imsim_history::{replay_command, History};
@@ -13,17 +14,12 @@ use imsim_model::Variant;
 use imsim_sim::determinism::{first_divergence, is_sampled, Divergence};
 use imsim_sim::faults::FaultClass;
 use imsim_sim::{run, RunOutcome, Scenario};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
-
-/// On a non-terminal, a progress line at most this often.
-const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
+use std::time::Instant;
 
 /// Seeds run when none are given and the scenario pins none.
 pub const DEFAULT_SEEDS: Range<u64> = 0..10;
@@ -40,6 +36,10 @@ pub struct SweepOptions {
     pub format: Format,
     /// Fail (exit 1) when a coverage signal the scenario can reach was never hit.
     pub require_coverage: bool,
+    /// Text: print every seed, not only the failing ones, and the coverage table.
+    pub verbose: bool,
+    /// Text: print the coverage table (it is printed anyway when `require_coverage` fails).
+    pub coverage_table: bool,
 }
 
 /// What the determinism sample found for one seed.
@@ -274,65 +274,6 @@ fn run_seeds(
     })
 }
 
-/// A bar on a terminal (stderr), an occasional plain line otherwise.
-enum Progress {
-    Bar(ProgressBar),
-    Lines { total: u64, last: Instant },
-}
-
-impl Progress {
-    fn new(total: u64) -> Progress {
-        if std::io::stderr().is_terminal() {
-            let style = ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} seeds, eta {eta}, {msg}",
-            )
-            .expect("a constant template parses")
-            .progress_chars("=> ");
-            Progress::Bar(ProgressBar::new(total).with_style(style))
-        } else {
-            Progress::Lines {
-                total,
-                last: Instant::now(),
-            }
-        }
-    }
-
-    /// Prints through `print` without tearing the bar.
-    fn print(&self, print: impl FnOnce()) {
-        match self {
-            Progress::Bar(bar) => bar.suspend(print),
-            Progress::Lines { .. } => print(),
-        }
-    }
-
-    fn advance(&mut self, done: u64, failed: u64, started: Instant) {
-        match self {
-            Progress::Bar(bar) => {
-                bar.set_position(done);
-                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!("{rate:.0} seeds/s, {failed} failed"));
-            }
-            Progress::Lines { total, last } => {
-                if last.elapsed() < PROGRESS_LINE_EVERY || done == *total {
-                    return;
-                }
-                *last = Instant::now();
-                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                eprintln!(
-                    "progress: {done}/{total} seeds ({:.0}%), {failed} failed, {rate:.1} seeds/s",
-                    100.0 * done as f64 / (*total).max(1) as f64
-                );
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Progress::Bar(bar) = self {
-            bar.finish_and_clear();
-        }
-    }
-}
-
 /// What the summary counts.
 #[derive(Default)]
 struct Tally {
@@ -379,8 +320,9 @@ impl Tally {
         let failed_runs = self.failed_runs;
         let rate = self.runs as f64 / wall_s.max(1e-9);
         let mut lines = vec![format!(
-            "run: {} runs ({scenarios} scenarios), {} passed, {failed_runs} failed, {rate:.1} seeds/s, wall {wall_s:.2}s",
+            "run: {} runs ({scenarios} scenario{}), {} passed, {failed_runs} failed, {rate:.1} seeds/s, wall {wall_s:.2}s",
             self.runs,
+            if scenarios == 1 { "" } else { "s" },
             self.runs - failed_runs,
         )];
         let (index, count) = (options.shard.index, options.shard.count);
@@ -405,19 +347,7 @@ impl Tally {
                 self.determinism_checked
             ),
         });
-        let faults: Vec<String> = FaultClass::all()
-            .into_iter()
-            .map(|class| {
-                let name = serde_json::to_value(class).expect("a fault class serialises");
-                let count = self.faults.get(&class).copied().unwrap_or(0);
-                let share = 100.0 * count as f64 / self.runs.max(1) as f64;
-                format!("{} {count} ({share:.0}%)", name.as_str().unwrap_or("?"))
-            })
-            .collect();
-        lines.push(format!(
-            "faults exercised (runs with the class on, share of runs): {}",
-            faults.join(", ")
-        ));
+        lines.push(faults_line(&self.faults, self.runs));
         lines.extend(
             self.failed
                 .iter()
@@ -425,6 +355,23 @@ impl Tally {
         );
         lines
     }
+}
+
+/// How many runs had each fault class on, and their share of `runs`.
+pub fn faults_line(faults: &BTreeMap<FaultClass, u64>, runs: u64) -> String {
+    let faults: Vec<String> = FaultClass::all()
+        .into_iter()
+        .map(|class| {
+            let name = serde_json::to_value(class).expect("a fault class serialises");
+            let count = faults.get(&class).copied().unwrap_or(0);
+            let share = 100.0 * count as f64 / runs.max(1) as f64;
+            format!("{} {count} ({share:.0}%)", name.as_str().unwrap_or("?"))
+        })
+        .collect();
+    format!(
+        "faults exercised (runs with the class on, share of runs): {}",
+        faults.join(", ")
+    )
 }
 
 /// Runs every scenario over this shard's seeds and prints each run and the summary. Returns
@@ -454,8 +401,11 @@ pub fn sweep(
     let started = Instant::now();
     let mut tally = Tally::default();
     let mut coverages = Vec::new();
+    let name_width = scenarios.iter().map(|(name, _)| name.len()).max();
     for (name, scenario) in scenarios {
         let mut coverage = Coverage::default();
+        let scenario_started = Instant::now();
+        let (runs_before, failed_before) = (tally.runs, tally.failed_runs);
         let every = options.determinism_every;
         for result in run_seeds(scenario, seeds_of(scenario), options.jobs, every, rerun) {
             let seed_run = match result {
@@ -479,7 +429,9 @@ pub fn sweep(
                 )?;
                 progress.print(|| eprintln!("saved: {}", path.display()));
             }
+            let shown = options.verbose || !seed_run.ok();
             progress.print(|| match options.format {
+                Format::Text if !shown => {}
                 Format::Text => {
                     let harness = determinism_report(
                         name,
@@ -494,6 +446,18 @@ pub fn sweep(
             tally.add(name, &seed_run);
             coverage.add(&seed_run.signals);
             progress.advance(tally.runs, tally.failed_runs, started);
+        }
+        if options.format == Format::Text {
+            let line = ScenarioLine {
+                name,
+                name_width: name_width.unwrap_or(0),
+                runs: tally.runs - runs_before,
+                failed: tally.failed_runs - failed_before,
+                wall_s: Some(scenario_started.elapsed().as_secs_f64()),
+                seeds: range_of(scenario),
+                shard: options.shard,
+            };
+            progress.print(|| say!("{}", line.text()));
         }
         coverages.push(ScenarioCoverage {
             name: name.clone(),
@@ -512,12 +476,6 @@ pub fn sweep(
     for line in tally.summary(options, scenarios.len(), wall_s) {
         print(&line);
     }
-    for entry in &coverages {
-        match options.format {
-            Format::Text => entry.text_lines().iter().for_each(|line| print(line)),
-            Format::Json => print(&entry.json().to_string()),
-        }
-    }
     let shard = (options.shard != Shard::WHOLE)
         .then(|| format!("{}/{}", options.shard.index, options.shard.count));
     let missed = if options.require_coverage {
@@ -525,6 +483,18 @@ pub fn sweep(
     } else {
         Vec::new()
     };
+    let table = options.verbose || options.coverage_table || !missed.is_empty();
+    match options.format {
+        Format::Text if table => coverages
+            .iter()
+            .flat_map(ScenarioCoverage::text_lines)
+            .for_each(|line| print(&line)),
+        Format::Text if !options.require_coverage => print(&coverage_summary::one_line(&coverages)),
+        Format::Text => {}
+        Format::Json => coverages
+            .iter()
+            .for_each(|entry| print(&entry.json().to_string())),
+    }
     for line in &missed {
         print(line);
     }
@@ -532,6 +502,45 @@ pub fn sweep(
         print("coverage: every applicable signal was hit");
     }
     Ok(tally.failed_runs == 0 && missed.is_empty())
+}
+
+/// A scenario's line in a sweep's text output, once its seeds are done.
+pub struct ScenarioLine<'a> {
+    pub name: &'a str,
+    /// The longest scenario name of the sweep, so the lines align.
+    pub name_width: usize,
+    pub runs: u64,
+    pub failed: u64,
+    /// How long the seeds took (`None` for a merge of shards: no one wall time).
+    pub wall_s: Option<f64>,
+    /// The seeds swept (before sharding).
+    pub seeds: Range<u64>,
+    pub shard: Shard,
+}
+
+impl ScenarioLine<'_> {
+    /// e.g. `ok    one-to-one    10 seeds (0..10): 10 passed, 0 failed, 95.2 seeds/s`.
+    pub fn text(&self) -> String {
+        let verdict = if self.failed == 0 { "ok" } else { "FAILED" };
+        let mut seeds = format!("{}..{}", self.seeds.start, self.seeds.end);
+        if self.shard != Shard::WHOLE {
+            seeds += &format!(", shard {}/{}", self.shard.index, self.shard.count);
+        }
+        let mut line = format!(
+            "{verdict:<6} {:<width$}  {} seed{} ({seeds}): {} passed, {} failed",
+            self.name,
+            self.runs,
+            if self.runs == 1 { "" } else { "s" },
+            self.runs - self.failed,
+            self.failed,
+            width = self.name_width,
+        );
+        if let Some(wall_s) = self.wall_s {
+            let rate = self.runs as f64 / wall_s.max(1e-9);
+            line += &format!(", {rate:.1} seeds/s");
+        }
+        line
+    }
 }
 
 fn print_panicked(scenario: &str, panicked: &Panicked, replay: &str, format: Format) {
@@ -601,6 +610,8 @@ mod tests {
             determinism_every: 1,
             format: Format::Json,
             require_coverage: false,
+            verbose: false,
+            coverage_table: false,
         };
         let scenarios = [("one-to-one".to_string(), scenario)];
         assert_eq!(sweep(&scenarios, &options, panicking_rerun), Ok(false));

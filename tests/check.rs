@@ -125,6 +125,70 @@ fn a_truncated_line_exits_two_with_its_line_number() {
 }
 
 #[test]
+fn odd_bytes_are_named_by_line_and_a_byte_order_mark_is_accepted() {
+    let (_, path) = record("one-to-one", 6, "for-odd-bytes.jsonl");
+    let history = std::fs::read(&path).unwrap();
+
+    let mut with_bom = "\u{feff}".as_bytes().to_vec();
+    with_bom.extend_from_slice(&history);
+    let bom = scratch("bom.jsonl");
+    std::fs::write(&bom, &with_bom).unwrap();
+    let output = imsim(&["check", bom.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+
+    // A Latin-1 byte in the body of line 12.
+    let line_12 = history
+        .split(|b| *b == b'\n')
+        .take(11)
+        .map(|line| line.len() + 1)
+        .sum::<usize>();
+    let mut latin1 = history.clone();
+    latin1.insert(line_12 + 1, 0xe9);
+    let bad = scratch("latin1.jsonl");
+    std::fs::write(&bad, &latin1).unwrap();
+    let output = imsim(&["check", bad.to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:12: not valid UTF-8: byte 0xe9 at column 2",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_huge_line_is_quoted_in_part_and_a_huge_number_is_out_of_range() {
+    let huge = scratch("huge.jsonl");
+    let node = "x".repeat(2_000_000);
+    std::fs::write(
+        &huge,
+        format!(r#"{{"t_ms":1,"node":"{node}","type":"run_ended"}}"#),
+    )
+    .unwrap();
+    let output = imsim(&["check", huge.to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{}", &stderr[..200]);
+    assert!(stderr.len() < 1_000, "{} bytes of error", stderr.len());
+    assert!(stderr.contains(":1: node must be"), "{stderr}");
+
+    let big = scratch("big-number.jsonl");
+    std::fs::write(
+        &big,
+        r#"{"t_ms":123456789012345678901234,"node":"harness","type":"run_ended"}"#,
+    )
+    .unwrap();
+    let output = imsim(&["check", big.to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(":1: run_ended: field `t_ms`: ") && stderr.contains(" is out of range"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn unreadable_or_empty_input_exits_two() {
     let missing = imsim(&["check", "no-such-history.jsonl"]);
     assert_eq!(missing.status.code(), Some(2));

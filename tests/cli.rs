@@ -235,7 +235,8 @@ fn variants_lists_the_catalogue_as_text_and_json() {
     let text = imsim(&["variants"]);
     assert_eq!(text.status.code(), Some(0));
     let text = String::from_utf8_lossy(&text.stdout).to_string();
-    assert_eq!(text.lines().count(), imsim_model::CATALOGUE.len());
+    assert_eq!(text.lines().count(), imsim_model::CATALOGUE.len() + 1);
+    assert!(text.starts_with("VARIANT "), "a header first: {text}");
     assert!(text.contains("ack-before-store"));
     let json = imsim(&["variants", "--format", "json"]);
     let json = String::from_utf8_lossy(&json.stdout).to_string();
@@ -246,4 +247,30 @@ fn variants_lists_the_catalogue_as_text_and_json() {
         }
     }
     assert_eq!(json.lines().count(), imsim_model::CATALOGUE.len());
+}
+
+#[test]
+fn a_toml_error_on_a_huge_line_quotes_a_window_around_the_error() {
+    let path = scratch("huge-line.toml");
+    let value = "x".repeat(2_000_000);
+    std::fs::write(&path, format!("[workload]\nmessages = \"{value}\" junk\n")).unwrap();
+    let output = imsim(&["run", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr.len() < 1_500, "{} bytes of error", stderr.len());
+    assert!(
+        stderr.contains("huge-line.toml: TOML parse error at line 2"),
+        "{stderr}"
+    );
+    // The window shows where the parser stopped, with the caret under it.
+    let lines: Vec<&str> = stderr.lines().collect();
+    let source = lines
+        .iter()
+        .position(|l| l.starts_with("2 | "))
+        .expect("the line");
+    assert!(lines[source].contains("\" junk"), "{stderr}");
+    // In characters: the window starts with a one-character '…'.
+    let caret = lines[source + 1].find('^').expect("a caret");
+    let under: String = lines[source].chars().skip(caret).take(4).collect();
+    assert_eq!(under, "junk", "{stderr}");
 }

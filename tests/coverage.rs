@@ -41,7 +41,7 @@ fn one_seed_misses_signals_and_fails_naming_them() {
 
 #[test]
 fn without_the_flag_the_same_sweep_passes_and_marks_what_was_never_hit() {
-    let output = imsim(&["run", "one-to-one", "--seed", "0"]);
+    let output = imsim(&["run", "one-to-one", "--seed", "0", "--coverage"]);
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(
@@ -58,8 +58,34 @@ fn without_the_flag_the_same_sweep_passes_and_marks_what_was_never_hit() {
 }
 
 #[test]
+fn without_the_table_one_line_names_the_scenarios_with_a_signal_never_hit() {
+    let output = imsim(&["run", "one-to-one", "clock-skew", "--seed", "0"]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(!text.contains("NEVER HIT"), "{text}");
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("coverage: "))
+        .unwrap_or_else(|| panic!("no coverage line: {text}"));
+    assert!(line.contains(" applicable signals hit over 2 scenarios; never hit in one-to-one ("));
+    assert!(line.ends_with("(--coverage prints the table)"), "{line}");
+}
+
+#[test]
 fn a_sweep_that_hits_every_applicable_signal_passes() {
-    let output = imsim(&["run", "clock-skew", "--seeds", "0..4", "--require-coverage"]);
+    let quiet = imsim(&["run", "clock-skew", "--seeds", "0..4", "--require-coverage"]);
+    let text = stdout(&quiet);
+    assert_eq!(quiet.status.code(), Some(0), "{text}");
+    // Met: the verdict alone, no table.
+    assert!(!text.contains("coverage of clock-skew"), "{text}");
+    let output = imsim(&[
+        "run",
+        "clock-skew",
+        "--seeds",
+        "0..4",
+        "--require-coverage",
+        "--coverage",
+    ]);
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(text.contains("6 hit, 0 never hit"), "{text}");

@@ -195,3 +195,41 @@ fn nothing_to_shrink_is_an_error() {
         "{other:?}"
     );
 }
+
+/// `redisplays_after_hold_back`, except that a run with fewer than three users panics, as a
+/// model bug hit only by small topologies would.
+fn panics_when_small(scenario: &Scenario, seed: u64) -> RunOutcome {
+    let users = scenario.topology.users;
+    assert!(users >= 3, "a bug hit with {users} users");
+    redisplays_after_hold_back(scenario, seed)
+}
+
+#[test]
+fn a_panicking_candidate_is_not_kept_and_the_shrink_goes_on() {
+    let scenario = Scenario::load("sender-retry-order").unwrap();
+    let seed = (0..50)
+        .find(|seed| !redisplays_after_hold_back(&scenario, *seed).ok())
+        .expect("a seed where a message is held back");
+    assert!(
+        scenario.topology.users >= 3,
+        "the original run does not panic"
+    );
+    let options = ShrinkOptions {
+        target: Some(Invariant::E1NoDuplicateDisplay),
+        ..ShrinkOptions::default()
+    };
+    let mut lines = Vec::new();
+    let shrunk = shrink(&scenario, seed, &options, &panics_when_small, &mut |line| {
+        lines.push(line.to_string())
+    })
+    .expect("the shrink survives panicking candidates");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("a candidate panicked (a bug hit with")),
+        "{lines:#?}"
+    );
+    let outcome = panics_when_small(&shrunk.scenario, seed);
+    assert!(failing(&outcome).contains(&Invariant::E1NoDuplicateDisplay));
+    assert!(shrunk.scenario.topology.users >= 3);
+}

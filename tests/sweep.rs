@@ -173,7 +173,7 @@ fn the_summary_counts_runs_rate_and_faults_exercised() {
         .find(|line| line.starts_with("run: "))
         .expect("a summary line");
     assert!(
-        summary.starts_with("run: 12 runs (1 scenarios), 12 passed, 0 failed, "),
+        summary.starts_with("run: 12 runs (1 scenario), 12 passed, 0 failed, "),
         "{summary}"
     );
     assert!(summary.contains(" seeds/s"), "{summary}");
@@ -195,4 +195,66 @@ fn the_summary_counts_runs_rate_and_faults_exercised() {
     }
     // Not a terminal: no progress bar escape codes anywhere.
     assert!(!output.stderr.contains(&b'\x1b') && !output.stdout.contains(&b'\x1b'));
+}
+
+#[test]
+fn a_passing_sweep_prints_a_line_per_scenario_and_the_summary() {
+    let output = imsim(&["run", "--seeds", "0..2", "--jobs", "2"], &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() <= 40, "{} lines:\n{text}", lines.len());
+    assert!(
+        !text.contains("== "),
+        "no per-seed lines without -v: {text}"
+    );
+    let scenario_lines: Vec<&&str> = lines.iter().filter(|l| l.starts_with("ok ")).collect();
+    assert_eq!(scenario_lines.len(), 17, "{text}");
+    let one_to_one = scenario_lines
+        .iter()
+        .find(|line| line.contains(" one-to-one "))
+        .expect("a line for one-to-one");
+    assert!(
+        one_to_one.contains("2 seeds (0..2): 2 passed, 0 failed, "),
+        "{one_to_one}"
+    );
+    assert!(one_to_one.ends_with(" seeds/s"), "{one_to_one}");
+    assert!(text.contains("run: 34 runs (17 scenarios), 34 passed, 0 failed"));
+
+    let verbose = imsim(&["run", "one-to-one", "--seeds", "0..2", "-v"], &[]);
+    let text = String::from_utf8_lossy(&verbose.stdout);
+    for detail in [
+        "== one-to-one seed 0 faults {",
+        "== one-to-one seed 1 faults {",
+        "   ok: sends ",
+        "   cost: ",
+        "coverage of one-to-one (2 runs)",
+    ] {
+        assert!(text.contains(detail), "-v prints {detail}: {text}");
+    }
+}
+
+#[test]
+fn a_failing_seed_is_printed_in_full_without_verbose() {
+    let args = [
+        "run",
+        "lossy-network",
+        "--seeds",
+        "0..1",
+        "--variant",
+        "no-receiver-dedupe",
+    ];
+    let output = imsim(&args, &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for part in [
+        "== lossy-network seed 0 faults {",
+        "   FAILED: sends ",
+        "   VIOLATION E1 no-duplicate-display (safety): ",
+        "   replay: imsim replay lossy-network --seed 0 --variant no-receiver-dedupe",
+        "FAILED lossy-network  1 seed (0..1): 0 passed, 1 failed, ",
+        "  failed: imsim replay lossy-network --seed 0 --variant no-receiver-dedupe",
+    ] {
+        assert!(text.contains(part), "no {part:?} in {text}");
+    }
 }

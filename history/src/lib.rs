@@ -19,6 +19,7 @@ pub mod category;
 pub mod check;
 pub mod coverage;
 pub mod divergence;
+pub mod excerpt;
 pub mod faults;
 pub mod large_history;
 pub mod reader;

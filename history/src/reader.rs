@@ -4,6 +4,7 @@
 //! unknown event type, an event reported by the wrong kind of node, time going backwards.
 //! The format is documented in `docs/history-format.md`.
 
+use crate::excerpt::{cut, fit_lines, EXCERPT_CHARS_MAX};
 use crate::{Entry, HarnessEvent, History, Node, Record};
 use imsim_model::Event;
 use serde_json::{Map, Value};
@@ -66,9 +67,37 @@ pub fn reporter_of(event: &Event) -> Reporter {
     }
 }
 
-/// Parses JSON lines into a history. Blank lines are skipped. The error is the 1-based line
-/// number and a sentence saying what is wrong.
+/// The text of a history file's bytes; the error is the 1-based line of the first byte that is
+/// not UTF-8, and a sentence naming it and its column.
+pub fn decode(bytes: &[u8]) -> Result<&str, (usize, String)> {
+    std::str::from_utf8(bytes).map_err(|error| {
+        let valid = &bytes[..error.valid_up_to()];
+        let line = 1 + valid.iter().filter(|b| **b == b'\n').count();
+        let line_start = valid
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |at| at + 1);
+        // The column in characters, as an editor counts it: the line's prefix is valid UTF-8.
+        let column = 1 + String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count();
+        let byte = bytes[error.valid_up_to()];
+        (
+            line,
+            format!(
+                "not valid UTF-8: byte 0x{byte:02x} at column {column}; a history is UTF-8 JSON \
+                 lines"
+            ),
+        )
+    })
+}
+
+/// Parses JSON lines into a history. Blank lines are skipped, and so is a UTF-8 byte order mark
+/// at the start (some Windows tools write one). The error is the 1-based line number and a
+/// sentence saying what is wrong, quoting at most about `EXCERPT_CHARS_MAX` characters of the
+/// line.
 pub fn parse_jsonl(text: &str) -> Result<History, (usize, String)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut history = History::default();
     let mut previous: Option<(usize, u64)> = None;
     for (index, line) in text.lines().enumerate() {
@@ -76,7 +105,8 @@ pub fn parse_jsonl(text: &str) -> Result<History, (usize, String)> {
         if line.trim().is_empty() {
             continue;
         }
-        let record = parse_record(line).map_err(|message| (number, message))?;
+        let record = parse_record(line)
+            .map_err(|message| (number, fit_lines(&message, 2 * EXCERPT_CHARS_MAX)))?;
         if let Some((previous_line, previous_ms)) = previous {
             if record.t_ms < previous_ms {
                 return Err((
@@ -104,18 +134,31 @@ pub fn parse_record(line: &str) -> Result<Record, String> {
             kind_of(&value)
         ));
     };
+    if let Some((field, number)) = out_of_range(&object) {
+        let kind = match object.get("type") {
+            Some(Value::String(kind)) => format!("{}: ", cut(kind, EXCERPT_CHARS_MAX)),
+            _ => String::new(),
+        };
+        return Err(format!(
+            "{kind}field `{field}`: {number} is out of range (whole numbers in a history are 0 \
+             to {})",
+            u64::MAX
+        ));
+    }
     let t_ms = match object.remove("t_ms") {
         Some(Value::Number(number)) if number.as_u64().is_some() => number.as_u64().unwrap_or(0),
         Some(other) => {
+            let found = quote(&other);
             return Err(format!(
-                "t_ms must be a whole number of milliseconds (0 or more), found {other}"
-            ))
+                "t_ms must be a whole number of milliseconds (0 or more), found {found}"
+            ));
         }
         None => return Err("missing field `t_ms` (simulated time in milliseconds)".to_string()),
     };
     let node = match object.remove("node") {
         Some(value) => serde_json::from_value::<Node>(value.clone()).map_err(|_| {
-            format!("node must be \"server\", \"harness\" or {{\"device\": N}}, found {value}")
+            let found = quote(&value);
+            format!("node must be \"server\", \"harness\" or {{\"device\": N}}, found {found}")
         })?,
         None => {
             return Err(
@@ -125,7 +168,7 @@ pub fn parse_record(line: &str) -> Result<Record, String> {
     };
     let kind = match object.get("type") {
         Some(Value::String(kind)) => kind.clone(),
-        Some(other) => return Err(format!("type must be a string, found {other}")),
+        Some(other) => return Err(format!("type must be a string, found {}", quote(other))),
         None => return Err("missing field `type` (the event type, e.g. \"displayed\")".to_string()),
     };
     let entry = parse_entry(&kind, object)?;
@@ -149,25 +192,89 @@ pub fn parse_record(line: &str) -> Result<Record, String> {
     Ok(Record { t_ms, node, entry })
 }
 
+/// The first number (by field path) too large for any integer field, e.g. 1e20 written out as
+/// digits: serde_json reads it as a float, which would be reported as "floating point".
+fn out_of_range(object: &Map<String, Value>) -> Option<(String, String)> {
+    fn find(path: &str, value: &Value) -> Option<(String, String)> {
+        match value {
+            Value::Number(number) => {
+                let float = number.as_f64().filter(|_| number.is_f64())?;
+                let whole = float.fract() == 0.0 && float.abs() >= u64::MAX as f64;
+                whole.then(|| (path.to_string(), number.to_string()))
+            }
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(index, item)| find(&format!("{path}[{index}]"), item)),
+            Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+                let path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                find(&path, item)
+            }),
+            _ => None,
+        }
+    }
+    object
+        .iter()
+        .find_map(|(key, value)| find(&cut(key, EXCERPT_CHARS_MAX), value))
+}
+
+/// serde's "invalid value: integer `N`, expected u32" in words: N is out of range for a field
+/// of that width.
+fn integer_out_of_range(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("invalid value: integer `")?;
+    let (number, expected) = rest.split_once("`, expected ")?;
+    let max = match expected {
+        "u8" => u64::from(u8::MAX),
+        "u16" => u64::from(u16::MAX),
+        "u32" => u64::from(u32::MAX),
+        _ => return None,
+    };
+    Some(format!(
+        "{number} is out of range (this field is a whole number from 0 to {max})"
+    ))
+}
+
+/// A value as an error message quotes it: at most about `EXCERPT_CHARS_MAX` characters.
+fn quote(value: &Value) -> String {
+    cut(&value.to_string(), EXCERPT_CHARS_MAX)
+}
+
 fn parse_entry(kind: &str, object: Map<String, Value>) -> Result<Entry, String> {
     let value = Value::Object(object);
+    // Error messages quote the type (it may be anything) cut short, and serde's own text too:
+    // it can quote a value.
+    let named = cut(kind, EXCERPT_CHARS_MAX);
     if HARNESS_EVENT_TYPES.contains(&kind) {
         return serde_json::from_value::<HarnessEvent>(value)
             .map(Entry::Harness)
-            .map_err(|error| format!("{kind}: {error}"));
+            .map_err(|error| harness_error(kind, &error));
     }
     serde_json::from_value::<Event>(value)
         .map(Entry::Protocol)
         .map_err(|error| {
             let text = error.to_string();
-            if text.starts_with("unknown variant") {
+            if let Some(range) = integer_out_of_range(&text) {
+                format!("{named}: {range}")
+            } else if text.starts_with("unknown variant") {
                 format!(
-                    "unknown event type `{kind}` (docs/history-format.md lists the event types)"
+                    "unknown event type `{named}` (docs/history-format.md lists the event types)"
                 )
             } else {
-                format!("{kind}: {text}")
+                format!("{named}: {}", cut(&text, EXCERPT_CHARS_MAX))
             }
         })
+}
+
+fn harness_error(kind: &str, error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match integer_out_of_range(&text) {
+        Some(range) => format!("{kind}: {range}"),
+        None => format!("{kind}: {}", cut(&text, EXCERPT_CHARS_MAX)),
+    }
 }
 
 /// serde_json's message without its "at line 1 column N" (every line is line 1 to it), with the
@@ -279,6 +386,70 @@ mod tests {
             assert_eq!(number, 1);
             assert!(message.contains(expected), "{line}: {message}");
         }
+    }
+
+    #[test]
+    fn numbers_too_large_for_their_field_are_out_of_range() {
+        let cases = [
+            (
+                r#"{"t_ms":100000000000000000000,"node":"harness","type":"run_ended"}"#,
+                "run_ended: field `t_ms`: 1e+20 is out of range",
+            ),
+            (
+                r#"{"t_ms":1,"node":{"device":1},"type":"cursor_advanced","conv":1,"cursor":1e30}"#,
+                "cursor_advanced: field `cursor`: 1e+30 is out of range",
+            ),
+            (
+                r#"{"t_ms":1,"node":{"device":1},"type":"cursor_advanced","conv":5000000000,"cursor":1}"#,
+                "cursor_advanced: 5000000000 is out of range (this field is a whole number from 0 to 4294967295)",
+            ),
+        ];
+        for (line, expected) in cases {
+            let (_, message) = error_of(line);
+            assert!(message.contains(expected), "{line}: {message}");
+            assert!(!message.contains("floating point"), "{message}");
+        }
+        // A fraction is not a range problem: serde's own words stand.
+        let (_, message) = error_of(
+            r#"{"t_ms":1,"node":{"device":1},"type":"cursor_advanced","conv":1,"cursor":1.5}"#,
+        );
+        assert!(
+            message.contains("invalid type: floating point"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_huge_value_is_quoted_in_part() {
+        let huge = "x".repeat(2_000_000);
+        let line = format!(r#"{{"t_ms":1,"node":"{huge}","type":"run_ended"}}"#);
+        let (_, message) = error_of(&line);
+        assert!(message.len() < 1_000, "{} bytes", message.len());
+        assert!(message.contains("(1999802 more characters)"), "{message}");
+        let line = format!(r#"{{"t_ms":1,"node":"server","type":"{huge}"}}"#);
+        let (_, message) = error_of(&line);
+        assert!(message.len() < 1_000, "{} bytes", message.len());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_a_non_utf8_byte_is_named_by_line() {
+        let text = format!("\u{feff}{SERVER_COMMIT}\n");
+        assert_eq!(
+            parse_jsonl(&text).expect("a BOM is skipped").records.len(),
+            1
+        );
+
+        let mut bytes = format!("{SERVER_COMMIT}\n{SERVER_COMMIT}\n").into_bytes();
+        let at = SERVER_COMMIT.len() + 1 + SERVER_COMMIT.find("hi").unwrap();
+        bytes[at] = 0xff;
+        let (line, message) = decode(&bytes).expect_err("not UTF-8");
+        assert_eq!(line, 2);
+        let column = SERVER_COMMIT.find("hi").unwrap() + 1;
+        assert!(
+            message.contains(&format!("byte 0xff at column {column}")),
+            "{message}"
+        );
+        assert_eq!(decode(SERVER_COMMIT.as_bytes()), Ok(SERVER_COMMIT));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use crate::faults::{FaultClass, FaultProfile};
 use crate::fields::check_range;
+use imsim_history::excerpt::{fit_lines, EXCERPT_CHARS_MAX};
 use imsim_model::ProtocolConfig;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -293,9 +294,10 @@ impl Scenario {
 
     /// Parses and validates `text`; `source` names the file in errors.
     pub fn parse(source: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        // Quotes of the file are cut: a TOML error on a 2 MB line would print the whole line.
         let error = |message: String| ScenarioError {
             source: source.to_string(),
-            message,
+            message: fit_lines(&message, EXCERPT_CHARS_MAX),
         };
         let scenario: Scenario =
             toml::from_str(text).map_err(|e| error(e.to_string().trim_end().to_string()))?;

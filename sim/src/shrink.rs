@@ -302,7 +302,24 @@ impl Shrinker<'_> {
             return false;
         }
         self.runs += 1;
-        let outcome = (self.runner)(&candidate, self.seed);
+        // A candidate whose run panics fails, but not the way being shrunk: it is not kept, and
+        // the shrink goes on (a bug the cut uncovered is worth knowing, so it is reported).
+        let run = std::panic::AssertUnwindSafe(|| (self.runner)(&candidate, self.seed));
+        let outcome = match std::panic::catch_unwind(run) {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_string());
+                (self.progress)(&format!(
+                    "[{:>5} runs] a candidate panicked ({message}); not kept",
+                    self.runs
+                ));
+                return false;
+            }
+        };
         let violated = failing(&outcome);
         // Never more events either: every axis a shrink reports only goes down.
         let events = outcome.history.records.len();

@@ -5,8 +5,8 @@
 //!   exactly when it holds a session of one of its devices, and every device that follows the
 //!   user shows that status: in push mode the devices of the user's 1:1 contacts, in pull mode
 //!   the devices whose open conversation has the user as a member.
-//! - P2 offline-detected-in-time: when every device of a user is dead or cut off from the server
-//!   (crashed, or partitioned toward the server), the server shows the user offline within the
+//! - P2 offline-detected-in-time: when every device of a user is dead, cut off from the server
+//!   (crashed, or partitioned toward the server) or logged out, the server shows the user offline within the
 //!   protocol's detection bound (session timeout + one housekeeping tick, plus the longest delay
 //!   the fault profile can give a packet already in flight); and in push mode a contact's device
 //!   whose link to the server is healthy the whole time shows it within the propagation bound.
@@ -16,7 +16,7 @@
 use super::index::{device_name, Findings};
 use super::{HistoryIndex, Invariant, Violation};
 use crate::{Direction, Entry, HarnessEvent, History, Node, RunStart};
-use imsim_model::{DeviceId, Event, PresenceMode, ProtocolConfig, UserId};
+use imsim_model::{DeviceId, Event, PresenceMode, ProtocolConfig, SessionEnd, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Network latency allowance on top of the bounds: the simulated network's own delay.
@@ -140,46 +140,64 @@ fn server_status(
     status
 }
 
-/// Per device, the intervals in which nothing it sends reaches the server: crashed, or
-/// partitioned both ways or toward the server. `(from, to, record that started it)`.
+/// Why a device is silent toward the server.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Silence {
+    Crashed,
+    Partitioned,
+    /// The user logged out on purpose: nothing is heard from the device until it logs in again
+    /// (if the logout packet is lost, only the session timeout ends the session, so the same
+    /// bound applies).
+    LoggedOut,
+}
+
+/// Per device, the intervals in which nothing it sends reaches the server: crashed, partitioned
+/// both ways or toward the server, or logged out until the server opens a session of it again.
+/// `(from, to, record that started it)`.
 fn silences(history: &History) -> BTreeMap<DeviceId, Vec<(u64, u64, usize)>> {
-    let mut open: BTreeMap<(DeviceId, bool), (u64, usize)> = BTreeMap::new();
+    let mut open: BTreeMap<(DeviceId, Silence), (u64, usize)> = BTreeMap::new();
     let mut silences: BTreeMap<DeviceId, Vec<(u64, u64, usize)>> = BTreeMap::new();
     let end_ms = history.records.last().map_or(0, |r| r.t_ms);
     for (record, line) in history.records.iter().enumerate() {
-        let Entry::Harness(event) = &line.entry else {
-            continue;
+        let (begins, ends) = match (&line.node, &line.entry) {
+            (_, Entry::Harness(event)) => match event {
+                HarnessEvent::NodeCrashed {
+                    crashed: Node::Device(device),
+                } => (Some((*device, Silence::Crashed)), None),
+                HarnessEvent::PartitionStarted { device, direction }
+                    if *direction != Direction::FromServer =>
+                {
+                    (Some((*device, Silence::Partitioned)), None)
+                }
+                HarnessEvent::NodeRestarted {
+                    restarted: Node::Device(device),
+                } => (None, Some((*device, Silence::Crashed))),
+                HarnessEvent::PartitionHealed { device } => {
+                    (None, Some((*device, Silence::Partitioned)))
+                }
+                _ => (None, None),
+            },
+            (
+                Node::Device(device),
+                Entry::Protocol(Event::SessionLost {
+                    reason: SessionEnd::Logout,
+                }),
+            ) => (Some((*device, Silence::LoggedOut)), None),
+            (Node::Server, Entry::Protocol(Event::SessionOpened { device, .. })) => {
+                (None, Some((*device, Silence::LoggedOut)))
+            }
+            _ => (None, None),
         };
-        match event {
-            HarnessEvent::NodeCrashed {
-                crashed: Node::Device(device),
-            } => {
-                open.insert((*device, true), (line.t_ms, record));
+        if let Some(key) = begins {
+            open.entry(key).or_insert((line.t_ms, record));
+        }
+        if let Some(key) = ends {
+            if let Some((from, at)) = open.remove(&key) {
+                silences
+                    .entry(key.0)
+                    .or_default()
+                    .push((from, line.t_ms, at));
             }
-            HarnessEvent::PartitionStarted { device, direction }
-                if *direction != Direction::FromServer =>
-            {
-                open.insert((*device, false), (line.t_ms, record));
-            }
-            HarnessEvent::NodeRestarted {
-                restarted: Node::Device(device),
-            } => {
-                if let Some((from, at)) = open.remove(&(*device, true)) {
-                    silences
-                        .entry(*device)
-                        .or_default()
-                        .push((from, line.t_ms, at));
-                }
-            }
-            HarnessEvent::PartitionHealed { device } => {
-                if let Some((from, at)) = open.remove(&(*device, false)) {
-                    silences
-                        .entry(*device)
-                        .or_default()
-                        .push((from, line.t_ms, at));
-                }
-            }
-            _ => {}
         }
     }
     for ((device, _), (from, at)) in open {
@@ -235,11 +253,14 @@ fn detected_in_time(
                 findings.report(Invariant::P2OfflineDetectedInTime, || {
                     let text = format!(
                         "Every device of {user} stopped reaching the server at {:.3}s, but the \
-                         server still showed {user} online at {:.3}s ({} ms later; the bound is \
-                         {bound_ms} ms: session timeout + tick + in-flight packets).",
+                         server still showed {user} online at {:.3}s, {bound_ms} ms later; it \
+                         must show offline at most {bound_ms} ms after (session timeout {} ms + \
+                         tick {} ms + in-flight packets {} ms).",
                         from as f64 / 1000.0,
                         deadline as f64 / 1000.0,
-                        bound_ms
+                        protocol.session_timeout_ms,
+                        protocol.server_tick_ms,
+                        in_flight_ms(start),
                     );
                     (text, [Some(started), since].into_iter().flatten().collect())
                 });
@@ -598,6 +619,64 @@ mod tests {
             violation.explanation.starts_with("device-2"),
             "{violation:?}"
         );
+    }
+
+    fn logged_out(story: &mut Story, device: DeviceId) -> usize {
+        let reason = SessionEnd::Logout;
+        let lost = story.device(device, Event::SessionLost { reason });
+        let session = SessionId(u64::from(device.0));
+        story.server(Event::SessionClosed {
+            session,
+            device,
+            reason,
+        });
+        lost
+    }
+
+    #[test]
+    fn p2_a_user_shown_offline_when_its_devices_log_out_passes() {
+        let mut story = everyone_online();
+        logged_out(&mut story, D1);
+        logged_out(&mut story, D2);
+        changed(&mut story, U1, false, &[D3]);
+        shown(&mut story, D3, U1, false);
+        story.wait(60_000);
+        opened(&mut story, U1, D1);
+        changed(&mut story, U1, true, &[D3]);
+        shown(&mut story, D3, U1, true);
+        story.finish();
+        assert_eq!(presence(&story), vec![]);
+    }
+
+    #[test]
+    fn p2_a_user_left_online_after_every_device_logged_out_fires() {
+        // d1 and d2 log out cleanly; the server keeps u1 online for 60 s until d1 logs in again.
+        let mut story = everyone_online();
+        logged_out(&mut story, D1);
+        let last = logged_out(&mut story, D2);
+        story.wait(60_000);
+        opened(&mut story, U1, D1);
+        story.finish();
+        let violation = single(presence(&story), Invariant::P2OfflineDetectedInTime);
+        assert!(violation.witness.contains(&last), "{violation:?}");
+        let bound = ProtocolConfig::default().offline_detection_ms() + LATENCY_ALLOWANCE_MS;
+        assert!(
+            violation.explanation.contains(&format!(
+                "still showed u1 online at {:.3}s, {bound} ms later; it must show offline at \
+                 most {bound} ms after",
+                (story.history().records[last].t_ms + bound) as f64 / 1000.0
+            )),
+            "{violation:?}"
+        );
+    }
+
+    #[test]
+    fn p2_one_device_logged_out_while_another_stays_online_passes() {
+        let mut story = everyone_online();
+        logged_out(&mut story, D1);
+        story.wait(60_000);
+        story.finish();
+        assert_eq!(presence(&story), vec![]);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!   (`read_advanced`) or on any device that shows it (`read_seen`).
 //! - R2 read-le-delivered: read ≤ received ≤ committed. A device marks read only what it
 //!   received; the server records and devices show only watermarks within the committed timeline.
-//! - R3 read-after-display: a device marks read only what it displayed, and the server records a
-//!   read of seq s only after a device of that user displayed s (or later).
+//! - R3 read-after-display: a device marks read only what it displayed; the server records, and
+//!   any device shows (a sender's "read" tick), a user's read of seq s only after a device of
+//!   that user displayed s (or later).
 //! - R4 group-read-count: a group message's read count is the number of members at its seq, its
 //!   sender excluded, whose watermark covers it (membership entries have no read count). What a sender's device shows never exceeds that
 //!   count, and after the quiet period every device of the sender shows it exactly. A reader list
@@ -161,13 +162,7 @@ impl Pass<'_> {
                 (text, vec![record])
             });
         }
-        let devices = self.index.devices_of(user);
-        let displayed = devices
-            .iter()
-            .filter_map(|d| self.displayed.get(&(conv, *d)))
-            .max()
-            .copied()
-            .unwrap_or_default();
+        let displayed = self.displayed_by(conv, user);
         if up_to > displayed && up_to <= head {
             findings.report(Invariant::R3ReadAfterDisplay, || {
                 let text = format!(
@@ -209,6 +204,17 @@ impl Pass<'_> {
         }
     }
 
+    /// The highest seq of `conv` that any device of `user` has displayed so far.
+    fn displayed_by(&self, conv: ConvId, user: UserId) -> Seq {
+        let devices = self.index.devices_of(user);
+        devices
+            .iter()
+            .filter_map(|d| self.displayed.get(&(conv, *d)))
+            .max()
+            .copied()
+            .unwrap_or_default()
+    }
+
     fn read_seen(
         &mut self,
         record: usize,
@@ -225,6 +231,16 @@ impl Pass<'_> {
                 let text = format!(
                     "{who} showed {user} read {conv} up to {up_to}, beyond the committed head \
                      {head}."
+                );
+                (text, vec![record])
+            });
+        }
+        let displayed = self.displayed_by(conv, user);
+        if up_to > displayed && up_to <= head {
+            findings.report(Invariant::R3ReadAfterDisplay, || {
+                let text = format!(
+                    "{who} showed {user} read {conv} up to {up_to}, but no device of {user} had \
+                     displayed more than {displayed} by then."
                 );
                 (text, vec![record])
             });
@@ -258,8 +274,9 @@ impl Pass<'_> {
             let who = device_name(device);
             findings.report(Invariant::R4GroupReadCount, || {
                 let text = format!(
-                    "{who} showed {readers} readers of {conv} {seq}, but only {truth} members \
-                     (its sender excluded) had read it."
+                    "{who} showed a read count of {readers} for {conv} {seq}, but only {} (its sender \
+                     excluded) had read it.",
+                    members(truth as usize)
                 );
                 (text, vec![record])
             });
@@ -308,9 +325,9 @@ impl Pass<'_> {
             findings.report(Invariant::R4GroupReadCount, || {
                 let text = format!(
                     "{who}'s reader list of {conv} {seq} names {} user(s) as read or unread, \
-                     but {} members (its sender excluded) could see it.",
+                     but {} (its sender excluded) could see it.",
                     listed.len(),
-                    members.len()
+                    self::members(members.len())
                 );
                 (text, vec![record, commit.record])
             });
@@ -331,14 +348,24 @@ impl Pass<'_> {
                     let who = device_name(*device);
                     findings.report(Invariant::R4GroupReadCount, || {
                         let text = format!(
-                            "After the quiet period {who} shows {count} readers of {conv} \
-                             {seq}, but {truth} members read it."
+                            "After the quiet period {who} shows a read count of {count} for {conv} \
+                             {seq}, but {} read it.",
+                            members(truth as usize)
                         );
                         (text, vec![witness])
                     });
                 }
             }
         }
+    }
+}
+
+/// "1 member", "2 members": a count of members in words.
+fn members(count: usize) -> String {
+    if count == 1 {
+        "1 member".to_string()
+    } else {
+        format!("{count} members")
     }
 }
 
@@ -472,6 +499,40 @@ mod tests {
         assert_eq!(violation.witness, vec![read]);
     }
 
+    #[test]
+    fn r3_a_read_tick_shown_before_the_reader_displayed_fires() {
+        // u1 sends #1; d1 shows u2's read tick while d3 has not displayed #1 yet, and shows it
+        // only 18 s later.
+        let mut story = Story::one_to_one();
+        story.send(D1, C1, m(1));
+        story.commit(C1, D1, m(1));
+        let tick = seen(&mut story, D1, U2, 1);
+        story.wait(18_000);
+        story.display(D3, C1, 1);
+        marked(&mut story, D3, C1, 1);
+        advanced(&mut story, D3, U2, 1);
+        let violation = single(receipts(&story), Invariant::R3ReadAfterDisplay);
+        assert_eq!(violation.witness, vec![tick]);
+        assert!(
+            violation
+                .explanation
+                .contains("device-1 showed u2 read c1 up to #1, but no device of u2 had displayed"),
+            "{violation:?}"
+        );
+    }
+
+    #[test]
+    fn r3_a_read_tick_shown_after_another_device_of_the_reader_displayed_passes() {
+        // u1 reads on d1; d2 (u1's other device) and d3 show u1's watermark afterwards.
+        let mut story = Story::one_to_one();
+        story.message(D3, C1, m(1));
+        marked(&mut story, D1, C1, 1);
+        advanced(&mut story, D1, U1, 1);
+        seen(&mut story, D2, U1, 1);
+        seen(&mut story, D3, U1, 1);
+        assert_eq!(receipts(&story), vec![]);
+    }
+
     /// A group of u1, u2 and u3 (added at #1); u1 sends #2 on d1.
     fn group_message() -> Story {
         let mut story = Story::team();
@@ -551,7 +612,7 @@ mod tests {
         let violation = single(receipts(&story), Invariant::R4GroupReadCount);
         assert_eq!(violation.witness, vec![double]);
         assert!(
-            violation.explanation.contains("only 1 members"),
+            violation.explanation.contains("only 1 member (its sender"),
             "{violation:?}"
         );
     }
@@ -564,7 +625,9 @@ mod tests {
         story.finish();
         let violation = single(receipts(&story), Invariant::R4GroupReadCount);
         assert!(
-            violation.explanation.contains("device-2 shows 0 readers"),
+            violation
+                .explanation
+                .contains("device-2 shows a read count of 0"),
             "{violation:?}"
         );
     }
