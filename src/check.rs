@@ -30,8 +30,8 @@ pub fn command_check(path: &Path, format: Format) -> Result<bool, String> {
     if imsim_history::blackbox::BlackBoxHistory::looks_like(text) {
         return crate::xmpp::check_blackbox(&name, text, format);
     }
-    let history = History::from_jsonl(text)
-        .map_err(|(line, message)| format!("{name}:{line}: {message}"))?;
+    let history =
+        History::from_jsonl(text).map_err(|(line, message)| format!("{name}:{line}: {message}"))?;
     if history.records.is_empty() {
         return Err(format!(
             "{name}: no records: a history has one JSON object per line (docs/history-format.md)"
