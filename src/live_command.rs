@@ -30,6 +30,7 @@ pub struct ServeArgs {
     /// The seed that draws the scenario's topology.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Serve a deliberately broken protocol (see `imsim variants`) instead of the correct one.
     #[arg(long, value_name = "NAME", value_parser = crate::args::parse_variant)]
     pub variant: Option<imsim_model::Variant>,
     /// Real time per scenario time (0.1 runs every protocol timeout ten times faster).
@@ -56,8 +57,10 @@ pub struct LiveArgs {
     /// Write the merged history as JSON lines to this file (it must not exist).
     #[arg(long)]
     pub history_out: Option<PathBuf>,
+    /// Run a deliberately broken protocol (see `imsim variants`) instead of the correct one.
     #[arg(long, value_name = "NAME", value_parser = crate::args::parse_variant)]
     pub variant: Option<imsim_model::Variant>,
+    /// text for people; json: one JSON object for the run, as `imsim run --format json`.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }

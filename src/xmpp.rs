@@ -35,6 +35,7 @@ pub struct XmppArgs {
     /// With --server: the XMPP domain of the accounts (the room is on conference.DOMAIN).
     #[arg(long, default_value = "localhost")]
     domain: String,
+    /// text for people; json: one JSON object for the run, with the judged invariants.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
     /// Write the black-box history (JSON lines) here, for `imsim check`.
