@@ -210,16 +210,6 @@ mod tests {
     }
 
     #[test]
-    fn nearest_rank_percentiles() {
-        let values: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&values, 50), Some(50));
-        assert_eq!(percentile(&values, 90), Some(90));
-        assert_eq!(percentile(&values, 99), Some(99));
-        assert_eq!(percentile(&[7], 99), Some(7));
-        assert_eq!(percentile(&[], 50), None);
-    }
-
-    #[test]
     fn histogram_buckets_run_one_two_five_from_the_fastest_to_the_slowest() {
         let buckets = histogram(&[3, 4, 7, 15, 1_500]);
         let edges: Vec<(u64, u64, u64)> = buckets
