@@ -86,6 +86,8 @@ detected! {
     read_before_display: ReadBeforeDisplay,
     read_count_double: ReadCountDouble,
     ghost_online: GhostOnline,
+    push_to_one_device: PushToOneDevice,
+    dedupe_without_ack: DedupeWithoutAck,
 }
 
 #[test]

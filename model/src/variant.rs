@@ -27,6 +27,8 @@ pub enum Variant {
     ReadBeforeDisplay,
     ReadCountDouble,
     GhostOnline,
+    PushToOneDevice,
+    DedupeWithoutAck,
 }
 
 /// What the catalogue says about one broken variant.
@@ -44,7 +46,7 @@ pub struct CatalogueEntry {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 15] = [
+    pub const ALL: [Variant; 17] = [
         Variant::Correct,
         Variant::NoReceiverDedupe,
         Variant::AckBeforeStore,
@@ -60,6 +62,8 @@ impl Variant {
         Variant::ReadBeforeDisplay,
         Variant::ReadCountDouble,
         Variant::GhostOnline,
+        Variant::PushToOneDevice,
+        Variant::DedupeWithoutAck,
     ];
 
     /// The kebab-case name, as on the command line and in the history.
@@ -80,6 +84,8 @@ impl Variant {
             Variant::ReadBeforeDisplay => "read-before-display",
             Variant::ReadCountDouble => "read-count-double",
             Variant::GhostOnline => "ghost-online",
+            Variant::PushToOneDevice => "push-to-one-device",
+            Variant::DedupeWithoutAck => "dedupe-without-ack",
         }
     }
 
@@ -208,6 +214,20 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         invariant: "offline-detected-in-time",
         also: &["presence-converges"],
         description: "the server never expires a session that stopped heartbeating: a dead phone stays online",
+    },
+    CatalogueEntry {
+        variant: Variant::PushToOneDevice,
+        scenario: "multi-device",
+        invariant: "delivered-in-time",
+        also: &[],
+        description: "the server pushes a message to one device per user; the others wait for the heartbeat's sync key",
+    },
+    CatalogueEntry {
+        variant: Variant::DedupeWithoutAck,
+        scenario: "lossy-network",
+        invariant: "send-resolves",
+        also: &[],
+        description: "the server drops a retransmit of a committed message without acking it again, so a lost ack is never repaired",
     },
 ];
 

@@ -170,6 +170,11 @@ impl Server {
                     client_msg_id,
                     seq,
                 });
+                if self.config.variant == Variant::DedupeWithoutAck {
+                    // VARIANT dedupe-without-ack: the retransmit is recognised and dropped, but
+                    // not acked again, so a sender whose first ack was lost resends for ever.
+                    return;
+                }
                 self.emit(Event::AckSent {
                     device,
                     conv,

@@ -44,6 +44,11 @@ impl Server {
                 if device == message.sender_device {
                     continue;
                 }
+                if variant == Variant::PushToOneDevice && online {
+                    // VARIANT push-to-one-device: only the user's first online device gets the
+                    // push; its other devices learn of the message from the heartbeat's sync key.
+                    break;
+                }
                 if let Some(address) = self.session_of_device.get(&device) {
                     targets.push(*address);
                     online = true;
