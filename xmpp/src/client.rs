@@ -163,7 +163,10 @@ impl Client {
                     let wait = tokio::time::sleep(backoff);
                     tokio::pin!(wait);
                     loop {
+                        // `biased;`: the branches are tried in order, so the choice is the code's
+                        // (house rule), not tokio's thread-local random draw.
                         tokio::select! {
+                            biased;
                             _ = &mut wait => break,
                             command = commands.recv() => match command {
                                 None | Some(Command::Shutdown) => return,
@@ -324,16 +327,19 @@ impl Client {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut ping_sent: Option<Instant> = None;
         loop {
+            // `biased;`: the harness's commands first (they are few and finite, so they never
+            // starve the stream), then the server's stanzas, then the keep-alive tick.
             let step = tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    None | Some(Command::Shutdown) => return Exit::Shutdown,
+                    Some(command) => self.handle_command(command, reader, writer).await,
+                },
                 event = reader.next_event() => match event {
                     Ok(StreamEvent::Element(element)) => self.handle_element(element, writer).await,
                     Ok(StreamEvent::Closed) => Err("the server closed the stream".to_string()),
                     Ok(StreamEvent::Opened(_)) => Err("a second stream header".to_string()),
                     Err(error) => Err(error),
-                },
-                command = commands.recv() => match command {
-                    None | Some(Command::Shutdown) => return Exit::Shutdown,
-                    Some(command) => self.handle_command(command, reader, writer).await,
                 },
                 _ = tick.tick() => {
                     let silent = reader.last_inbound.elapsed();

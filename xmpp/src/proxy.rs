@@ -130,7 +130,9 @@ async fn forward(client: TcpStream, server: SocketAddr, shared: Arc<Shared>) {
     let (server_read, server_write) = upstream.into_split();
     // When either direction ends (EOF, error, reset), both sockets are dropped with zero
     // linger, which sends RST both ways.
+    // Each pump runs until its direction closes; `biased;` keeps the polling order explicit.
     tokio::select! {
+        biased;
         _ = pump(client_read, server_write, &shared, generation, true) => {}
         _ = pump(server_read, client_write, &shared, generation, false) => {}
     }
