@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const SLOWEST_MAX: usize = 10;
 
 pub fn measure(history: &History) -> Latency {
-    let mut samples = samples(history);
+    let mut samples = latency_samples(history);
     let not_displayed = not_displayed(history);
     if samples.is_empty() {
         return Latency {
@@ -43,12 +43,6 @@ pub fn measure(history: &History) -> Latency {
         histogram: histogram(&sorted),
         slowest: samples,
     }
-}
-
-/// Every (message, other device) pair with a send and a display, in history order of display
-/// (the one definition of a latency sample: `imsim_history::stats`).
-pub fn samples(history: &History) -> Vec<LatencySample> {
-    latency_samples(history)
 }
 
 /// Committed messages not displayed on a member device (other than the sender) by the end of
@@ -170,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_sample_per_message_and_other_device_first_display_only() {
-        let samples = samples(&story());
+        let samples = latency_samples(&story());
         let found: Vec<(u32, u64)> = samples
             .iter()
             .map(|s| (s.display_device, s.latency_ms))
@@ -183,7 +177,7 @@ mod tests {
     fn the_sender_showing_its_own_message_is_not_a_delivery() {
         let mut history = story();
         display(&mut history, 700, D1, D1, 1, 1);
-        assert_eq!(samples(&history).len(), 2);
+        assert_eq!(latency_samples(&history).len(), 2);
     }
 
     #[test]
@@ -205,7 +199,7 @@ mod tests {
     fn a_display_without_a_send_is_no_sample() {
         let mut history = start();
         display(&mut history, 150, D3, D1, 9, 1);
-        assert!(samples(&history).is_empty());
+        assert!(latency_samples(&history).is_empty());
         assert_eq!(measure(&history).p50_ms, None);
     }
 

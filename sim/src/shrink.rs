@@ -24,9 +24,7 @@ mod cut;
 use crate::explicit::{codes, explicit, failing, Size};
 use crate::run::RunOutcome;
 use crate::scenario::{Pinned, Scenario};
-use cut::{
-    duration_floor, fault_entries, keep_faults, keep_topology, moments, shift_earlier, Keep,
-};
+use cut::{duration_floor, keep_topology, moments, shift_earlier, Keep};
 use imsim_history::check::{Class, Invariant};
 use imsim_history::Fnv1a;
 use std::collections::{BTreeSet, HashSet};
@@ -405,11 +403,11 @@ impl Shrinker<'_> {
     }
 
     fn cut_faults(&mut self) -> bool {
-        let entries = fault_entries(&self.best.faults.profile);
+        let entries = self.best.faults.profile.entries();
         self.ddmin(entries.len(), &|base, kept| {
             let kept: Vec<_> = kept.iter().map(|i| entries[*i]).collect();
             let mut scenario = base.clone();
-            scenario.faults.profile = keep_faults(&base.faults.profile, &kept);
+            scenario.faults.profile = base.faults.profile.keep(&kept);
             Some(scenario)
         })
     }

@@ -84,7 +84,7 @@ fn delivered_in_time(
     let no_overflow = BTreeSet::new();
     let end_ms = history.records.last().map_or(0, |r| r.t_ms);
     let large_group_members = start.protocol.notify_threshold_members as usize;
-    for conv in index.conversations().collect::<Vec<_>>() {
+    for conv in index.conversations() {
         let members = index.member_devices(conv);
         let large = index.is_group(conv) && members.len() > large_group_members;
         let bound_ms = delivery_bound_ms(&start.protocol, large, in_flight_ms);

@@ -9,20 +9,9 @@
 //! is dropped with it. A renumbered run is a different madsim run (addresses and node order
 //! change), which is fine: the shrinker keeps a cut only when its run still fails.
 
-use crate::faults::{FaultEntry, FaultProfile};
 use crate::scenario::{Conversations, Scenario};
 use imsim_model::DeviceId;
 use std::collections::BTreeMap;
-
-/// Every fault entry of `profile`, one each the shrinker may drop.
-pub fn fault_entries(profile: &FaultProfile) -> Vec<FaultEntry> {
-    profile.entries()
-}
-
-/// `profile` with only the `kept` entries.
-pub fn keep_faults(profile: &FaultProfile, kept: &[FaultEntry]) -> FaultProfile {
-    profile.keep(kept)
-}
 
 /// What of the topology a cut keeps: user numbers, device slots (1-based, the same for every
 /// user) and conversation numbers, each ascending.
@@ -146,20 +135,15 @@ pub fn duration_floor(scenario: &Scenario) -> u64 {
 mod tests {
     use super::*;
     use crate::explicit::explicit;
+    use crate::faults::FaultProfile;
 
     #[test]
     fn keeping_everything_changes_nothing() {
         let form = explicit(&Scenario::load("one-to-one").unwrap(), 2);
         assert_eq!(keep_topology(&form, &Keep::all(&form)), Some(form.clone()));
-        let entries = fault_entries(&form.faults.profile);
-        assert_eq!(
-            keep_faults(&form.faults.profile, &entries),
-            form.faults.profile
-        );
-        assert_eq!(
-            keep_faults(&form.faults.profile, &[]),
-            FaultProfile::default()
-        );
+        let entries = form.faults.profile.entries();
+        assert_eq!(form.faults.profile.keep(&entries), form.faults.profile);
+        assert_eq!(form.faults.profile.keep(&[]), FaultProfile::default());
     }
 
     #[test]
