@@ -207,6 +207,9 @@ signals! {
     AbandonedPushCaughtUp = "abandoned-push-caught-up",
         "a device displayed a message whose push to it had been abandoned",
         [Need::Silence(Silence::PushesLost)];
+    SyncKeyRepaired = "sync-key-repaired",
+        "a device logged in since before a commit got the message from a resume pull (the sync key's repair)",
+        [Need::Silence(Silence::PushesLost)];
     DeliveredAfterOffline = "delivered-after-offline",
         "a device displayed a message committed while it was logged out",
         [Need::Offline];

@@ -31,7 +31,7 @@ pub enum SendFailure {
 }
 
 /// Why a device asked the server for messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PullReason {
     /// The server's head is beyond the cursor (after login, or the heartbeat's sync key).
@@ -44,6 +44,20 @@ pub enum PullReason {
     Retry,
     /// A large group's notice said there is news.
     Notified,
+}
+
+/// How a displayed message reached the device: the path a checker and a report can tell apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// The server pushed it to this session (the primary path of small conversations).
+    Push,
+    /// The device's own message, placed in its timeline when the server acknowledged it.
+    Ack,
+    /// A pull brought it; the reason is what started the pull (a retried or next-page pull
+    /// keeps the reason of the pull it continues): `notified` is the primary path of large
+    /// groups, `resume` a login's or the heartbeat's repair, `gap` a hole's repair.
+    Pull(PullReason),
 }
 
 /// Everything the model reports. Device events come from `Client`, the rest from `Server`.
@@ -93,6 +107,10 @@ pub enum Event {
         sender_device: DeviceId,
         client_msg_id: ClientMsgId,
         body: String,
+        /// The packet that brought the message (absent in histories of systems that do not
+        /// say).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<Via>,
     },
     /// The device's contiguous cursor moved: every seq up to `cursor` is displayed, and the device
     /// acknowledged `cursor` to the server.

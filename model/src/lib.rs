@@ -29,7 +29,7 @@ pub mod wire;
 pub use client::{Client, Command, DeviceIdentity, LocalStore};
 pub use config::{PresenceMode, ProtocolConfig};
 pub use directory::Directory;
-pub use event::{Event, PullReason, SendFailure, SessionEnd};
+pub use event::{Event, PullReason, SendFailure, SessionEnd, Via};
 pub use ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
 pub use membership::Membership;
 pub use output::Output;

@@ -126,6 +126,7 @@ fn no_phantom(history: &History, index: &HistoryIndex, findings: &mut Findings) 
                 sender_device,
                 client_msg_id,
                 body,
+                ..
             },
         ) = (line.node, event)
         else {

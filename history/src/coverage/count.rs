@@ -6,7 +6,7 @@ use super::Signal;
 use crate::{Entry, HarnessEvent, History, Node, Record};
 use imsim_model::{
     ClientMsgId, ConvId, DeviceId, Event, MembershipChange, PullReason, Rejection, Seq, SessionEnd,
-    UserId,
+    UserId, Via,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -84,6 +84,8 @@ struct Tracker {
     expired: BTreeSet<UserId>,
     /// Each device's first login, and whether it came after the run's first second (roaming).
     first_login_ms: BTreeMap<DeviceId, u64>,
+    /// Each device's latest login.
+    last_login_ms: BTreeMap<DeviceId, u64>,
 }
 
 impl Tracker {
@@ -151,6 +153,7 @@ impl Tracker {
         match event {
             Event::LoggedIn { .. } => {
                 self.first_login_ms.entry(device).or_insert(t_ms);
+                self.last_login_ms.insert(device, t_ms);
                 if let Some(period) = self
                     .logged_out
                     .get_mut(&device)
@@ -235,12 +238,21 @@ impl Tracker {
                 seq,
                 sender_user,
                 sender_device,
+                via,
                 ..
             } => {
+                let committed_ms = self.commit_time_ms.get(&(*conv, *seq)).copied();
+                let logged_in_ms = self.last_login_ms.get(&device).copied();
+                // Brought by a resume pull in a session that began before the commit: not a
+                // login's catch-up but the heartbeat's sync key repairing a lost delivery.
+                if *via == Some(Via::Pull(PullReason::Resume))
+                    && logged_in_ms.is_some_and(|login| committed_ms.is_some_and(|c| login < c))
+                {
+                    self.hit(Signal::SyncKeyRepaired);
+                }
                 if self.abandoned_pushes.remove(&(device, *conv, *seq)) {
                     self.hit(Signal::AbandonedPushCaughtUp);
                 }
-                let committed_ms = self.commit_time_ms.get(&(*conv, *seq)).copied();
                 if committed_ms.is_some_and(|t| self.is_logged_out(device, t)) {
                     self.hit(Signal::DeliveredAfterOffline);
                 }

@@ -29,7 +29,7 @@ mod receiving;
 mod sending;
 
 use crate::config::ProtocolConfig;
-use crate::event::{Event, PullReason, SendFailure, SessionEnd};
+use crate::event::{Event, PullReason, SendFailure, SessionEnd, Via};
 use crate::ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
 use crate::output::Output;
 use crate::time::Time;
@@ -79,11 +79,14 @@ pub struct Client {
     store: LocalStore,
     // Volatile state, lost when the app restarts.
     link: Link,
-    hold_back: BTreeMap<ConvId, BTreeMap<Seq, Message>>,
+    hold_back: BTreeMap<ConvId, BTreeMap<Seq, (Message, Via)>>,
     /// Per conversation with a hole: when the hole was last seen to make no progress.
     gap_since: BTreeMap<ConvId, Time>,
     /// Per conversation with a pull in flight: when to give up waiting for its answer.
     pull_deadline: BTreeMap<ConvId, Time>,
+    /// Why the current (or last) pull round of each conversation started: the path of what
+    /// its answers bring.
+    pull_cause: BTreeMap<ConvId, PullReason>,
     /// The newest head a notice announced per conversation, while the cursor is below it. A
     /// notice that arrives while a pull is in flight cannot start another pull; the answer may
     /// predate the news, so the device pulls again when the answer leaves it short. One entry
@@ -188,6 +191,7 @@ impl Client {
             hold_back: BTreeMap::new(),
             gap_since: BTreeMap::new(),
             pull_deadline: BTreeMap::new(),
+            pull_cause: BTreeMap::new(),
             notified_head: BTreeMap::new(),
             ack_pending: BTreeMap::new(),
             retransmit: BTreeMap::new(),
@@ -341,7 +345,7 @@ impl Client {
             Packet::Deliver { message } => {
                 let conv = message.conv;
                 let before = self.cursor(conv);
-                self.accept(message);
+                self.accept(message, Via::Push);
                 self.after_accept(now, conv, before);
             }
             Packet::PullResponse {

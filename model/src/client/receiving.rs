@@ -5,8 +5,8 @@ use super::*;
 
 impl Client {
     /// Places one message: display it if it is next, hold it back if it is ahead of a hole, drop
-    /// it if it was displayed already.
-    pub(super) fn accept(&mut self, message: Message) {
+    /// it if it was displayed already. `via` is the packet that brought it.
+    pub(super) fn accept(&mut self, message: Message, via: Via) {
         let conv = message.conv;
         let seq = message.seq;
         let joins_me = message.change.is_some_and(|change| {
@@ -22,7 +22,7 @@ impl Client {
         if seq <= conversation.cursor {
             if variant == Variant::NoReceiverDedupe {
                 // VARIANT no-receiver-dedupe: what was displayed already is displayed again.
-                self.emit(displayed_event(message));
+                self.emit(displayed_event(message, via));
                 return;
             }
             self.emit(Event::DuplicateDropped { conv, seq });
@@ -33,17 +33,17 @@ impl Client {
                 // VARIANT watermark-skips-gap: the cursor (and so the acked watermark) jumps over
                 // the hole to the highest seq received, and that message is displayed.
                 conversation.cursor = Seq(seq.0 - 1);
-                self.display(message);
+                self.display(message, via);
                 return;
             }
-            self.hold(message);
+            self.hold(message, via);
             return;
         }
         if variant == Variant::TimestampOrder {
-            self.display_by_timestamp(message);
+            self.display_by_timestamp(message, via);
             return;
         }
-        self.display(message);
+        self.display(message, via);
         loop {
             let next = self.cursor(conv).next();
             let Some(held) = self
@@ -53,7 +53,7 @@ impl Client {
             else {
                 break;
             };
-            self.display(held);
+            self.display(held.0, held.1);
         }
     }
 
@@ -68,7 +68,7 @@ impl Client {
         }
     }
 
-    pub(super) fn display(&mut self, message: Message) {
+    pub(super) fn display(&mut self, message: Message, via: Via) {
         let conversation = self.store.conversations.entry(message.conv).or_default();
         assert_eq!(
             message.seq,
@@ -77,15 +77,15 @@ impl Client {
         );
         conversation.cursor = message.seq;
         conversation.displayed_up_to = message.seq;
-        self.emit(displayed_event(message));
+        self.emit(displayed_event(message, via));
     }
 
     /// VARIANT timestamp-order: the contiguous run that `message` opens (it and what it
     /// releases from the hold-back buffer) is shown sorted by the sender's clock, not by seq.
-    pub(super) fn display_by_timestamp(&mut self, message: Message) {
+    pub(super) fn display_by_timestamp(&mut self, message: Message, via: Via) {
         let conv = message.conv;
-        let mut run = vec![message];
-        let mut next = run[0].seq.next();
+        let mut next = message.seq.next();
+        let mut run = vec![(message, via)];
         while let Some(held) = self
             .hold_back
             .get_mut(&conv)
@@ -94,17 +94,17 @@ impl Client {
             run.push(held);
             next = next.next();
         }
-        run.sort_by_key(|m| (m.client_time_ms, m.seq));
+        run.sort_by_key(|(m, _)| (m.client_time_ms, m.seq));
         let last = Seq(next.0 - 1);
         let conversation = self.store.conversations.entry(conv).or_default();
         conversation.cursor = last;
         conversation.displayed_up_to = last;
-        for message in run {
-            self.emit(displayed_event(message));
+        for (message, via) in run {
+            self.emit(displayed_event(message, via));
         }
     }
 
-    pub(super) fn hold(&mut self, message: Message) {
+    pub(super) fn hold(&mut self, message: Message, via: Via) {
         let (conv, seq) = (message.conv, message.seq);
         let held = self.hold_back.entry(conv).or_default();
         if held.contains_key(&seq) {
@@ -121,7 +121,10 @@ impl Client {
             held.remove(&highest);
             self.emit(Event::HoldBackOverflow { conv, seq: highest });
         }
-        self.hold_back.entry(conv).or_default().insert(seq, message);
+        self.hold_back
+            .entry(conv)
+            .or_default()
+            .insert(seq, (message, via));
         self.emit(Event::HeldBack { conv, seq });
     }
 
@@ -210,6 +213,12 @@ impl Client {
             // instead of pulling, whatever prompted the pull (gap, resume, sync key).
             return;
         }
+        // A retry or a next page continues the pull that started the round: the path is its.
+        if !matches!(reason, PullReason::Retry | PullReason::NextPage)
+            || !self.pull_cause.contains_key(&conv)
+        {
+            self.pull_cause.insert(conv, reason);
+        }
         let mut after = self.cursor(conv);
         if self.config.variant == Variant::SyncOffByOne {
             // VARIANT sync-off-by-one: the pull starts one past the cursor, skipping an entry.
@@ -238,8 +247,10 @@ impl Client {
     ) {
         self.pull_deadline.remove(&conv);
         let before = self.cursor(conv);
+        let cause = self.pull_cause.get(&conv).copied();
+        let via = Via::Pull(cause.unwrap_or(PullReason::Resume));
         for message in messages.into_iter().filter(|m| m.conv == conv) {
-            self.accept(message);
+            self.accept(message, via);
         }
         self.after_accept(now, conv, before);
         // VARIANT sync-off-by-one, store-only-offline: these protocols can answer every pull
@@ -287,7 +298,7 @@ impl Client {
     }
 }
 
-pub(super) fn displayed_event(message: Message) -> Event {
+pub(super) fn displayed_event(message: Message, via: Via) -> Event {
     Event::Displayed {
         conv: message.conv,
         seq: message.seq,
@@ -295,5 +306,6 @@ pub(super) fn displayed_event(message: Message) -> Event {
         sender_device: message.sender_device,
         client_msg_id: message.client_msg_id,
         body: message.body,
+        via: Some(via),
     }
 }

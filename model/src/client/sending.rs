@@ -143,7 +143,7 @@ impl Client {
             change: outgoing.change,
         };
         let before = self.cursor(conv);
-        self.accept(message);
+        self.accept(message, Via::Ack);
         self.after_accept(now, conv, before);
     }
 

@@ -54,6 +54,7 @@ impl Story {
             topology,
             faults: FaultProfile::default(),
             protocol: Default::default(),
+            budget: Default::default(),
         })));
         story
     }
@@ -126,6 +127,10 @@ impl Story {
     }
 
     fn display(&mut self, device: DeviceId, seq: u64, sender: DeviceId) {
+        self.display_via(device, seq, sender, imsim_model::Via::Push);
+    }
+
+    fn display_via(&mut self, device: DeviceId, seq: u64, sender: DeviceId, via: imsim_model::Via) {
         let sender_user = if sender == D2 { U2 } else { U1 };
         self.device(
             device,
@@ -136,6 +141,7 @@ impl Story {
                 sender_device: sender,
                 client_msg_id: m(seq),
                 body: String::new(),
+                via: Some(via),
             },
         );
     }
@@ -416,6 +422,30 @@ fn an_abandoned_push_is_caught_up_by_a_later_display() {
     story.server(abandoned);
     story.display(D2, 1, D1);
     assert_eq!(story.count(Signal::AbandonedPushCaughtUp), 1);
+}
+
+#[test]
+fn a_resume_pull_in_a_session_older_than_the_commit_is_the_sync_keys_repair() {
+    let resume = imsim_model::Via::Pull(PullReason::Resume);
+    let login = Event::LoggedIn {
+        session: imsim_model::SessionId(1),
+    };
+    let mut story = Story::new();
+    story.device(D2, login.clone());
+    story.commit(D1, 1, 1);
+    story.display(D2, 1, D1);
+    assert_eq!(story.count(Signal::SyncKeyRepaired), 0, "a push");
+    story.commit(D1, 2, 2);
+    story.device(D2, login);
+    story.display_via(D2, 2, D1, resume);
+    assert_eq!(
+        story.count(Signal::SyncKeyRepaired),
+        0,
+        "a login's catch-up"
+    );
+    story.commit(D1, 3, 3);
+    story.display_via(D2, 3, D1, resume);
+    assert_eq!(story.count(Signal::SyncKeyRepaired), 1);
 }
 
 #[test]
