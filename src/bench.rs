@@ -181,8 +181,8 @@ fn packet_rate(seeds: u64) -> f64 {
     let started = Instant::now();
     let mut packets = 0;
     for seed in 0..seeds {
-        let (_, stats, _) = simulate(&Setup::new(&scenario, seed));
-        packets += stats.sent;
+        let history = simulate(&Setup::new(&scenario, seed));
+        packets += history.traffic().map_or(0, |traffic| traffic.packets.sent);
     }
     packets as f64 / started.elapsed().as_secs_f64()
 }

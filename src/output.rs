@@ -31,6 +31,10 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome, harness_failure:
     let stats = &outcome.stats;
     let faults = serde_json::to_string(&setup.faults).expect("a fault profile serialises");
     say!("== {scenario} seed {} faults {faults}", setup.seed);
+    if let Some(drawn) = &setup.features {
+        let features = serde_json::to_string(drawn).expect("the drawn features serialise");
+        say!("   features {features}");
+    }
     say!(
         "   {}: sends {} committed {} acked {} displayed {} | packets {} dropped {} duplicated {} delayed {} held {} \
          | server crashes {} device restarts {} | simulated {:.1}s | invariants checked {}",
@@ -55,7 +59,7 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome, harness_failure:
     );
     let latency = &stats.latency_ms;
     say!(
-        "   cost: storage writes/msg {:.2} | packets/delivery {:.2} | notices/msg {:.2} | \
+        "   cost: message writes/msg {:.2} | packets/delivery {:.2} | notices/msg {:.2} | \
          presence packets/change {:.2} | send->display p50 {} ms p90 {} ms p99 {} ms max {} ms",
         stats.writes_per_message(),
         stats.packets_per_delivery(),
@@ -124,7 +128,7 @@ pub fn violations_json(history: &History, violations: &[Violation]) -> Vec<Value
 
 /// One run as the JSON object `imsim run --format json` prints per line.
 pub fn outcome_json(scenario: &str, outcome: &RunOutcome) -> Value {
-    json!({
+    let mut object = json!({
         "scenario": scenario,
         "seed": outcome.setup.seed,
         "ok": outcome.ok(),
@@ -136,7 +140,11 @@ pub fn outcome_json(scenario: &str, outcome: &RunOutcome) -> Value {
             outcome.setup.seed,
             outcome.setup.scenario.protocol.variant
         ),
-    })
+    });
+    if let Some(drawn) = &outcome.setup.features {
+        object["features"] = json!(drawn);
+    }
+    object
 }
 
 /// The trace of a replay, optionally only one device's or one conversation's events (harness

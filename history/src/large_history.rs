@@ -9,8 +9,8 @@
 use crate::faults::FaultProfile;
 use crate::{ConversationSpec, Entry, HarnessEvent, History, Node, RunStart};
 use crate::{TimelineEntry, Topology, UserSpec};
-use imsim_model::UserId;
 use imsim_model::{ClientMsgId, ClientSeq, ConvId, DeviceId, Event, MembershipChange, Seq};
+use imsim_model::{UserId, Via};
 use std::collections::BTreeMap;
 
 const GROUP: ConvId = ConvId(1);
@@ -131,6 +131,7 @@ impl Builder {
                     sender_device: device,
                     client_msg_id,
                     body: body.clone(),
+                    via: Some(Via::Push),
                 };
                 self.push(Node::Device(shown), display);
                 if seq.0.is_multiple_of(CURSOR_EVERY) || removed == Some(UserId(user as u32)) {
@@ -192,6 +193,7 @@ pub fn large_group(members: u32, messages: u64) -> History {
         topology,
         faults: FaultProfile::default(),
         protocol: Default::default(),
+        budget: Default::default(),
     })));
     let mut draw = Draw(0x9e37_79b9_7f4a_7c15);
     let mut next_newcomer = members - newcomers + 1;

@@ -9,7 +9,8 @@
 //! - [`faults`]: the fault profile a history carries;
 //! - [`check`]: every invariant, one file per family, as one table;
 //! - [`coverage`]: the coverage signals ("sometimes" properties), counted from the history;
-//! - [`stats`]: the figures of a run, each with one definition;
+//! - [`stats`]: the figures of a run, each with one definition; [`traffic`]: what the run
+//!   cost (packets, writes) and the budget it must stay in;
 //! - [`divergence`]: where two histories of one seed first differ.
 //!
 //! No madsim, no tokio, no randomness: `cargo tree -p imsim-history` shows the model and serde.
@@ -25,6 +26,7 @@ pub mod large_history;
 pub mod reader;
 pub mod record;
 pub mod stats;
+pub mod traffic;
 
 pub use check::{check_all, Class, Invariant, Violation};
 pub use record::*;

@@ -10,7 +10,7 @@ use imsim_model::Event;
 use serde_json::{Map, Value};
 
 /// The event types the harness records (`HarnessEvent`), as they appear in `type`.
-pub const HARNESS_EVENT_TYPES: [&str; 8] = [
+pub const HARNESS_EVENT_TYPES: [&str; 9] = [
     "run_started",
     "partition_started",
     "partition_healed",
@@ -18,6 +18,7 @@ pub const HARNESS_EVENT_TYPES: [&str; 8] = [
     "node_restarted",
     "liveness_phase_started",
     "final_timeline",
+    "traffic",
     "run_ended",
 ];
 

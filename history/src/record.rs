@@ -5,6 +5,7 @@
 
 pub use crate::faults::Direction;
 use crate::faults::FaultProfile;
+pub use crate::traffic::{CostBudget, PacketStats, Traffic};
 use imsim_model::{ClientMsgId, ConvId, DeviceId, Event, ProtocolConfig, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -108,6 +109,9 @@ pub struct RunStart {
     /// The protocol settings: checkers derive time bounds from them (presence detection).
     #[serde(default)]
     pub protocol: ProtocolConfig,
+    /// The cost budget the scenario declares (C1 judges the run's `traffic` against it).
+    #[serde(default)]
+    pub budget: CostBudget,
 }
 
 /// What the simulator records: the run's setup, faults as they start and end, the phase change
@@ -142,6 +146,8 @@ pub enum HarnessEvent {
         conv: ConvId,
         entries: Vec<TimelineEntry>,
     },
+    /// What the run cost, as the driver counted it: packets and storage writes.
+    Traffic(Box<Traffic>),
     RunEnded,
 }
 
@@ -208,6 +214,17 @@ impl History {
             .filter_map(|(index, record)| match &record.entry {
                 Entry::Protocol(event) => Some((index, record, event)),
                 Entry::Harness(_) => None,
+            })
+    }
+
+    /// The driver's `traffic` record, if it wrote one.
+    pub fn traffic(&self) -> Option<&Traffic> {
+        self.records
+            .iter()
+            .rev()
+            .find_map(|record| match &record.entry {
+                Entry::Harness(HarnessEvent::Traffic(traffic)) => Some(traffic.as_ref()),
+                _ => None,
             })
     }
 

@@ -1,24 +1,14 @@
 //! Figures of one run, each with ONE definition that `imsim run`'s summary, the reports and the
 //! bench share: counts of what the history records, send→display latency, and the cost ratios
 //! (packets per delivery, storage writes per message, presence packets per change, notices per
-//! message). Packet counts are not in the history: the driver that ran the run supplies them.
+//! message). Packet and write counts come from the history's `traffic` record, which the driver
+//! that ran the run writes.
 
 use crate::record::{Entry, HarnessEvent, History, Node};
+pub use crate::traffic::PacketStats;
 use imsim_model::{ClientMsgId, ConvId, DeviceId, Event};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// What the fault layer did to a run's packets.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct PacketStats {
-    pub sent: u64,
-    pub dropped: u64,
-    pub duplicated: u64,
-    pub delayed: u64,
-    pub held: u64,
-    /// Packets sent, by kind (`deliver`, `notify`, `pull` …).
-    pub by_kind: BTreeMap<&'static str, u64>,
-}
 
 /// Counts of what a history records.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -93,54 +83,60 @@ pub struct RunStats {
     pub packets: PacketStats,
     /// Storage records written (synced or lost in a crash): messages, refusals, inbox copies.
     pub storage_writes: u64,
+    /// Of the records the storage holds at the end, those that store a message.
+    pub message_writes: u64,
     /// Send → first display on each other device, in milliseconds.
     pub latency_ms: Quantiles,
 }
 
 impl RunStats {
-    /// `synced_writes`: the records the server's storage holds at the end; the writes a crash
-    /// lost are counted from the history.
-    pub fn of(history: &History, packets: PacketStats, synced_writes: u64) -> RunStats {
+    /// The figures of `history`; packets and writes from its `traffic` record (zero without
+    /// one, as in a history of another system's clients). The writes a crash lost are counted
+    /// from the history.
+    pub fn of(history: &History) -> RunStats {
         let counts = HistoryCounts::of(history);
+        let traffic = history.traffic().cloned().unwrap_or_default();
         let mut latencies: Vec<u64> = latency_samples(history)
             .iter()
             .map(|sample| sample.latency_ms)
             .collect();
         latencies.sort_unstable();
         RunStats {
-            storage_writes: synced_writes + counts.lost_unsynced_writes,
+            storage_writes: traffic.synced_writes + counts.lost_unsynced_writes,
+            message_writes: traffic.message_writes,
             counts,
-            packets,
+            packets: traffic.packets,
             latency_ms: Quantiles::of_sorted(&latencies),
         }
     }
 
-    /// Storage writes per committed entry (1 for store once, about the audience for fan-out
-    /// write).
+    /// Message writes (timeline entries and fan-out inbox copies the storage holds at the end)
+    /// per committed entry: 1 for store once, about the audience for fan-out write.
     pub fn writes_per_message(&self) -> f64 {
-        self.storage_writes as f64 / self.counts.committed.max(1) as f64
+        self.message_writes as f64 / self.counts.committed.max(1) as f64
     }
 
-    /// Packets of any kind per message displayed on a recipient's device.
+    /// Message-path packets (sends, pushes, acks, notices, pulls and their answers; not
+    /// heartbeats, logins, presence or receipts) per message displayed on a recipient's device.
     pub fn packets_per_delivery(&self) -> f64 {
-        self.packets.sent as f64 / self.counts.delivered.max(1) as f64
+        self.packets.message_path() as f64 / self.counts.delivered.max(1) as f64
     }
 
     /// Presence packets (pushed changes, and status lists sent at login or on request) per
     /// status change: the storm coefficient of presence, push or pull.
     pub fn presence_packets_per_change(&self) -> f64 {
-        let kinds = ["presence", "presence_state"];
-        let packets: u64 = kinds
-            .iter()
-            .map(|kind| self.packets.by_kind.get(kind).copied().unwrap_or(0))
-            .sum();
+        let packets = self.packets.of_kind("presence") + self.packets.of_kind("presence_state");
         packets as f64 / self.counts.presence_changes.max(1) as f64
+    }
+
+    /// Notices sent per message displayed on a recipient's device (below 1 when notices merge).
+    pub fn notices_per_delivery(&self) -> f64 {
+        self.packets.of_kind("notify") as f64 / self.counts.delivered.max(1) as f64
     }
 
     /// Notices sent per committed entry: the storm coefficient of notify-then-pull.
     pub fn notices_per_message(&self) -> f64 {
-        self.packets.by_kind.get("notify").copied().unwrap_or(0) as f64
-            / self.counts.committed.max(1) as f64
+        self.packets.of_kind("notify") as f64 / self.counts.committed.max(1) as f64
     }
 }
 

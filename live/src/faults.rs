@@ -73,7 +73,7 @@ impl LiveHarness {
     }
 
     pub fn packet_stats(&self) -> PacketStats {
-        lock(&self.faults).stats().clone()
+        lock(&self.faults).stats()
     }
 
     /// The troubles kept, and a line counting those that were not.

@@ -15,7 +15,7 @@
 use crate::data_dir::storage_of;
 use crate::directory::directory_of;
 use crate::server::{ServeCounts, ServerLine};
-use imsim_history::{Entry, HarnessEvent, History, Node, TimelineEntry};
+use imsim_history::{Entry, HarnessEvent, History, Node, TimelineEntry, Traffic};
 use imsim_model::{ConvId, Event, ProtocolConfig, Record, Seq, Server, Time, UserId};
 use imsim_sim::Setup;
 use std::collections::BTreeMap;
@@ -177,6 +177,7 @@ pub fn merge(
     setup: &Setup,
     config: ProtocolConfig,
     now_ms: u64,
+    traffic: Traffic,
 ) -> History {
     for lines in starts {
         for line in lines {
@@ -212,6 +213,8 @@ pub fn merge(
         let event = HarnessEvent::FinalTimeline { conv, entries };
         history.push(end_ms, Node::Harness, Entry::Harness(event));
     }
+    let traffic = Entry::Harness(HarnessEvent::Traffic(Box::new(traffic)));
+    history.push(end_ms, Node::Harness, traffic);
     let end = Entry::Harness(HarnessEvent::RunEnded);
     history.push(end_ms, Node::Harness, end);
     history

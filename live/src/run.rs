@@ -22,7 +22,7 @@ use crate::log::parse_log;
 use crate::merge::{events_file, merge, read_server_files, unpublished_events};
 use crate::server::ServeCounts;
 use imsim_history::stats::RunStats;
-use imsim_history::{check_all, HarnessEvent, History, Node, RunStart};
+use imsim_history::{check_all, HarnessEvent, History, Node, RunStart, Traffic};
 use imsim_model::{DeviceId, DeviceIdentity};
 use imsim_sim::{RunOutcome, Scenario, Setup};
 use std::collections::BTreeMap;
@@ -186,11 +186,7 @@ impl<'a> Controller<'a> {
         let (history, note) = controller.merge()?;
         notes.extend(note);
         let violations = check_all(&history);
-        let stats = RunStats::of(
-            &history,
-            controller.harness.packet_stats(),
-            controller.storage_writes()?,
-        );
+        let stats = RunStats::of(&history);
         let ok = violations.is_empty();
         let run_dir = controller.run_dir.clone();
         if ok {
@@ -226,6 +222,7 @@ impl<'a> Controller<'a> {
                 topology: self.setup.topology.clone(),
                 faults: self.setup.faults.clone(),
                 protocol: scenario.protocol.clone(),
+                budget: scenario.budget.clone(),
             })),
         );
         self.start_server().await?;
@@ -442,10 +439,6 @@ impl<'a> Controller<'a> {
         Ok(contents.records)
     }
 
-    fn storage_writes(&self) -> Result<u64, String> {
-        Ok(self.final_records()?.len() as u64)
-    }
-
     /// One history from the servers' lines and this process's records.
     /// Also a note when records became durable at a kill before their events were written.
     fn merge(&self) -> Result<(History, Option<String>), String> {
@@ -465,6 +458,11 @@ impl<'a> Controller<'a> {
             &self.setup,
             self.setup.scenario.protocol.clone(),
             self.clock.now().0,
+            Traffic {
+                packets: self.harness.packet_stats(),
+                synced_writes: log.len() as u64,
+                message_writes: log.iter().filter(|r| r.stores_message()).count() as u64,
+            },
         );
         Ok((history, note))
     }

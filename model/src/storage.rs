@@ -40,6 +40,13 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// A timeline entry or a fan-out inbox copy.
+    pub fn stores_message(&self) -> bool {
+        matches!(self, Record::Committed(_) | Record::InboxCopy { .. })
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Storage {
     durable: Vec<Record>,
@@ -59,6 +66,13 @@ impl Storage {
     /// Number of records written so far, durable or not. A sync requested now covers up to here.
     pub fn written(&self) -> u64 {
         (self.durable.len() + self.unsynced.len()) as u64
+    }
+
+    /// Records written so far, durable or not, that store a message: timeline entries and
+    /// fan-out inbox copies (not refusals or reads).
+    pub fn message_writes(&self) -> u64 {
+        let records = self.durable.iter().chain(&self.unsynced);
+        records.filter(|record| record.stores_message()).count() as u64
     }
 
     /// Number of durable records.

@@ -43,6 +43,7 @@ pub fn start() -> History {
             topology,
             faults: FaultProfile::default(),
             protocol: Default::default(),
+            budget: Default::default(),
         }))),
     );
     history
@@ -119,6 +120,7 @@ pub fn display(
         sender_device: sender,
         client_msg_id: ClientMsgId(id),
         body: format!("m{id} from {sender}"),
+        via: Some(imsim_model::Via::Push),
     };
     on(history, t_ms, Node::Device(device), event)
 }

@@ -12,7 +12,7 @@ use imsim_history::History;
 /// Runs the seed again in this process, from scratch (setup derivation included), and returns
 /// the new history for comparison with the first run's.
 pub fn rerun(scenario: &Scenario, seed: u64) -> History {
-    simulate(&Setup::new(scenario, seed)).0
+    simulate(&Setup::new(scenario, seed))
 }
 
 /// Whether `seed` is one that `imsim run` reruns to check determinism when it checks every

@@ -21,6 +21,8 @@ use std::fmt;
 /// The explicit form of `scenario` run with `seed`, pinned to that seed with no expectation yet.
 pub fn explicit(scenario: &Scenario, seed: u64) -> Scenario {
     let setup = Setup::new(scenario, seed);
+    // The drawn features (topology, workload and protocol) are the run's, not the file's.
+    let scenario = &setup.scenario;
     let duration_ms = scenario.workload.duration_ms;
     let mut script = Vec::new();
     for (device, commands) in &setup.plan.commands {
@@ -104,10 +106,12 @@ pub fn explicit(scenario: &Scenario, seed: u64) -> Scenario {
         faults: FaultSpec {
             swarm: false,
             swarm_classes: FaultClass::all(),
-            profile: setup.faults,
+            profile: setup.faults.clone(),
         },
+        features: Default::default(),
         protocol: scenario.protocol.clone(),
         liveness: scenario.liveness.clone(),
+        budget: scenario.budget.clone(),
         pinned: Some(Pinned {
             seed,
             expect: Vec::new(),

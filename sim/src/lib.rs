@@ -15,6 +15,7 @@ pub mod ceiling;
 pub mod determinism;
 pub mod explicit;
 pub mod faults;
+pub mod features;
 mod fields;
 mod node;
 pub mod reach;

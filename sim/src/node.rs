@@ -100,7 +100,7 @@ impl World {
     }
 
     pub(crate) fn packet_stats(&self) -> PacketStats {
-        lock(&self.faults).stats().clone()
+        lock(&self.faults).stats()
     }
 
     pub(crate) async fn sleep_until_ms(&self, at_ms: u64) {
@@ -114,7 +114,7 @@ impl World {
         let (verdict, sent) = {
             let mut faults = lock(&self.faults);
             let verdict = faults.judge(packet.kind(), device, to_server, now_ms);
-            (verdict, faults.stats().sent)
+            (verdict, faults.sent())
         };
         if sent % runaway::CHECK_EVERY_PACKETS == 0 {
             let work = *lock(&self.work);

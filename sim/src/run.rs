@@ -9,6 +9,7 @@
 //! 5. Check every invariant on the history.
 
 use crate::faults::{self, schedule, FaultProfile};
+use crate::features::{self, Drawn};
 use crate::node::{
     device_address, device_ip, lock, run_device, run_server, server_ip, server_receivers,
     DeviceSlot, ServerSlot, World,
@@ -16,9 +17,9 @@ use crate::node::{
 use crate::scenario::Scenario;
 use crate::workload::{self, Plan};
 use imsim_history::check::{check_all, Violation};
-use imsim_history::stats::{PacketStats, RunStats};
+use imsim_history::stats::RunStats;
 use imsim_history::{
-    replay_command, Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology,
+    replay_command, Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology, Traffic,
 };
 use imsim_model::{Client, Command, DeviceId, DeviceIdentity, Directory, Server, Time};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
@@ -38,11 +39,15 @@ pub struct Setup {
     pub topology: Topology,
     pub faults: FaultProfile,
     pub plan: Plan,
+    /// The features this seed drew, for a scenario with `[features] swarm = true`.
+    pub features: Option<Drawn>,
     madsim_seed: u64,
 }
 
 impl Setup {
     pub fn new(scenario: &Scenario, seed: u64) -> Setup {
+        let (drawn, features) = features::draw(scenario, seed);
+        let scenario = &drawn;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let topology = workload::topology(scenario, &mut rng);
         let duration_ms = scenario.workload.duration_ms;
@@ -78,6 +83,7 @@ impl Setup {
             topology,
             faults,
             plan,
+            features,
             madsim_seed,
         }
     }
@@ -128,9 +134,9 @@ impl RunOutcome {
 /// Runs one seed on a fresh OS thread and checks it.
 pub fn run(scenario: &Scenario, seed: u64) -> RunOutcome {
     let setup = Setup::new(scenario, seed);
-    let (history, packets, storage_writes) = simulate(&setup);
+    let history = simulate(&setup);
     let violations = check_all(&history);
-    let stats = RunStats::of(&history, packets, storage_writes);
+    let stats = RunStats::of(&history);
     RunOutcome {
         setup,
         history,
@@ -139,8 +145,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunOutcome {
     }
 }
 
-/// The simulation alone: the history and the packet counts.
-pub fn simulate(setup: &Setup) -> (History, PacketStats, u64) {
+/// The simulation alone: the history (its `traffic` record holds the packet counts).
+pub fn simulate(setup: &Setup) -> History {
     let setup = setup.clone();
     let thread = std::thread::Builder::new()
         .name(format!("imsim-seed-{}", setup.seed))
@@ -157,7 +163,7 @@ pub fn simulate(setup: &Setup) -> (History, PacketStats, u64) {
 }
 
 /// The controller: builds the nodes, plays the faults, switches phases, reads the final state.
-async fn control(setup: Setup) -> (History, PacketStats, u64) {
+async fn control(setup: Setup) -> History {
     let scenario = &setup.scenario;
     let safety_end_ms = scenario.workload.duration_ms;
     let fault_rng = ChaCha8Rng::seed_from_u64(setup.seed ^ 0x6661_756c_7473);
@@ -177,6 +183,7 @@ async fn control(setup: Setup) -> (History, PacketStats, u64) {
             topology: setup.topology.clone(),
             faults: setup.faults.clone(),
             protocol: scenario.protocol.clone(),
+            budget: scenario.budget.clone(),
         }))),
     );
     let handle = Handle::current();
@@ -214,11 +221,23 @@ async fn control(setup: Setup) -> (History, PacketStats, u64) {
             );
         }
     }
+    let traffic = {
+        let slot = lock(&server_slot);
+        let storage = slot.server.storage();
+        Traffic {
+            packets: world.packet_stats(),
+            synced_writes: storage.written(),
+            message_writes: storage.message_writes(),
+        }
+    };
+    world.record(
+        Node::Harness,
+        Entry::Harness(HarnessEvent::Traffic(Box::new(traffic))),
+    );
     world.record(Node::Harness, Entry::Harness(HarnessEvent::RunEnded));
-    let storage_writes = lock(&server_slot).server.storage().written();
-    let result = (world.take_history(), world.packet_stats(), storage_writes);
+    let history = world.take_history();
     stop_nodes(&handle, &server_node, &device_nodes);
-    result
+    history
 }
 
 /// Kills every node once the run's results are out, so that no task outlives the run.

@@ -4,8 +4,10 @@
 //! binary so `imsim run` works from any directory.
 
 use crate::faults::{FaultClass, FaultProfile};
+use crate::features::FeatureSpec;
 use crate::fields::check_range;
 use imsim_history::excerpt::{fit_lines, EXCERPT_CHARS_MAX};
+use imsim_history::CostBudget;
 use imsim_model::ProtocolConfig;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -39,6 +41,7 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "presence-flapping",
     "multi-device",
     "roaming",
+    "feature-swarm",
     "group-500",
     "group-2000",
     "group-10k",
@@ -71,10 +74,16 @@ pub struct Scenario {
     pub workload: WorkloadSpec,
     #[serde(default)]
     pub faults: FaultSpec,
+    /// Workload features and protocol modes drawn per seed (the feature swarm).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub features: FeatureSpec,
     #[serde(default)]
     pub protocol: ProtocolConfig,
     #[serde(default)]
     pub liveness: LivenessSpec,
+    /// The most a run may cost (C1 `within-budget`); absent: loose defaults.
+    #[serde(default)]
+    pub budget: CostBudget,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
 }
@@ -461,6 +470,7 @@ impl Scenario {
         )?;
         self.validate_script()?;
         self.protocol.validate()?;
+        self.budget.validate()?;
         if let Some(quiet_ms) = self.liveness.quiet_period_ms {
             check_range("liveness.quiet_period_ms", quiet_ms, 1, DURATION_MS_MAX)?;
         }
@@ -555,6 +565,10 @@ impl Scenario {
 
 fn one() -> u32 {
     1
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 fn is_zero(value: &u32) -> bool {

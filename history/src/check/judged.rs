@@ -22,6 +22,7 @@ pub enum Judgement {
 struct Holds {
     run_started: bool,
     run_ended: bool,
+    traffic: bool,
     messages: bool,
     membership_changes: bool,
     reads: bool,
@@ -38,6 +39,7 @@ impl Holds {
             match (&record.node, &record.entry) {
                 (_, Entry::Harness(HarnessEvent::RunStarted(_))) => holds.run_started = true,
                 (_, Entry::Harness(HarnessEvent::RunEnded)) => holds.run_ended = true,
+                (_, Entry::Harness(HarnessEvent::Traffic(_))) => holds.traffic = true,
                 (_, Entry::Harness(_)) => {}
                 (node, Entry::Protocol(event)) => holds.note(*node, event),
             }
@@ -90,6 +92,9 @@ fn judge(holds: &Holds, invariant: Invariant) -> Judgement {
         }
         Invariant::T1DeliveredInTime if !(holds.logins && holds.sessions) => {
             NotJudged("no logged_in and session_opened records: nothing shows a device online")
+        }
+        Invariant::C1WithinBudget if !(holds.run_started && holds.traffic) => {
+            NotJudged("no run_started and traffic records: the budget and the run's packet counts")
         }
         Invariant::P1PresenceConverges | Invariant::P2OfflineDetectedInTime if !holds.presence => {
             NotJudged("no presence_changed record: the history does not record presence")
@@ -146,6 +151,10 @@ mod tests {
         assert!(matches!(
             of(history, Invariant::T1DeliveredInTime),
             Judgement::NotJudged(_)
+        ));
+        assert!(matches!(
+            of(history, Invariant::C1WithinBudget),
+            Judgement::NotJudged(why) if why.contains("traffic")
         ));
         assert_eq!(judgements(history).len(), Invariant::ALL.len());
     }

@@ -1,6 +1,7 @@
 //! Checkers: each reads only the history and returns the violations it finds. One file per
 //! invariant family (DESIGN.md §6); names and codes are stable, reports and tests use them.
 
+mod cost;
 mod durability;
 mod exactly_once;
 mod groups;
@@ -42,6 +43,7 @@ pub enum Family {
     Presence,
     MultiDevice,
     Timeliness,
+    Cost,
 }
 
 /// `Variant = "code", "name", Family, Class, "one-line definition";` for each invariant, in
@@ -144,6 +146,8 @@ invariants! {
         "a device's sync cursor never goes backwards";
     T1DeliveredInTime = "T1", "delivered-in-time", Timeliness, Safety,
         "a device online with a healthy link displays a message within the primary path's bound";
+    C1WithinBudget = "C1", "within-budget", Cost, Safety,
+        "packets, writes, notices and presence packets per unit of work stay within the budget";
 }
 
 impl fmt::Display for Invariant {
@@ -181,6 +185,7 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     violations.extend(presence::check(history, &index));
     violations.extend(multi_device::check(history, &index));
     violations.extend(timeliness::check(history, &index));
+    violations.extend(cost::check(history, &index));
     if !history.is_complete() {
         violations.retain(|violation| violation.class() == Class::Safety);
     }
@@ -212,6 +217,7 @@ mod table_tests {
                 Family::Presence => 'P',
                 Family::MultiDevice => 'M',
                 Family::Timeliness => 'T',
+                Family::Cost => 'C',
             };
             assert!(invariant.code().starts_with(letter), "{invariant}");
             assert!(!invariant.definition().is_empty());

@@ -184,6 +184,7 @@ impl Story {
             topology,
             faults: FaultProfile::default(),
             protocol: Default::default(),
+            budget: Default::default(),
         })));
         story
     }
@@ -533,6 +534,7 @@ impl Story {
             sender_device: sender,
             client_msg_id: id,
             body,
+            via: Some(imsim_model::Via::Push),
         };
         self.device(device, event)
     }

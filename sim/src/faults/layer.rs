@@ -8,6 +8,7 @@ use imsim_history::stats::PacketStats;
 use imsim_model::DeviceId;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 
 pub struct FaultLayer {
     rules: Vec<Rule>,
@@ -15,6 +16,8 @@ pub struct FaultLayer {
     /// Packet faults apply only before this time (the end of the safety phase).
     safety_end_ms: u64,
     stats: PacketStats,
+    /// Packets by kind, kept apart from `stats` so counting a packet allocates nothing.
+    by_kind: BTreeMap<&'static str, u64>,
 }
 
 impl FaultLayer {
@@ -24,6 +27,7 @@ impl FaultLayer {
             rng,
             safety_end_ms,
             stats: PacketStats::default(),
+            by_kind: BTreeMap::new(),
         }
     }
 
@@ -36,7 +40,7 @@ impl FaultLayer {
         now_ms: u64,
     ) -> Verdict {
         self.stats.sent += 1;
-        *self.stats.by_kind.entry(kind).or_default() += 1;
+        *self.by_kind.entry(kind).or_default() += 1;
         let verdict = if now_ms < self.safety_end_ms {
             self.first_verdict(device, to_server, now_ms)
         } else {
@@ -52,8 +56,17 @@ impl FaultLayer {
         verdict
     }
 
-    pub fn stats(&self) -> &PacketStats {
-        &self.stats
+    /// Packets sent so far.
+    pub fn sent(&self) -> u64 {
+        self.stats.sent
+    }
+
+    pub fn stats(&self) -> PacketStats {
+        let by_kind = self.by_kind.iter();
+        PacketStats {
+            by_kind: by_kind.map(|(kind, n)| (kind.to_string(), *n)).collect(),
+            ..self.stats.clone()
+        }
     }
 
     fn first_verdict(&mut self, device: DeviceId, to_server: bool, now_ms: u64) -> Verdict {

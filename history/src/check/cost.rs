@@ -1,0 +1,276 @@
+//! Cost: what a run may spend on the network and the disk for the work it did. The repair
+//! paths deliver everything in the end, so a bug that only wastes traffic — acks dropped and the
+//! push retried, a notice sent to the wrong audience, a pull asked again and again — passes
+//! every other invariant. C1 bounds the cost per unit of work:
+//!
+//! - **C1 within-budget**: message-path packets per delivery, storage writes per committed
+//!   entry, notices per delivery and (in push mode) presence packets per status change stay
+//!   within the budget the scenario declares (`[budget]`, recorded in `run_started`). The figures are
+//!   those of [`crate::stats::RunStats`], read from the driver's `traffic` record; a figure is
+//!   judged once the run did enough of its work ([`WORK_MIN`]) for a ratio to mean something.
+//!   In pull mode the presence traffic follows `presence_poll_ms` and the open conversations,
+//!   not the status changes, so the presence figure is judged in push mode only.
+
+use super::{HistoryIndex, Invariant, Violation};
+use crate::stats::RunStats;
+use crate::{Entry, HarnessEvent, History, RunStart};
+use imsim_model::PresenceMode;
+
+/// A ratio is judged only when its denominator (deliveries, committed entries, status changes)
+/// reaches this: two deliveries after a dozen logins say nothing about the protocol's cost.
+pub const WORK_MIN: u64 = 20;
+
+pub(super) fn check(history: &History, _: &HistoryIndex) -> Vec<Violation> {
+    let (Some(start), Some(traffic_at)) = (history.run_start(), traffic_record(history)) else {
+        return Vec::new();
+    };
+    let stats = RunStats::of(history);
+    let mut violations = Vec::new();
+    for figure in figures(start, &stats) {
+        if figure.work < WORK_MIN || figure.value <= figure.budget {
+            continue;
+        }
+        let busiest = busiest_kinds(&stats, figure.kinds);
+        violations.push(Violation {
+            invariant: Invariant::C1WithinBudget,
+            explanation: format!(
+                "{:.2} {} ({} for {} {}), over the budget of {:.2} ([budget] {}){busiest}: \
+                 the run spent more than the protocol needs for its work.",
+                figure.value,
+                figure.what,
+                figure.spent,
+                figure.work,
+                figure.unit,
+                figure.budget,
+                figure.field,
+            ),
+            witness: vec![traffic_at],
+        });
+    }
+    violations
+}
+
+/// One judged ratio: `spent / work` against `budget`.
+struct Figure {
+    field: &'static str,
+    what: &'static str,
+    unit: &'static str,
+    value: f64,
+    spent: u64,
+    work: u64,
+    budget: f64,
+    /// The packet kinds the figure counts (for the busiest-kinds hint); empty for writes.
+    kinds: &'static [&'static str],
+}
+
+fn figures(start: &RunStart, stats: &RunStats) -> Vec<Figure> {
+    let budget = &start.budget;
+    let counts = &stats.counts;
+    let packets = &stats.packets;
+    let writes_budget = budget.writes_per_message.unwrap_or_else(|| {
+        if start.protocol.fanout_write {
+            let largest = start.topology.conversations.iter();
+            let largest = largest.map(|c| c.members.len()).max().unwrap_or(0);
+            largest as f64 + 2.0
+        } else {
+            2.0
+        }
+    });
+    let mut figures = vec![
+        Figure {
+            field: "packets_per_delivery",
+            what: "message-path packets per delivery",
+            unit: "deliveries",
+            value: stats.packets_per_delivery(),
+            spent: packets.message_path(),
+            work: counts.delivered,
+            budget: budget.packets_per_delivery,
+            kinds: &crate::traffic::MESSAGE_PATH,
+        },
+        Figure {
+            field: "writes_per_message",
+            what: "message writes per committed entry",
+            unit: "committed entries",
+            value: stats.writes_per_message(),
+            spent: stats.message_writes,
+            work: counts.committed,
+            budget: writes_budget,
+            kinds: &[],
+        },
+        Figure {
+            field: "notices_per_delivery",
+            what: "notices per delivery",
+            unit: "deliveries",
+            value: stats.notices_per_delivery(),
+            spent: packets.of_kind("notify"),
+            work: counts.delivered,
+            budget: budget.notices_per_delivery,
+            kinds: &["notify"],
+        },
+    ];
+    if start.protocol.presence == PresenceMode::Push {
+        figures.push(Figure {
+            field: "presence_packets_per_change",
+            what: "presence packets per status change",
+            unit: "status changes",
+            value: stats.presence_packets_per_change(),
+            spent: packets.of_kind("presence") + packets.of_kind("presence_state"),
+            work: counts.presence_changes,
+            budget: budget.presence_packets_per_change,
+            kinds: &["presence", "presence_state"],
+        });
+    }
+    figures
+}
+
+/// "; busiest: deliver 600, pull 300" for the figure's packet kinds, most first.
+fn busiest_kinds(stats: &RunStats, kinds: &[&str]) -> String {
+    let mut counted: Vec<(u64, &str)> = kinds
+        .iter()
+        .map(|kind| (stats.packets.of_kind(kind), *kind))
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    if counted.len() < 2 {
+        return String::new();
+    }
+    counted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let listed: Vec<String> = counted
+        .iter()
+        .take(3)
+        .map(|(n, kind)| format!("{kind} {n}"))
+        .collect();
+    format!("; busiest: {}", listed.join(", "))
+}
+
+fn traffic_record(history: &History) -> Option<usize> {
+    history
+        .records
+        .iter()
+        .rposition(|record| matches!(record.entry, Entry::Harness(HarnessEvent::Traffic(_))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::testkit::*;
+    use crate::traffic::{PacketStats, Traffic};
+
+    /// A story in which d1 sends `messages` messages, each displayed on d2 and d3 (two
+    /// deliveries), ending with a `traffic` record of `pushes` pushes, a send, a send ack and
+    /// two acks per message.
+    fn story_with_pushes(messages: u64, pushes: u64) -> Story {
+        let mut story = Story::one_to_one();
+        for n in 1..=messages {
+            story.message(D1, C1, m(n));
+        }
+        let mut packets = PacketStats::default();
+        for (kind, n) in [
+            ("send", messages),
+            ("send_ack", messages),
+            ("deliver", pushes),
+            ("ack", 2 * messages),
+        ] {
+            packets.by_kind.insert(kind.to_string(), n);
+            packets.sent += n;
+        }
+        let traffic = Traffic {
+            packets,
+            synced_writes: messages,
+            message_writes: messages,
+        };
+        story.harness(HarnessEvent::Traffic(Box::new(traffic)));
+        story.finish();
+        story
+    }
+
+    #[test]
+    fn a_run_within_its_budget_passes() {
+        // 180 packets for 60 deliveries: 3 per delivery, the default allows 16.
+        let story = story_with_pushes(30, 60);
+        assert_eq!(run(&story, check), vec![]);
+    }
+
+    #[test]
+    fn pushes_retried_without_end_break_the_budget_with_their_figures() {
+        // Every push sent 20 times (its acks lost to a bug): 22 packets per delivery.
+        let story = story_with_pushes(30, 1_200);
+        let violation = single(run(&story, check), Invariant::C1WithinBudget);
+        assert!(
+            violation.explanation.starts_with(
+                "22.00 message-path packets per delivery (1320 for 60 deliveries), over the \
+                 budget of 16.00 ([budget] packets_per_delivery); busiest: deliver 1200, ack \
+                 60, send 30"
+            ),
+            "{}",
+            violation.explanation
+        );
+        let witness = &story.history().records[violation.witness[0]];
+        assert!(matches!(
+            witness.entry,
+            Entry::Harness(HarnessEvent::Traffic(_))
+        ));
+    }
+
+    /// A story of 25 status changes and `lists` status lists sent, in `mode`.
+    fn presence_story(mode: PresenceMode, lists: u64) -> Story {
+        let mut story = Story::one_to_one();
+        let mut protocol = imsim_model::ProtocolConfig::default();
+        protocol.presence = mode;
+        story.set_protocol(protocol);
+        for n in 0..25 {
+            story.server(imsim_model::Event::PresenceChanged {
+                user: imsim_model::UserId(1),
+                online: n % 2 == 0,
+                notified: Vec::new(),
+            });
+        }
+        let mut packets = PacketStats::default();
+        packets.by_kind.insert("presence_state".to_string(), lists);
+        packets.sent = lists;
+        let traffic = Traffic {
+            packets,
+            synced_writes: 0,
+            message_writes: 0,
+        };
+        story.harness(HarnessEvent::Traffic(Box::new(traffic)));
+        story.finish();
+        story
+    }
+
+    #[test]
+    fn presence_lists_beyond_the_budget_break_it_in_push_mode_only() {
+        // 400 status lists for 25 changes: 16 per change, the default allows 10.5.
+        let push = presence_story(PresenceMode::Push, 400);
+        let violation = single(run(&push, check), Invariant::C1WithinBudget);
+        assert!(
+            violation
+                .explanation
+                .starts_with("16.00 presence packets per status change (400 for 25"),
+            "{}",
+            violation.explanation
+        );
+        // In pull mode the same lists answer polls, whose rate the poll interval sets.
+        let pull = presence_story(PresenceMode::Pull, 400);
+        assert_eq!(run(&pull, check), vec![]);
+        // And a push-mode run within the budget passes.
+        let quiet = presence_story(PresenceMode::Push, 100);
+        assert_eq!(run(&quiet, check), vec![]);
+    }
+
+    #[test]
+    fn too_little_work_is_not_judged() {
+        // 10 deliveries: 125 packets per delivery is start-up noise, not a verdict.
+        let story = story_with_pushes(5, 1_200);
+        assert_eq!(run(&story, check), vec![]);
+    }
+
+    #[test]
+    fn a_history_without_traffic_is_not_judged() {
+        let mut story = Story::one_to_one();
+        for n in 1..=30 {
+            story.message(D1, C1, m(n));
+        }
+        story.finish();
+        assert_eq!(run(&story, check), vec![]);
+    }
+}
