@@ -3,11 +3,26 @@
 //! scenario, and the message names a scenario file written for it and the command that replays
 //! the failing run.
 
+use imsim_history::traffic::CostBudget;
 use imsim_model::PresenceMode;
 use imsim_sim::faults::FaultClass;
 use imsim_sim::scenario::{Conversations, GroupSpec};
 use imsim_sim::{run, Scenario};
 use proptest::prelude::*;
+
+/// The cost budget of a random scenario. The shipped scenarios' budgets are measured for their
+/// own settings; random ones (one-message pages, 50 ms gap timeouts, logouts, fan-out write into
+/// groups that grow) legitimately cost up to about twice as much, so C1 here catches runaway
+/// traffic, not a tuned figure.
+fn loose_budget() -> CostBudget {
+    let default = CostBudget::default();
+    CostBudget {
+        packets_per_delivery: 2.0 * default.packets_per_delivery,
+        writes_per_message: None,
+        notices_per_delivery: 2.0 * default.notices_per_delivery,
+        presence_packets_per_change: 2.0 * default.presence_packets_per_change,
+    }
+}
 
 fn scenarios() -> impl Strategy<Value = (Scenario, u64)> {
     let topology = (2u32..7, 1u32..3, prop::option::of(1u32..6));
@@ -17,6 +32,7 @@ fn scenarios() -> impl Strategy<Value = (Scenario, u64)> {
     (topology, workload, protocol, classes, any::<u64>()).prop_map(
         |((users, devices, pairs), workload, protocol, classes, seed)| {
             let mut scenario = Scenario::default_scenario();
+            scenario.budget = loose_budget();
             scenario.name = "property".to_string();
             scenario.topology.users = users;
             scenario.topology.devices_per_user = devices;
@@ -75,6 +91,7 @@ fn group_scenarios() -> impl Strategy<Value = (Scenario, u64)> {
     (topology, workload, protocol, classes, any::<u64>()).prop_map(
         |((users, devices, sizes, pairs), workload, protocol, classes, seed)| {
             let mut scenario = Scenario::default_scenario();
+            scenario.budget = loose_budget();
             scenario.name = "property-groups".to_string();
             scenario.topology.users = users;
             scenario.topology.devices_per_user = devices;
@@ -145,6 +162,7 @@ fn mixed_scenarios() -> impl Strategy<Value = (Scenario, u64)> {
     (topology, workload, protocol, classes, any::<u64>()).prop_map(
         |((users, devices, sizes, pairs), workload, protocol, classes, seed)| {
             let mut scenario = Scenario::default_scenario();
+            scenario.budget = loose_budget();
             scenario.name = "property-mixed".to_string();
             scenario.topology.users = users;
             scenario.topology.devices_per_user = devices;

@@ -69,8 +69,8 @@ pub struct CostBudget {
     pub packets_per_delivery: f64,
     /// Storage writes of messages (timeline entries and inbox copies, not refusals or reads)
     /// per committed entry (store once: 1; fan-out write: about the audience).
-    /// `None`: 2 for store once, and one per member of the largest conversation plus 2 for
-    /// fan-out write.
+    /// `None`: 2 for store once, and one per user of the topology (any user may be added to a
+    /// group) plus 2 for fan-out write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writes_per_message: Option<f64>,
     /// Notices (notify-then-pull groups) per message displayed on a recipient's device: a

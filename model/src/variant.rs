@@ -142,7 +142,7 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         variant: Variant::SeqReuseAfterRestart,
         scenario: "server-crash",
         invariant: "seq-monotonic",
-        also: &["acked-is-durable", "eventual-delivery", "sender-fifo"],
+        also: &["acked-is-durable", "eventual-delivery", "sender-fifo", "within-budget"],
         description: "after a crash the seq counter restarts from 0, reusing durable seqs",
     },
     CatalogueEntry {
@@ -163,21 +163,21 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         variant: Variant::NoGapPull,
         scenario: "group-disorder",
         invariant: "eventual-delivery",
-        also: &[],
+        also: &["within-budget"],
         description: "a device with a hole never pulls: it waits for a push that may never come",
     },
     CatalogueEntry {
         variant: Variant::SyncOffByOne,
         scenario: "offline-resume",
         invariant: "eventual-delivery",
-        also: &[],
+        also: &["within-budget"],
         description: "pulls ask for entries after cursor + 1, so the first missing one is never pulled",
     },
     CatalogueEntry {
         variant: Variant::StoreOnlyOffline,
         scenario: "offline-resume",
         invariant: "eventual-delivery",
-        also: &[],
+        also: &["within-budget"],
         description: "entries are kept for pull only for users offline at send time: a failed push to an online user is lost",
     },
     CatalogueEntry {
@@ -226,7 +226,7 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         variant: Variant::DedupeWithoutAck,
         scenario: "lossy-network",
         invariant: "send-resolves",
-        also: &[],
+        also: &["within-budget"],
         description: "the server drops a retransmit of a committed message without acking it again, so a lost ack is never repaired",
     },
 ];

@@ -69,9 +69,8 @@ fn figures(start: &RunStart, stats: &RunStats) -> Vec<Figure> {
     let packets = &stats.packets;
     let writes_budget = budget.writes_per_message.unwrap_or_else(|| {
         if start.protocol.fanout_write {
-            let largest = start.topology.conversations.iter();
-            let largest = largest.map(|c| c.members.len()).max().unwrap_or(0);
-            largest as f64 + 2.0
+            // A copy per user who may see the message: any user may be added to a group.
+            start.topology.users.len() as f64 + 2.0
         } else {
             2.0
         }
