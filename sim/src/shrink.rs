@@ -13,11 +13,13 @@
 //!   between actions and faults bisected down;
 //! - for a safety failure, once nothing else goes, the liveness quiet period (a liveness
 //!   failure keeps its bound: a shorter wait would make any run fail), then another round;
+//! - then single parts ([`one_part_less`]) until none can go, so the result is 1-minimal;
 //! - last, message bodies replaced by the short default.
 //!
 //! A candidate is kept when its run violates the target invariant and nothing that the current
 //! best does not, so a shrink never trades its failure for another one, and when its history is
-//! no longer (so no axis a shrink reports ever grows). The seed is kept: the
+//! no longer (so no axis a shrink reports ever grows); only the 1-minimal pass keeps a cut that
+//! also breaks something else or makes the history longer. The seed is kept: the
 //! schedule (madsim's and the fault rules' streams) comes from it. [`shrink_passing`] shrinks a
 //! passing run the same way while a property of its history holds, for regression cases.
 
