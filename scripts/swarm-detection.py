@@ -28,6 +28,8 @@ PAIRS = [
     ("read-before-display", "receipts-1to1"),
     ("read-count-double", "multi-device"),
     ("ghost-online", "presence-push"),
+    ("push-to-one-device", "multi-device"),
+    ("dedupe-without-ack", "one-to-one"),
 ]
 
 
@@ -51,6 +53,13 @@ def first_failure(variant, scenario):
             return run["seed"], first, names
     return None
 
+
+catalogue = subprocess.run([IMSIM, "variants", "--format", "json"], capture_output=True,
+                           text=True, check=True).stdout
+missing = [json.loads(line)["name"] for line in catalogue.splitlines()
+           if json.loads(line)["name"] not in dict(PAIRS)]
+if missing:
+    raise SystemExit(f"no swarm-only scenario for {', '.join(missing)}: add it to PAIRS")
 
 for variant, scenario in PAIRS:
     found = first_failure(variant, scenario)

@@ -4,8 +4,12 @@
 //! signal hit on one machine counts for the whole sweep. Exit 0 when every run passed (and, if
 //! required, every applicable signal was hit), 1 otherwise, 2 when a file cannot be read, a line
 //! is not a run, or two shards ran the same seed.
+//!
+//! `--format json` prints what `imsim run --format json` prints for the unsharded sweep: every
+//! run's object on stdout (each scenario's seeds in order), and on stderr the summary lines and
+//! one coverage object per scenario.
 
-use crate::args::load;
+use crate::args::{load, Format};
 use crate::coverage_summary::{self, ScenarioCoverage};
 use crate::output::say;
 use crate::shard::Shard;
@@ -29,6 +33,10 @@ pub struct MergeArgs {
     /// Print the coverage table of the union: every signal of every scenario with its count.
     #[arg(long)]
     pub coverage: bool,
+    /// text: a line per scenario, the failures and the summary; json: what `run --format json`
+    /// prints for the whole sweep (runs on stdout; summary and coverage objects on stderr).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 /// One run as a shard printed it.
@@ -78,15 +86,26 @@ pub fn command_merge(args: MergeArgs) -> Result<bool, String> {
     let mut faults: BTreeMap<FaultClass, u64> = BTreeMap::new();
     let mut commands = Vec::new();
     let mut coverages = Vec::new();
+    let json = args.format == Format::Json;
+    // As in `run --format json`: stdout holds only runs, so merged outputs concatenate too.
+    let summary = |line: &str| match json {
+        true => eprintln!("{line}"),
+        false => say!("{line}"),
+    };
     for scenario in &order {
         let seeds = &runs[scenario];
         let mut coverage = Coverage::default();
         let mut scenario_failed = 0;
         for run in seeds.values() {
             total += 1;
+            if json {
+                say!("{}", run.line);
+            }
             if !run.ok {
                 scenario_failed += 1;
-                print_failure(scenario, run);
+                if !json {
+                    print_failure(scenario, run);
+                }
                 commands.extend(replay_commands(&run.line));
             }
             if run.line["determinism"]
@@ -115,7 +134,9 @@ pub fn command_merge(args: MergeArgs) -> Result<bool, String> {
             seeds: first..last + 1,
             shard: Shard::WHOLE,
         };
-        say!("{}", line.text());
+        if !json {
+            say!("{}", line.text());
+        }
         coverages.push(ScenarioCoverage {
             name: scenario.clone(),
             scenario: load(scenario, variant_of(seeds.values().next()))?,
@@ -124,35 +145,39 @@ pub fn command_merge(args: MergeArgs) -> Result<bool, String> {
         });
     }
     let files = args.shards.len();
-    say!(
+    summary(&format!(
         "merge: {total} runs ({} scenario{}) from {files} shard file{}, {} passed, {failed} failed",
         order.len(),
         if order.len() == 1 { "" } else { "s" },
         if files == 1 { "" } else { "s" },
         total - failed,
-    );
-    say!("determinism: {twice} seeds run twice");
-    say!("{}", faults_line(&faults, total));
+    ));
+    summary(&format!("determinism: {twice} seeds run twice"));
+    summary(&faults_line(&faults, total));
     for command in &commands {
-        say!("  failed: {command}");
+        summary(&format!("  failed: {command}"));
     }
     let missed = if args.require_coverage {
         coverage_summary::missing_lines(&coverages, None)
     } else {
         Vec::new()
     };
-    if args.coverage || !missed.is_empty() {
+    if json {
+        for entry in &coverages {
+            summary(&entry.json().to_string());
+        }
+    } else if args.coverage || !missed.is_empty() {
         for line in coverages.iter().flat_map(ScenarioCoverage::text_lines) {
-            say!("{line}");
+            summary(&line);
         }
     } else if !args.require_coverage {
-        say!("{}", coverage_summary::one_line(&coverages));
+        summary(&coverage_summary::one_line(&coverages));
     }
     for line in &missed {
-        say!("{line}");
+        summary(line);
     }
     if args.require_coverage && missed.is_empty() {
-        say!("coverage: every applicable signal was hit");
+        summary("coverage: every applicable signal was hit");
     }
     Ok(failed == 0 && missed.is_empty())
 }

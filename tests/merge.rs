@@ -150,3 +150,35 @@ fn overlapping_shards_and_lines_that_are_not_runs_exit_two() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `merge --format json` prints what the unsharded `run --format json` prints: the same run
+/// objects on stdout, line for line, and the coverage objects on stderr.
+#[test]
+fn json_merge_prints_the_unsharded_sweeps_runs_and_coverage() {
+    let args = ["run", "one-to-one", "clock-skew", "--seeds", "0..6"];
+    let shards = run_shards("json", &args);
+    let mut merge_args = vec!["merge", "--format", "json"];
+    merge_args.extend(shards.iter().map(|p| p.to_str().unwrap()));
+    let merged = imsim(&merge_args);
+    let whole = imsim(&[&args[..], &["--format", "json"]].concat());
+    assert_eq!(merged.status.code(), Some(0), "{}", stdout(&merged));
+    assert_eq!(merged.status.code(), whole.status.code());
+    let lines = |text: String| -> Vec<String> { text.lines().map(str::to_string).collect() };
+    let runs = lines(stdout(&merged));
+    assert_eq!(runs.len(), 12, "one object per run, nothing else on stdout");
+    assert_eq!(runs, lines(stdout(&whole)));
+    let objects = |output: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(objects(&merged).len(), 2, "a coverage object per scenario");
+    assert_eq!(objects(&merged), objects(&whole));
+    let stderr = String::from_utf8_lossy(&merged.stderr).to_string();
+    assert!(
+        stderr.contains("merge: 12 runs (2 scenarios) from 2 shard files, 12 passed, 0 failed"),
+        "{stderr}"
+    );
+}

@@ -31,6 +31,10 @@ use std::sync::{Arc, Mutex};
 /// Mixed into the run seed to seed madsim's own generator ("madsim" in ASCII).
 const MADSIM_SEED_SALT: u64 = 0x6d61_6473_696d;
 
+/// Mixed into the run seed to seed the long-silence draw ("silent" in ASCII): a stream of its
+/// own, so adding long silences left every other seed's faults and workload as they were.
+const LONG_SILENCE_SEED_SALT: u64 = 0x7369_6c65_6e74;
+
 /// Everything a run is made of, derived from (scenario, seed) before the simulation starts.
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -52,12 +56,20 @@ impl Setup {
         let topology = workload::topology(scenario, &mut rng);
         let duration_ms = scenario.workload.duration_ms;
         let mut faults = if scenario.faults.swarm {
-            faults::swarm(
+            let mut drawn = faults::swarm(
                 &mut rng,
                 &scenario.faults.swarm_classes,
                 scenario.device_count(),
                 duration_ms,
-            )
+            );
+            faults::swarm::draw_long_silence(
+                &mut ChaCha8Rng::seed_from_u64(seed ^ LONG_SILENCE_SEED_SALT),
+                &mut drawn,
+                &topology,
+                scenario.protocol.offline_detection_ms(),
+                duration_ms,
+            );
+            drawn
         } else {
             FaultProfile::default()
         };

@@ -8,14 +8,18 @@
 //!   large chunks first, halve the chunks when none can go, down to single entries;
 //! - conversations, users and device slots, dropped the same way and the rest renumbered
 //!   (see `cut`);
+//! - the tail: the run ended as early as it still fails (later actions and faults go with it);
 //! - time: `workload.duration_ms` cut to the last action or fault, else bisected; idle gaps
-//!   between actions and faults bisected down; for a safety failure also the liveness quiet
-//!   period (a liveness failure keeps its bound: a shorter wait would make any run fail);
+//!   between actions and faults bisected down;
+//! - for a safety failure, once nothing else goes, the liveness quiet period (a liveness
+//!   failure keeps its bound: a shorter wait would make any run fail), then another round;
+//! - then single parts ([`one_part_less`]) until none can go, so the result is 1-minimal;
 //! - last, message bodies replaced by the short default.
 //!
 //! A candidate is kept when its run violates the target invariant and nothing that the current
 //! best does not, so a shrink never trades its failure for another one, and when its history is
-//! no longer (so no axis a shrink reports ever grows). The seed is kept: the
+//! no longer (so no axis a shrink reports ever grows); only the 1-minimal pass keeps a cut that
+//! also breaks something else or makes the history longer. The seed is kept: the
 //! schedule (madsim's and the fault rules' streams) comes from it. [`shrink_passing`] shrinks a
 //! passing run the same way while a property of its history holds, for regression cases.
 
@@ -24,7 +28,7 @@ mod cut;
 use crate::explicit::{codes, explicit, failing, Size};
 use crate::run::RunOutcome;
 use crate::scenario::{Pinned, Scenario};
-use cut::{duration_floor, keep_topology, moments, shift_earlier, Keep};
+use cut::{duration_floor, keep_topology, moments, shift_earlier, truncate, Keep};
 use imsim_history::check::{Class, Invariant};
 use imsim_history::Fnv1a;
 use std::collections::{BTreeSet, HashSet};
@@ -207,6 +211,75 @@ pub fn shrink_passing(
     Ok(shrinker.finish(None, before))
 }
 
+/// Every scenario one part smaller than `scenario` (an explicit one), each with what it lacks: one
+/// user (with its devices), one device slot (of every user), one conversation or group, one
+/// scripted action (a send, membership change, read, login or logout) or one fault entry. A
+/// shrunk scenario is 1-minimal when none of them still fails the target. Parts a cut cannot
+/// remove alone (the second of two users, the last conversation) are not listed.
+pub fn one_part_less(scenario: &Scenario) -> Vec<(String, Scenario)> {
+    let all = Keep::all(scenario);
+    let without = |parts: &[u32], part: u32| -> Vec<u32> {
+        parts.iter().copied().filter(|p| *p != part).collect()
+    };
+    let mut smaller = Vec::new();
+    let mut topology = |what: String, keep: Keep| {
+        if let Some(cut) = keep_topology(scenario, &keep) {
+            smaller.push((what, cut));
+        }
+    };
+    for user in &all.users {
+        let users = without(&all.users, *user);
+        topology(
+            format!("user u{user}"),
+            Keep {
+                users,
+                ..all.clone()
+            },
+        );
+    }
+    for slot in &all.slots {
+        let slots = without(&all.slots, *slot);
+        topology(
+            format!("device slot {slot}"),
+            Keep {
+                slots,
+                ..all.clone()
+            },
+        );
+    }
+    for conv in &all.conversations {
+        let conversations = without(&all.conversations, *conv);
+        topology(
+            format!("conversation c{conv}"),
+            Keep {
+                conversations,
+                ..all.clone()
+            },
+        );
+    }
+    for (i, action) in scenario.workload.script.iter().enumerate() {
+        let mut cut = scenario.clone();
+        cut.workload.script.remove(i);
+        let what = format!(
+            "workload.script[{i}] ({:?} by d{} at {} ms)",
+            action.action, action.device, action.at_ms
+        );
+        smaller.push((what, cut));
+    }
+    let entries = scenario.faults.profile.entries();
+    for (i, entry) in entries.iter().enumerate() {
+        let mut kept = entries.clone();
+        kept.remove(i);
+        let mut cut = scenario.clone();
+        cut.faults.profile = scenario.faults.profile.keep(&kept);
+        smaller.push((format!("fault {entry:?}"), cut));
+    }
+    smaller
+        .into_iter()
+        .filter(|(_, cut)| cut.validate().is_ok())
+        .collect()
+}
+
 /// Builds a candidate from the pass's starting scenario and the indices of the parts it keeps.
 type Build<'b> = &'b dyn Fn(&Scenario, &[usize]) -> Option<Scenario>;
 
@@ -249,6 +322,7 @@ impl Shrinker<'_> {
     fn minimise(&mut self) {
         type Pass<'p> = (&'static str, fn(&mut Shrinker<'p>) -> bool);
         let passes: [Pass; 8] = [
+            ("tail", Shrinker::cut_tail),
             ("faults", Shrinker::cut_faults),
             ("actions", Shrinker::cut_actions),
             ("conversations", Shrinker::cut_conversations),
@@ -256,17 +330,30 @@ impl Shrinker<'_> {
             ("device slots", Shrinker::cut_slots),
             ("duration", Shrinker::cut_duration),
             ("idle time", Shrinker::cut_gaps),
-            ("quiet period", Shrinker::cut_quiet_period),
         ];
-        let mut changed = true;
-        while changed && self.budget_left() {
-            changed = false;
-            for (name, pass) in passes {
-                if pass(self) {
-                    changed = true;
-                    self.report(name);
+        // The quiet period goes last: once it is short, nearly any other cut leaves something
+        // undelivered at the end, a liveness violation the best run does not have, and is
+        // refused. The passes get one more round after it, for what it made possible.
+        let mut rounds_after_quiet = 0;
+        while rounds_after_quiet < 2 && self.budget_left() {
+            let mut changed = true;
+            while changed && self.budget_left() {
+                changed = false;
+                for (name, pass) in passes {
+                    if pass(self) {
+                        changed = true;
+                        self.report(name);
+                    }
                 }
             }
+            if !self.cut_quiet_period() {
+                break;
+            }
+            self.report("quiet period");
+            rounds_after_quiet += 1;
+        }
+        if self.one_minimal() {
+            self.report("one part");
         }
         if self.plain_bodies() {
             self.report("bodies");
@@ -291,11 +378,18 @@ impl Shrinker<'_> {
     /// Runs `candidate` and keeps it when its run still shows what it must, and violates
     /// nothing new.
     fn attempt(&mut self, candidate: Scenario) -> bool {
+        self.attempt_with(candidate, false)
+    }
+
+    /// [`Shrinker::attempt`]; `only_keep`: keep the candidate whenever its run shows what it
+    /// must, whatever else it violates and however long it is.
+    fn attempt_with(&mut self, candidate: Scenario, only_keep: bool) -> bool {
         if !self.budget_left() || candidate.validate().is_err() {
             return false;
         }
         let mut hash = Fnv1a::new();
         hash.write(candidate.to_toml().as_bytes());
+        hash.write(&[u8::from(only_keep)]);
         if !self.tried.insert(hash.finish()) {
             return false;
         }
@@ -321,10 +415,9 @@ impl Shrinker<'_> {
         let violated = failing(&outcome);
         // Never more events either: every axis a shrink reports only goes down.
         let events = outcome.history.records.len();
-        if !(self.keep)(&outcome)
-            || !violated.is_subset(&self.allowed)
-            || events > self.best_outcome.history.records.len()
-        {
+        let smaller =
+            violated.is_subset(&self.allowed) && events <= self.best_outcome.history.records.len();
+        if !(self.keep)(&outcome) || !(smaller || only_keep) {
             return false;
         }
         self.best = candidate;
@@ -465,6 +558,16 @@ impl Shrinker<'_> {
         })
     }
 
+    /// Ends the run as early as it still fails: everything from some moment on goes at once.
+    /// A failure usually shows long before the end, and a bisection on the end costs a few
+    /// dozen runs where delta debugging over each action after it costs hundreds.
+    fn cut_tail(&mut self) -> bool {
+        let current = self.best.workload.duration_ms;
+        self.bisect(1, current, &|scenario, end_ms| {
+            *scenario = truncate(scenario, end_ms)
+        })
+    }
+
     fn cut_duration(&mut self) -> bool {
         let floor = duration_floor(&self.best);
         let current = self.best.workload.duration_ms;
@@ -499,6 +602,29 @@ impl Shrinker<'_> {
                 shift_earlier(scenario, from_ms, gap_ms - new_gap_ms)
             });
             gap_index += 1;
+        }
+        changed
+    }
+
+    /// Makes the result 1-minimal: while taking away any one part ([`one_part_less`]) still
+    /// leaves the failure being shrunk, take it away, even when its run is longer or also breaks
+    /// something else (those are added to what the file expects). The passes above refuse such
+    /// cuts so a shrink never trades its failure for another one; at the end, a witness with a
+    /// part that does not matter would mislead its reader more. Returns whether anything went.
+    fn one_minimal(&mut self) -> bool {
+        // A passing run being shrunk ([`shrink_passing`]) must stay passing.
+        let only_keep = !self.allowed.is_empty();
+        let mut changed = false;
+        let mut progress = true;
+        while progress && self.budget_left() {
+            progress = false;
+            for (_, candidate) in one_part_less(&self.best) {
+                if self.attempt_with(candidate, only_keep) {
+                    changed = true;
+                    progress = true;
+                    break;
+                }
+            }
         }
         changed
     }
