@@ -9,10 +9,16 @@
 //! every run: the same file for a survivor and for the unmutated tree is the evidence that the
 //! mutant is equivalent (`mutants/equivalent.txt`).
 //!
+//! Half of the oracle is the correct protocol holding; the other half is the known-bug catalogue
+//! still being caught: code that only a broken variant runs (`// VARIANT` sites in model/src)
+//! cannot change the correct protocol, but a mutant there can make a catalogue bug vanish, and
+//! the harness's claim to catch it with it.
+//!
 //! The order is seed-major (seed 0 of every scenario, then seed 1, …): a mutant that breaks the
 //! protocol outright fails within the first few runs whichever feature it breaks, so a killed
 //! mutant costs seconds, and only a survivor pays for the whole band.
 
+use imsim_model::CATALOGUE;
 use imsim_sim::scenario::default_set;
 use imsim_sim::{run, Scenario};
 use std::ops::Range;
@@ -65,4 +71,34 @@ fn default_set_holds_every_invariant() {
         scenarios.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn every_catalogue_variant_is_caught_by_its_invariant() {
+    let seeds = seeds();
+    for entry in CATALOGUE {
+        let mut scenario = Scenario::load(entry.scenario).expect("shipped, so valid");
+        scenario.protocol.variant = entry.variant;
+        let caught = seeds
+            .clone()
+            .map(|seed| run(&scenario, seed))
+            .find(|outcome| {
+                outcome
+                    .violations
+                    .iter()
+                    .any(|violation| violation.invariant.name() == entry.invariant)
+            });
+        let Some(outcome) = caught else {
+            panic!(
+                "{} on {} no longer breaks {} on seeds {seeds:?}",
+                entry.variant, entry.scenario, entry.invariant
+            );
+        };
+        // The replay command is how a user reproduces the catch: it must name the variant.
+        let report = outcome.failure_report(entry.scenario);
+        assert!(
+            report.contains(&format!("--variant {}", entry.variant.name())),
+            "the replay command does not name the variant:\n{report}"
+        );
+    }
 }
