@@ -35,7 +35,7 @@ usage() {
 
 # The names of the mutants listed as equivalent: each line of the file up to " # ".
 equivalent_names() {
-  grep -v '^\s*\(#\|$\)' "$equivalent_file" | sed 's/ # .*$//; s/[[:space:]]*$//' | sort -u
+  { grep -v '^\s*\(#\|$\)' "$equivalent_file" || true; } | sed 's/ # .*$//; s/[[:space:]]*$//' | sort -u
 }
 
 # Reads the outcome lists of one or more mutants.out directories and prints the verdict.
@@ -53,7 +53,7 @@ summarize() {
   local kind
   for kind in caught missed timeout unviable; do
     for dir in "$@"; do
-      [ -f "$dir/$kind.txt" ] && cat "$dir/$kind.txt"
+      if [ -f "$dir/$kind.txt" ]; then cat "$dir/$kind.txt"; fi
     done | sort -u >"$lists/$kind"
   done
   equivalent_names >"$lists/equivalent"
