@@ -120,6 +120,19 @@ if [ -n "$shard" ]; then
 fi
 [ -z "$seeds" ] || export IMSIM_MUTANTS_SEEDS="$seeds"
 
+# cargo-mutants' baseline builds and tests the mutated package alone (imsim-model), so it
+# neither proves that the sweep passes unmutated nor times it: do both here first, with the
+# oracle's own command. A failing oracle would count every mutant as caught.
+echo "== the oracle on the unmutated tree"
+started=$(date +%s)
+if ! nice -n 19 cargo test --profile mutants -p imsim-model -p imsim-sim --lib --test '*' \
+  >target/mutants-baseline.log 2>&1; then
+  tail -40 target/mutants-baseline.log >&2
+  echo "the unmutated tree fails the oracle (target/mutants-baseline.log): fix that first" >&2
+  exit 2
+fi
+echo "passed in $(($(date +%s) - started))s (build and tests; timeout per mutant: see .cargo/mutants.toml)"
+
 # --jobs 1: one mutant at a time; the build inside it uses every core. --copy-target: the copy
 # starts from this tree's target/ (a `cargo test --profile mutants` here first spares the
 # first build the dependencies; without one the copy is empty and costs nothing).
