@@ -123,6 +123,7 @@ fi
 # cargo-mutants' baseline builds and tests the mutated package alone (imsim-model), so it
 # neither proves that the sweep passes unmutated nor times it: do both here first, with the
 # oracle's own command. A failing oracle would count every mutant as caught.
+mkdir -p target
 echo "== the oracle on the unmutated tree"
 started=$(date +%s)
 if ! nice -n 19 cargo test --profile mutants -p imsim-model -p imsim-sim --lib --test '*' \
