@@ -139,8 +139,10 @@ echo "passed in $(($(date +%s) - started))s (build and tests; timeout per mutant
 # dependencies (measured: the first mutant still took 8 minutes), only copied gigabytes. On a
 # machine of your own, `-- --in-place` mutates this tree and reuses target/ (the check above
 # warmed it): the first mutant then takes seconds, not minutes.
+jobs_args=(--jobs 1)
+case " $* " in *" --in-place "*) jobs_args=() ;; esac # one tree: one job, and cargo-mutants refuses --jobs
 set +e
-nice -n 19 cargo mutants --package imsim-model --jobs 1 \
+nice -n 19 cargo mutants --package imsim-model "${jobs_args[@]}" \
   --output "$out" "${shard_args[@]}" "$@"
 status=$?
 set -e
