@@ -4,7 +4,8 @@
 # cargo-mutants changes model/src one small edit at a time (a `<` for a `<=`, a function body for
 # a default value) and reruns the oracle configured in .cargo/mutants.toml: the model's own tests
 # and sim/tests/mutation_sweep.rs, the default scenario set on seeds 0..30 in a release build,
-# which fails on any invariant, on the runaway guard, or by timing out. A mutant the oracle does
+# which fails on any invariant, on a coverage signal no run reached, on a catalogue variant no
+# longer caught, on the runaway guard, or by timing out. A mutant the oracle does
 # not notice is a survivor: a behaviour the scenarios, faults, invariants or coverage signals do
 # not pin down, unless it is listed in mutants/equivalent.txt as unable to change behaviour.
 #
