@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Mutation testing of imsim-model with the simulation as the oracle (README: "Mutation testing").
+#
+# cargo-mutants changes model/src one small edit at a time (a `<` for a `<=`, a function body for
+# a default value) and reruns the oracle configured in .cargo/mutants.toml: the model's own tests
+# and sim/tests/mutation_sweep.rs, the default scenario set on seeds 0..30 in a release build,
+# which fails on any invariant, on a coverage signal no run reached, on a catalogue variant no
+# longer caught, on the runaway guard, or by timing out. A mutant the oracle does
+# not notice is a survivor: a behaviour the scenarios, faults, invariants or coverage signals do
+# not pin down, unless it is listed in mutants/equivalent.txt as unable to change behaviour.
+#
+# Usage:
+#   scripts/mutants.sh                     # every mutant (about 600, hours on one machine)
+#   scripts/mutants.sh --shard 3/20        # mutants i with i % 20 == 3: a uniform sample
+#   scripts/mutants.sh --seeds 0..100 ...  # a larger band of seeds for the sweep
+#   scripts/mutants.sh ... -- -F receiving # anything after `--` goes to cargo mutants
+#   scripts/mutants.sh --summarize DIR...  # the verdict over finished mutants.out directories
+#
+# The whole run splits across machines with `--shard k/n` (k = 0..n-1, one job each; see
+# deploy/github/mutants.yml), then `--summarize` over all their mutants.out directories gives
+# the one verdict. A shard writes to mutants.out-k-of-n/mutants.out, a whole run to mutants.out.
+#
+# Writes <out>/survivors.txt (the missed mutants not listed as equivalent) and exits 1 when the
+# kill rate (caught or timed out, over viable non-equivalent mutants) is below 90%, 2 on bad
+# input or when the unmutated tree fails its own tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+kill_rate_min_percent=90
+equivalent_file=mutants/equivalent.txt
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+  exit 2
+}
+
+# The names of the mutants listed as equivalent: each line of the file up to " # ".
+equivalent_names() {
+  { grep -v '^\s*\(#\|$\)' "$equivalent_file" || true; } | sed 's/ # .*$//; s/[[:space:]]*$//' | sort -u
+}
+
+# Reads the outcome lists of one or more mutants.out directories and prints the verdict.
+summarize() {
+  local survivors_file=$1
+  shift
+  local dir
+  for dir in "$@"; do
+    [ -f "$dir/outcomes.json" ] || { echo "not a mutants.out directory: $dir" >&2; exit 2; }
+  done
+  local lists
+  lists=$(mktemp -d)
+  # shellcheck disable=SC2064
+  trap "rm -rf '$lists'" RETURN
+  local kind
+  for kind in caught missed timeout unviable; do
+    for dir in "$@"; do
+      if [ -f "$dir/$kind.txt" ]; then cat "$dir/$kind.txt"; fi
+    done | sort -u >"$lists/$kind"
+  done
+  equivalent_names >"$lists/equivalent"
+  comm -23 "$lists/missed" "$lists/equivalent" >"$survivors_file"
+  comm -12 "$lists/missed" "$lists/equivalent" >"$lists/missed-equivalent"
+  # An entry the oracle now kills is not equivalent after all (or the code moved): say so.
+  cat "$lists/caught" "$lists/timeout" | sort -u | comm -12 - "$lists/equivalent" >"$lists/stale"
+
+  local caught missed timeout unviable equivalent survived viable killed
+  caught=$(wc -l <"$lists/caught")
+  timeout=$(wc -l <"$lists/timeout")
+  unviable=$(wc -l <"$lists/unviable")
+  missed=$(wc -l <"$lists/missed")
+  equivalent=$(wc -l <"$lists/missed-equivalent")
+  survived=$(wc -l <"$survivors_file")
+  killed=$((caught + timeout))
+  viable=$((killed + survived))
+  echo "mutants tested: $((caught + timeout + unviable + missed)) (in $*)"
+  echo "  unviable (did not build): $unviable"
+  echo "  equivalent (missed, listed in $equivalent_file): $equivalent"
+  echo "  killed: $killed ($caught caught, $timeout timed out)"
+  echo "  survived: $survived (listed in $survivors_file)"
+  if [ -s "$lists/stale" ]; then
+    echo "  listed as equivalent but killed (remove or fix the entry):"
+    sed 's/^/    /' "$lists/stale"
+  fi
+  if [ "$viable" -eq 0 ]; then
+    echo "no viable non-equivalent mutant was tested"
+    return 0
+  fi
+  local rate_tenths=$((killed * 1000 / viable))
+  echo "kill rate: $killed / $viable = $((rate_tenths / 10)).$((rate_tenths % 10))% (gate: ${kill_rate_min_percent}%)"
+  if [ -s "$survivors_file" ]; then
+    echo "survivors:"
+    sed 's/^/  /' "$survivors_file"
+  fi
+  [ "$rate_tenths" -ge $((kill_rate_min_percent * 10)) ]
+}
+
+shard=""
+seeds=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --shard) shard=${2:?--shard needs k/n}; shift 2 ;;
+    --seeds) seeds=${2:?--seeds needs A..B}; shift 2 ;;
+    --summarize)
+      shift
+      [ $# -gt 0 ] || usage
+      summarize mutants.out-survivors.txt "$@"
+      exit $?
+      ;;
+    --) shift; break ;;
+    -h|--help) usage ;;
+    *) echo "unknown argument: $1" >&2; usage ;;
+  esac
+done
+
+out=.
+shard_args=()
+if [ -n "$shard" ]; then
+  [[ "$shard" =~ ^([0-9]+)/([0-9]+)$ ]] || { echo "--shard: expected k/n, got $shard" >&2; exit 2; }
+  out="mutants.out-${BASH_REMATCH[1]}-of-${BASH_REMATCH[2]}"
+  shard_args=(--shard "$shard")
+fi
+[ -z "$seeds" ] || export IMSIM_MUTANTS_SEEDS="$seeds"
+
+# cargo-mutants' baseline builds and tests the mutated package alone (imsim-model), so it
+# neither proves that the sweep passes unmutated nor times it: do both here first, with the
+# oracle's own command. A failing oracle would count every mutant as caught.
+mkdir -p target
+echo "== the oracle on the unmutated tree"
+started=$(date +%s)
+if ! nice -n 19 cargo test --profile mutants -p imsim-model -p imsim-sim --lib --test '*' \
+  >target/mutants-baseline.log 2>&1; then
+  tail -40 target/mutants-baseline.log >&2
+  echo "the unmutated tree fails the oracle (target/mutants-baseline.log): fix that first" >&2
+  exit 2
+fi
+echo "passed in $(($(date +%s) - started))s (build and tests; timeout per mutant: see .cargo/mutants.toml)"
+
+# --jobs 1: one mutant at a time; the build inside it uses every core. The copy cargo-mutants
+# builds in starts without target/: copying it (--copy-target=true) did not spare rebuilding the
+# dependencies (measured: the first mutant still took 8 minutes), only copied gigabytes. On a
+# machine of your own, `-- --in-place` mutates this tree and reuses target/ (the check above
+# warmed it): the first mutant then takes seconds, not minutes.
+jobs_args=(--jobs 1)
+case " $* " in *" --in-place "*) jobs_args=() ;; esac # one tree: one job, and cargo-mutants refuses --jobs
+set +e
+nice -n 19 cargo mutants --package imsim-model "${jobs_args[@]}" \
+  --output "$out" "${shard_args[@]}" "$@"
+status=$?
+set -e
+# cargo-mutants: 0 all caught, 2 some missed, 3 some timed out; 4 the baseline failed.
+case "$status" in
+  0|2|3) ;;
+  4) echo "the unmutated tree fails its own tests: fix that first" >&2; exit 2 ;;
+  *) echo "cargo mutants exited $status" >&2; exit 2 ;;
+esac
+summarize "$out/mutants.out/survivors.txt" "$out/mutants.out"
