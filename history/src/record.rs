@@ -143,6 +143,20 @@ pub enum HarnessEvent {
         entries: Vec<TimelineEntry>,
     },
     RunEnded,
+    /// Cluster topology: a gateway crashed, losing every connection it held.
+    GatewayCrashed {
+        gateway: u32,
+    },
+    GatewayRestarted {
+        gateway: u32,
+    },
+    /// Cluster topology: the link between a gateway and the logic is cut, both ways.
+    GatewayPartitionStarted {
+        gateway: u32,
+    },
+    GatewayPartitionHealed {
+        gateway: u32,
+    },
 }
 
 /// A whole run's history.

@@ -84,6 +84,10 @@ struct Tracker {
     expired: BTreeSet<UserId>,
     /// Each device's first login, and whether it came after the run's first second (roaming).
     first_login_ms: BTreeMap<DeviceId, u64>,
+    /// Cluster: devices that failed over and have not logged in through the new gateway yet.
+    failing_over: BTreeSet<DeviceId>,
+    /// Cluster: devices whose route was reported stale, until their next session opens.
+    stale_routes: BTreeSet<DeviceId>,
 }
 
 impl Tracker {
@@ -150,6 +154,9 @@ impl Tracker {
     fn device(&mut self, t_ms: u64, device: DeviceId, event: &Event) {
         match event {
             Event::LoggedIn { .. } => {
+                if self.failing_over.remove(&device) {
+                    self.hit(Signal::FailedOver);
+                }
                 self.first_login_ms.entry(device).or_insert(t_ms);
                 if let Some(period) = self
                     .logged_out
@@ -169,8 +176,11 @@ impl Tracker {
                         .push((t_ms, u64::MAX)),
                     SessionEnd::Timeout => self.hit(Signal::SessionTimedOut),
                     SessionEnd::ServerForgot => self.hit(Signal::SessionForgottenByServer),
-                    SessionEnd::Replaced => {}
+                    SessionEnd::Replaced | SessionEnd::Unroutable => {}
                 }
+            }
+            Event::FailedOver { .. } => {
+                self.failing_over.insert(device);
             }
             Event::SendRequested {
                 client_msg_id,
@@ -392,8 +402,14 @@ impl Tracker {
                     }
                 }
                 SessionEnd::Replaced => self.hit(Signal::SessionReplaced),
-                SessionEnd::Logout | SessionEnd::ServerForgot => {}
+                SessionEnd::Logout | SessionEnd::ServerForgot | SessionEnd::Unroutable => {}
             },
+            Event::RouteStale { device, .. } => {
+                self.stale_routes.insert(*device);
+            }
+            Event::SessionOpened { device, .. } if self.stale_routes.remove(device) => {
+                self.hit(Signal::StaleRouteRepaired);
+            }
             Event::ReadAdvanced {
                 conv, user, device, ..
             } => {

@@ -52,6 +52,25 @@ impl FaultLayer {
         verdict
     }
 
+    /// The verdict for one packet of kind `kind` between `gateway` and the logic, counted.
+    pub fn judge_internal(&mut self, kind: &'static str, gateway: u32, now_ms: u64) -> Verdict {
+        self.stats.sent += 1;
+        *self.stats.by_kind.entry(kind).or_default() += 1;
+        let verdict = if now_ms < self.safety_end_ms {
+            self.rules
+                .iter()
+                .map(|rule| rule.internal_verdict(gateway, now_ms))
+                .find(|v| *v != Verdict::Pass)
+                .unwrap_or(Verdict::Pass)
+        } else {
+            Verdict::Pass
+        };
+        if verdict == Verdict::Drop {
+            self.stats.dropped += 1;
+        }
+        verdict
+    }
+
     pub fn stats(&self) -> &PacketStats {
         &self.stats
     }
