@@ -103,6 +103,13 @@ pub fn command_serve(args: ServeArgs) -> Result<bool, String> {
 
 pub fn command_live(args: LiveArgs) -> Result<bool, String> {
     let scenario = crate::args::load(&args.scenario, args.variant)?;
+    if scenario.topology.gateways > 0 {
+        return Err(format!(
+            "{}: topology.gateways runs only in simulation (`imsim run`); a live run has one \
+             server and no gateways",
+            args.scenario
+        ));
+    }
     if let Some(path) = &args.history_out {
         if path.exists() {
             return Err(format!(

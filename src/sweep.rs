@@ -357,10 +357,15 @@ impl Tally {
     }
 }
 
-/// How many runs had each fault class on, and their share of `runs`.
+/// How many runs had each fault class on, and their share of `runs`. The cluster classes are
+/// listed only when some run had one (a single-server sweep cannot).
 pub fn faults_line(faults: &BTreeMap<FaultClass, u64>, runs: u64) -> String {
+    let cluster = FaultClass::cluster()
+        .into_iter()
+        .filter(|class| faults.contains_key(class));
     let faults: Vec<String> = FaultClass::all()
         .into_iter()
+        .chain(cluster)
         .map(|class| {
             let name = serde_json::to_value(class).expect("a fault class serialises");
             let count = faults.get(&class).copied().unwrap_or(0);

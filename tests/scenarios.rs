@@ -431,6 +431,55 @@ fn roaming() {
 }
 
 #[test]
+fn cluster_failover() {
+    holds_over_seeds("cluster-failover");
+}
+
+/// The cluster scenario is not vacuous: devices fail over to other gateways, a gateway reports
+/// a stale route and the device logs in again, and every message still reaches every device.
+#[test]
+fn devices_fail_over_and_stale_routes_are_repaired() {
+    let scenario = Scenario::load("cluster-failover").unwrap();
+    let (mut failovers, mut stale, mut reopened) = (0, 0, 0);
+    for seed in 0..10 {
+        let outcome = run(&scenario, seed);
+        failovers += count_events(&outcome, |node, event| {
+            matches!(node, Node::Device(_)) && matches!(event, Event::FailedOver { .. })
+        });
+        let stale_devices: Vec<_> = device_of_stale_routes(&outcome);
+        stale += stale_devices.len();
+        reopened += count_events(&outcome, |node, event| {
+            *node == Node::Server
+                && matches!(event, Event::SessionOpened { device, .. } if stale_devices.contains(device))
+        });
+    }
+    assert!(failovers >= 10, "{failovers} failovers in 10 seeds");
+    assert!(stale > 0, "no stale route in 10 seeds");
+    assert!(reopened > 0, "no device with a stale route logged in again");
+}
+
+fn device_of_stale_routes(outcome: &RunOutcome) -> Vec<imsim_model::DeviceId> {
+    server_events(outcome)
+        .filter_map(|event| match event {
+            Event::RouteStale { device, .. } => Some(*device),
+            _ => None,
+        })
+        .collect()
+}
+
+fn server_events(outcome: &RunOutcome) -> impl Iterator<Item = &Event> {
+    outcome
+        .history
+        .records
+        .iter()
+        .filter(|record| record.node == Node::Server)
+        .filter_map(|record| match &record.entry {
+            Entry::Protocol(event) => Some(event),
+            Entry::Harness(_) => None,
+        })
+}
+
+#[test]
 fn presence_push() {
     holds_over("presence-push", 0..20);
 }

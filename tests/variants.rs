@@ -88,6 +88,8 @@ detected! {
     ghost_online: GhostOnline,
     push_to_one_device: PushToOneDevice,
     dedupe_without_ack: DedupeWithoutAck,
+    stale_route_counted_delivered: StaleRouteCountedDelivered,
+    failover_without_resync: FailoverWithoutResync,
 }
 
 #[test]

@@ -67,7 +67,9 @@ impl Category {
             | Event::SessionLost { .. }
             | Event::SessionOpened { .. }
             | Event::SessionClosed { .. }
-            | Event::Recovered { .. } => Category::Session,
+            | Event::Recovered { .. }
+            | Event::RouteStale { .. }
+            | Event::FailedOver { .. } => Category::Session,
             Event::Retransmitted { .. }
             | Event::RetransmitDeduplicated { .. }
             | Event::OutOfOrderDropped { .. } => Category::Retry,

@@ -71,7 +71,8 @@ pub enum Silence {
 }
 
 use FaultClass::{
-    ClockSkew, Delay, DeviceRestart, Duplication, Hold, Loss, Partition, ServerCrash,
+    ClockSkew, Delay, DeviceRestart, Duplication, GatewayCrash, GatewayPartition, Hold, Loss,
+    Partition, ServerCrash,
 };
 
 /// Faults that can keep an ack or an answer from arriving in time.
@@ -271,6 +272,14 @@ signals! {
     RoamingDeviceCaughtUp = "roaming-device-caught-up",
         "a device installed mid-run displayed a message committed before it first logged in",
         [Need::Roaming];
+
+    // ---- cluster ----
+    FailedOver = "failed-over",
+        "a device lost its gateway and logged in again through another one",
+        [Need::AnyFault(&[GatewayCrash, GatewayPartition])];
+    StaleRouteRepaired = "stale-route-repaired",
+        "a gateway said it no longer held a routed device; its session ended and it logged in again",
+        [Need::AnyFault(&[GatewayCrash])];
 }
 
 impl Signal {

@@ -35,6 +35,14 @@ pub struct FaultProfile {
     pub device_restarts: Vec<DeviceCrashFault>,
     /// Offsets of device clocks from true time. Only a protocol that trusts timestamps notices.
     pub clock_skew: Vec<ClockSkew>,
+    /// Cluster topology: a gateway crashes, losing its connections, and restarts after
+    /// `downtime_ms`. (Absent from the record when empty, so a single-server history is
+    /// unchanged.)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateway_crashes: Vec<GatewayCrashFault>,
+    /// Cluster topology: the link between a gateway and the logic is cut both ways.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateway_partitions: Vec<GatewayPartitionFault>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +91,24 @@ pub struct ClockSkew {
     pub offset_ms: i64,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayCrashFault {
+    /// The gateway's number, counted from 0.
+    pub gateway: u32,
+    pub at_ms: u64,
+    pub downtime_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayPartitionFault {
+    /// The gateway's number, counted from 0.
+    pub gateway: u32,
+    pub start_ms: u64,
+    pub duration_ms: u64,
+}
+
 /// Which way a partition cuts a device's link to the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,9 +132,20 @@ pub enum FaultClass {
     ServerCrash,
     DeviceRestart,
     ClockSkew,
+    /// Cluster topology only.
+    GatewayCrash,
+    /// Cluster topology only.
+    GatewayPartition,
 }
 
 impl FaultClass {
+    /// The classes of the cluster topology (`topology.gateways`): a scenario without gateways
+    /// cannot have them, and they are not in [`FaultClass::all`].
+    pub fn cluster() -> Vec<FaultClass> {
+        vec![FaultClass::GatewayCrash, FaultClass::GatewayPartition]
+    }
+
+    /// The classes of every topology: the swarm's default.
     pub fn all() -> Vec<FaultClass> {
         use FaultClass::*;
         vec![
@@ -176,6 +213,30 @@ impl TimedFault for DeviceCrashFault {
     }
     fn length_ms(&self) -> u64 {
         self.downtime_ms
+    }
+}
+
+impl TimedFault for GatewayCrashFault {
+    fn device_mut(&mut self) -> Option<&mut DeviceId> {
+        None
+    }
+    fn start_mut(&mut self) -> Option<&mut u64> {
+        Some(&mut self.at_ms)
+    }
+    fn length_ms(&self) -> u64 {
+        self.downtime_ms
+    }
+}
+
+impl TimedFault for GatewayPartitionFault {
+    fn device_mut(&mut self) -> Option<&mut DeviceId> {
+        None
+    }
+    fn start_mut(&mut self) -> Option<&mut u64> {
+        Some(&mut self.start_ms)
+    }
+    fn length_ms(&self) -> u64 {
+        self.duration_ms
     }
 }
 
@@ -262,12 +323,14 @@ impl FaultProfile {
     }
 
     /// The lists of faults that each have a device or a moment, by class.
-    fn items(&mut self) -> [(FaultClass, &mut dyn FaultList); 4] {
+    fn items(&mut self) -> [(FaultClass, &mut dyn FaultList); 6] {
         [
             (FaultClass::Partition, &mut self.partitions),
             (FaultClass::ServerCrash, &mut self.server_crashes),
             (FaultClass::DeviceRestart, &mut self.device_restarts),
             (FaultClass::ClockSkew, &mut self.clock_skew),
+            (FaultClass::GatewayCrash, &mut self.gateway_crashes),
+            (FaultClass::GatewayPartition, &mut self.gateway_partitions),
         ]
     }
 
@@ -393,6 +456,11 @@ impl FaultProfile {
         self.server_crashes.sort_by_key(|crash| crash.at_ms);
         self.device_restarts
             .extend(other.device_restarts.iter().cloned());
+        self.gateway_crashes
+            .extend(other.gateway_crashes.iter().cloned());
+        self.gateway_crashes.sort_by_key(|crash| crash.at_ms);
+        self.gateway_partitions
+            .extend(other.gateway_partitions.iter().cloned());
         for skew in &other.clock_skew {
             self.clock_skew.retain(|s| s.device != skew.device);
             self.clock_skew.push(skew.clone());

@@ -10,7 +10,7 @@ use imsim_model::Event;
 use serde_json::{Map, Value};
 
 /// The event types the harness records (`HarnessEvent`), as they appear in `type`.
-pub const HARNESS_EVENT_TYPES: [&str; 9] = [
+pub const HARNESS_EVENT_TYPES: [&str; 13] = [
     "run_started",
     "partition_started",
     "partition_healed",
@@ -20,6 +20,10 @@ pub const HARNESS_EVENT_TYPES: [&str; 9] = [
     "final_timeline",
     "traffic",
     "run_ended",
+    "gateway_crashed",
+    "gateway_restarted",
+    "gateway_partition_started",
+    "gateway_partition_healed",
 ];
 
 /// Which kind of node reports an event.
@@ -52,7 +56,8 @@ pub fn reporter_of(event: &Event) -> Reporter {
         | Event::ReadSeen { .. }
         | Event::ReadCountSeen { .. }
         | Event::ReadersSeen { .. }
-        | Event::PresenceSeen { .. } => Reporter::Device,
+        | Event::PresenceSeen { .. }
+        | Event::FailedOver { .. } => Reporter::Device,
         Event::SessionOpened { .. }
         | Event::SessionClosed { .. }
         | Event::Committed { .. }
@@ -64,7 +69,8 @@ pub fn reporter_of(event: &Event) -> Reporter {
         | Event::PushAbandoned { .. }
         | Event::ReadAdvanced { .. }
         | Event::ReadIgnored { .. }
-        | Event::PresenceChanged { .. } => Reporter::Server,
+        | Event::PresenceChanged { .. }
+        | Event::RouteStale { .. } => Reporter::Server,
     }
 }
 

@@ -149,6 +149,20 @@ pub enum HarnessEvent {
     /// What the run cost, as the driver counted it: packets and storage writes.
     Traffic(Box<Traffic>),
     RunEnded,
+    /// Cluster topology: a gateway crashed, losing every connection it held.
+    GatewayCrashed {
+        gateway: u32,
+    },
+    GatewayRestarted {
+        gateway: u32,
+    },
+    /// Cluster topology: the link between a gateway and the logic is cut, both ways.
+    GatewayPartitionStarted {
+        gateway: u32,
+    },
+    GatewayPartitionHealed {
+        gateway: u32,
+    },
 }
 
 /// A whole run's history.

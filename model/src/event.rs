@@ -18,6 +18,9 @@ pub enum SessionEnd {
     ServerForgot,
     /// The same device logged in again, from here or elsewhere.
     Replaced,
+    /// Cluster topology: the device's gateway answered that it no longer holds the device's
+    /// connection (a stale route), so the logic cannot reach the device and ends its session.
+    Unroutable,
 }
 
 /// Why a send ended in a failure the user sees.
@@ -262,6 +265,21 @@ pub enum Event {
         conv: ConvId,
         seq: Seq,
     },
+    /// Cluster topology: a gateway answered that it holds no connection of `device` although
+    /// the registry routed to it; the route is dropped and the session closed, and the device's
+    /// next login re-registers it and re-syncs.
+    RouteStale {
+        device: DeviceId,
+        gateway: u32,
+    },
+
+    // ---- device, cluster topology ----
+    /// The device lost its gateway (its session was lost, or a login went unanswered) and
+    /// connects to another one.
+    FailedOver {
+        from_gateway: u32,
+        to_gateway: u32,
+    },
 }
 
 impl Event {
@@ -299,6 +317,8 @@ impl Event {
             Event::Rejected { .. } => "rejected",
             Event::Recovered { .. } => "recovered",
             Event::PushAbandoned { .. } => "push_abandoned",
+            Event::RouteStale { .. } => "route_stale",
+            Event::FailedOver { .. } => "failed_over",
         }
     }
 }

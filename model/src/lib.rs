@@ -14,6 +14,7 @@
 //! decides everything; they only decide *when* inputs happen.
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod event;

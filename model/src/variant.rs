@@ -29,6 +29,8 @@ pub enum Variant {
     GhostOnline,
     PushToOneDevice,
     DedupeWithoutAck,
+    StaleRouteCountedDelivered,
+    FailoverWithoutResync,
 }
 
 /// What the catalogue says about one broken variant.
@@ -46,7 +48,7 @@ pub struct CatalogueEntry {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 17] = [
+    pub const ALL: [Variant; 19] = [
         Variant::Correct,
         Variant::NoReceiverDedupe,
         Variant::AckBeforeStore,
@@ -64,6 +66,8 @@ impl Variant {
         Variant::GhostOnline,
         Variant::PushToOneDevice,
         Variant::DedupeWithoutAck,
+        Variant::StaleRouteCountedDelivered,
+        Variant::FailoverWithoutResync,
     ];
 
     /// The kebab-case name, as on the command line and in the history.
@@ -86,6 +90,8 @@ impl Variant {
             Variant::GhostOnline => "ghost-online",
             Variant::PushToOneDevice => "push-to-one-device",
             Variant::DedupeWithoutAck => "dedupe-without-ack",
+            Variant::StaleRouteCountedDelivered => "stale-route-counted-delivered",
+            Variant::FailoverWithoutResync => "failover-without-resync",
         }
     }
 
@@ -228,6 +234,20 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         invariant: "send-resolves",
         also: &["within-budget"],
         description: "the server drops a retransmit of a committed message without acking it again, so a lost ack is never repaired",
+    },
+    CatalogueEntry {
+        variant: Variant::StaleRouteCountedDelivered,
+        scenario: "cluster-failover",
+        invariant: "delivered-in-time",
+        also: &[],
+        description: "a push to a stale route counts as delivered: the logic ignores the gateway's answer that it no longer holds the session, so the session stays open and its push is lost until the device's next heartbeat",
+    },
+    CatalogueEntry {
+        variant: Variant::FailoverWithoutResync,
+        scenario: "cluster-failover",
+        invariant: "failover-resynced",
+        also: &["delivered-in-time", "offline-detected-in-time"],
+        description: "gateway failover drops the in-flight push without repair: a device logging in through a new gateway resumes its open session with no sync, so what the dead gateway dropped waits for the heartbeat's sync key",
     },
 ];
 

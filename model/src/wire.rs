@@ -1,7 +1,7 @@
 //! Wire messages between devices and the server. They are serde types so a trace or a history
 //! can show them, and so the same model could later run over a real socket with any encoding.
 
-use crate::ids::{ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
+use crate::ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// A committed message as the server stores and delivers it.
@@ -211,6 +211,22 @@ pub enum Packet {
     PresenceState {
         entries: Vec<PresenceEntry>,
     },
+
+    // Gateway ↔ logic (the cluster topology, `model/src/cluster/`).
+    /// A device's packet, forwarded by the gateway that holds the device's connection.
+    Upstream {
+        device: Address,
+        packet: Box<Packet>,
+    },
+    /// A packet for a device, sent to the gateway the session registry names.
+    Downstream {
+        device: Address,
+        packet: Box<Packet>,
+    },
+    /// The gateway holds no connection of `device`: the route the logic used is stale.
+    Unroutable {
+        device: Address,
+    },
 }
 
 /// A user's read watermark in one conversation.
@@ -267,6 +283,9 @@ impl Packet {
             Packet::Readers { .. } => "readers",
             Packet::Presence(_) => "presence",
             Packet::PresenceState { .. } => "presence_state",
+            Packet::Upstream { .. } => "upstream",
+            Packet::Downstream { .. } => "downstream",
+            Packet::Unroutable { .. } => "unroutable",
         }
     }
 }

@@ -90,6 +90,7 @@ pub fn explicit(scenario: &Scenario, seed: u64) -> Scenario {
             devices_per_user: scenario.topology.devices_per_user,
             conversations: Conversations::List(conversations),
             groups,
+            gateways: scenario.topology.gateways,
         },
         workload: WorkloadSpec {
             duration_ms,

@@ -1,4 +1,5 @@
-//! Nodes: one madsim node for the server and one per device, each a thin driver around a model
+//! Nodes: one madsim node for the server (the logic, in the cluster topology), one per gateway
+//! and one per device, each a thin driver around a model
 //! state machine. A node's loop waits for a packet, a timer, a storage sync or a workload command,
 //! feeds it to the machine, then drains `poll_output` completely: packets go through the fault
 //! layer onto madsim's network, events go into the history.
@@ -13,6 +14,7 @@ use crate::trace::{Link, NET};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use imsim_history::stats::PacketStats;
 use imsim_history::{Entry, History, Node};
+use imsim_model::cluster::{self, Failover, Gateway, Logic, LOGIC_ADDRESS};
 use imsim_model::{
     Address, Client, Command, DeviceId, Directory, Event, Output, Packet, ProtocolConfig, Server,
     Time,
@@ -127,6 +129,14 @@ impl World {
         tracing::trace!(target: NET, "transmit {link} {verdict:?} {packet:?}");
         verdict.copies_and_delay_ms(now_ms)
     }
+
+    /// The same for a packet between `gateway` and the logic, either way.
+    fn verdict_internal(&self, gateway: u32, packet: &Packet) -> Option<(u32, u64)> {
+        let now_ms = self.now_ms();
+        let verdict = lock(&self.faults).judge_internal(packet.kind(), gateway, now_ms);
+        tracing::trace!(target: NET, "transmit gateway-{gateway} {verdict:?} {packet:?}");
+        verdict.copies_and_delay_ms(now_ms)
+    }
 }
 
 pub(crate) fn server_ip() -> IpAddr {
@@ -137,7 +147,15 @@ pub(crate) fn device_ip(device: DeviceId) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 1, (device.0 >> 8) as u8, device.0 as u8))
 }
 
+/// Gateway number `gateway` (from 0) lives at 10.2.0.`gateway + 1`.
+pub(crate) fn gateway_ip(gateway: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 2, 0, gateway as u8 + 1))
+}
+
 fn socket_of(address: Address) -> SocketAddr {
+    if let Some(gateway) = cluster::gateway_of(address) {
+        return SocketAddr::new(gateway_ip(gateway), PORT);
+    }
     match address.0 {
         0 => SocketAddr::new(server_ip(), PORT),
         device => SocketAddr::new(device_ip(DeviceId(device)), PORT),
@@ -148,6 +166,9 @@ fn address_of(socket: SocketAddr) -> Address {
     match socket.ip() {
         IpAddr::V4(ip) if ip.octets()[1] == 1 => {
             Address(u32::from(ip.octets()[2]) << 8 | u32::from(ip.octets()[3]))
+        }
+        IpAddr::V4(ip) if ip.octets()[1] == 2 => {
+            cluster::gateway_address(u32::from(ip.octets()[3]) - 1)
         }
         _ => Address(0),
     }
@@ -298,6 +319,17 @@ impl Driver {
         self.send_after(delay_ms, to, packet);
     }
 
+    /// Sends `packet` between `gateway` and the logic through the fault layer.
+    fn transmit_internal(&mut self, gateway: u32, to: SocketAddr, packet: Packet) {
+        let Some((copies, delay_ms)) = self.world.verdict_internal(gateway, &packet) else {
+            return;
+        };
+        for _ in 1..copies {
+            self.send_after(delay_ms, to, packet.clone());
+        }
+        self.send_after(delay_ms, to, packet);
+    }
+
     fn send_after(&mut self, delay_ms: u64, to: SocketAddr, packet: Packet) {
         if delay_ms == 0 {
             self.send(to, packet);
@@ -386,6 +418,35 @@ pub(crate) struct ServerSlot {
     /// Receive loops the server's node runs.
     pub receivers: usize,
     pub started: bool,
+    /// Cluster topology: the server is the logic node behind gateways, and this routes its
+    /// packets through the session registry. `None`: devices talk to the server directly.
+    pub logic: Option<Logic>,
+}
+
+impl ServerSlot {
+    fn poll_output(&mut self) -> Option<Output> {
+        match &mut self.logic {
+            Some(logic) => logic.poll_output(),
+            None => self.server.poll_output(),
+        }
+    }
+
+    fn handle(&mut self, now: Time, input: Input) {
+        let ServerSlot { server, logic, .. } = self;
+        match (logic, input) {
+            (None, Input::Packet(packet, from)) => server.handle_packet(now, from, packet),
+            (None, Input::Synced(through)) => server.handle_storage_synced(now, through),
+            (None, Input::Alarm) => server.handle_timeout(now),
+            (Some(logic), Input::Packet(packet, from)) => {
+                logic.handle_packet(server, now, from, packet)
+            }
+            (Some(logic), Input::Synced(through)) => {
+                logic.handle_storage_synced(server, now, through)
+            }
+            (Some(logic), Input::Alarm) => logic.handle_timeout(server, now),
+            (_, Input::Command(_)) => {}
+        }
+    }
 }
 
 pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) {
@@ -402,19 +463,23 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
                 now,
             );
             slot.server = recovered;
+            // The registry was the crashed node's memory, like the sessions.
+            if slot.logic.is_some() {
+                slot.logic = Some(Logic::new(&slot.config));
+            }
         }
         slot.started = true;
     }
     let receivers = lock(&slot).receivers;
     let mut driver = Driver::bind(world.clone(), server_ip(), receivers).await;
     loop {
-        let outputs: Vec<Output> =
-            std::iter::from_fn(|| lock(&slot).server.poll_output()).collect();
+        let outputs: Vec<Output> = std::iter::from_fn(|| lock(&slot).poll_output()).collect();
         for output in outputs {
             match output {
-                Output::Transmit { to, packet } => {
-                    driver.transmit(DeviceId(to.0), false, socket_of(to), packet);
-                }
+                Output::Transmit { to, packet } => match cluster::gateway_of(to) {
+                    Some(gateway) => driver.transmit_internal(gateway, socket_of(to), packet),
+                    None => driver.transmit(DeviceId(to.0), false, socket_of(to), packet),
+                },
                 Output::ArmTimer { at } => driver.arm(at.0),
                 Output::SyncStorage { through } => {
                     // madsim's generator, not rand's: madsim seeds it from the run seed
@@ -427,15 +492,55 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
         }
         let input = driver.next().await;
         let now = Time(world.now_ms());
-        let mut slot = lock(&slot);
+        if let Input::Packet(packet, from) = &input {
+            tracing::trace!(target: NET, "receive from {from} {packet:?}");
+        }
+        lock(&slot).handle(now, input);
+    }
+}
+
+/// A gateway's slot: its number and the settings a restarted gateway starts from. The gateway
+/// itself is lost with its node: a restart starts with no connections.
+pub(crate) struct GatewaySlot {
+    pub gateway: u32,
+    pub connection_timeout_ms: u64,
+    pub connections_max: u32,
+    pub tick_ms: u64,
+    pub receivers: usize,
+}
+
+pub(crate) async fn run_gateway(world: Arc<World>, slot: Arc<GatewaySlot>) {
+    let mut machine = Gateway::new(
+        slot.connection_timeout_ms,
+        slot.connections_max,
+        slot.tick_ms,
+    );
+    let gateway = slot.gateway;
+    let mut driver = Driver::bind(world.clone(), gateway_ip(gateway), slot.receivers).await;
+    let logic = socket_of(LOGIC_ADDRESS);
+    loop {
+        while let Some(output) = machine.poll_output() {
+            match output {
+                Output::Transmit { to, packet } if to == LOGIC_ADDRESS => {
+                    driver.transmit_internal(gateway, logic, packet);
+                }
+                Output::Transmit { to, packet } => {
+                    driver.transmit(DeviceId(to.0), false, socket_of(to), packet);
+                }
+                Output::ArmTimer { at } => driver.arm(at.0),
+                // A gateway reports no events and keeps no storage.
+                Output::Event(_) | Output::SyncStorage { .. } => {}
+            }
+        }
+        let input = driver.next().await;
+        let now = Time(world.now_ms());
         match input {
             Input::Packet(packet, from) => {
-                tracing::trace!(target: NET, "receive from {from} {packet:?}");
-                slot.server.handle_packet(now, from, packet);
+                tracing::trace!(target: NET, "gateway-{gateway} receive from {from} {packet:?}");
+                machine.handle_packet(now, from, packet);
             }
-            Input::Synced(through) => slot.server.handle_storage_synced(now, through),
-            Input::Alarm => slot.server.handle_timeout(now),
-            Input::Command(_) => {}
+            Input::Alarm => machine.handle_timeout(now),
+            Input::Command(_) | Input::Synced(_) => {}
         }
     }
 }
@@ -450,6 +555,8 @@ pub(crate) struct DeviceSlot {
     pub next_command: usize,
     pub skew_ms: i64,
     pub started: bool,
+    /// Cluster topology: which gateway the device talks to. `None`: the server directly.
+    pub failover: Option<Failover>,
 }
 
 impl DeviceSlot {
@@ -507,8 +614,27 @@ pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) 
         };
         for output in outputs {
             match output {
-                Output::Transmit { packet, .. } => driver.transmit(device, true, server, packet),
-                Output::Event(event) => world.record(Node::Device(device), Entry::Protocol(event)),
+                Output::Transmit { packet, .. } => {
+                    let routed = lock(&slot)
+                        .failover
+                        .as_mut()
+                        .map(|failover| failover.handle_outgoing(&packet));
+                    match routed {
+                        None => driver.transmit(device, true, server, packet),
+                        Some((gateway, failed_over)) => {
+                            if let Some(event) = failed_over {
+                                world.record(Node::Device(device), Entry::Protocol(event));
+                            }
+                            driver.transmit(device, true, socket_of(gateway), packet);
+                        }
+                    }
+                }
+                Output::Event(event) => {
+                    if let Some(failover) = lock(&slot).failover.as_mut() {
+                        failover.handle_event(&event);
+                    }
+                    world.record(Node::Device(device), Entry::Protocol(event))
+                }
                 Output::ArmTimer { .. } | Output::SyncStorage { .. } => {}
             }
         }
@@ -518,7 +644,15 @@ pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) 
         match input {
             Input::Packet(packet, from) => {
                 tracing::trace!(target: NET, "receive from {from} {packet:?}");
-                slot.client.handle_packet(now, from, packet);
+                match slot.failover.as_mut() {
+                    None => slot.client.handle_packet(now, from, packet),
+                    // Through its gateway the device hears the server.
+                    Some(failover) => {
+                        if failover.handle_incoming(from, &packet) {
+                            slot.client.handle_packet(now, LOGIC_ADDRESS, packet);
+                        }
+                    }
+                }
             }
             Input::Alarm => slot.client.handle_timeout(now),
             Input::Command(index) if index == slot.next_command => {

@@ -11,8 +11,8 @@
 use crate::faults::{self, schedule, FaultProfile};
 use crate::features::{self, Drawn};
 use crate::node::{
-    device_address, device_ip, lock, run_device, run_server, server_ip, server_receivers,
-    DeviceSlot, ServerSlot, World,
+    device_address, device_ip, gateway_ip, lock, run_device, run_gateway, run_server, server_ip,
+    server_receivers, DeviceSlot, GatewaySlot, ServerSlot, World,
 };
 use crate::scenario::Scenario;
 use crate::workload::{self, Plan};
@@ -21,6 +21,7 @@ use imsim_history::stats::RunStats;
 use imsim_history::{
     replay_command, Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology, Traffic,
 };
+use imsim_model::cluster::{Failover, Logic};
 use imsim_model::{Client, Command, DeviceId, DeviceIdentity, Directory, Server, Time};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use rand::{Rng, SeedableRng};
@@ -60,6 +61,7 @@ impl Setup {
                 &mut rng,
                 &scenario.faults.swarm_classes,
                 scenario.device_count(),
+                scenario.topology.gateways,
                 duration_ms,
             );
             faults::swarm::draw_long_silence(
@@ -200,8 +202,15 @@ async fn control(setup: Setup) -> History {
     );
     let handle = Handle::current();
     let (server_node, server_slot) = start_server(&handle, &world, &setup);
+    let gateway_nodes = start_gateways(&handle, &world, &setup);
     let device_nodes = start_devices(&handle, &world, &setup);
-    schedule::play(&world, &setup.faults, &server_node, &device_nodes);
+    schedule::play(
+        &world,
+        &setup.faults,
+        &server_node,
+        &device_nodes,
+        &gateway_nodes,
+    );
 
     world.sleep_until_ms(safety_end_ms).await;
     let quiet_period_ms = scenario.quiet_period_ms();
@@ -248,7 +257,7 @@ async fn control(setup: Setup) -> History {
     );
     world.record(Node::Harness, Entry::Harness(HarnessEvent::RunEnded));
     let history = world.take_history();
-    stop_nodes(&handle, &server_node, &device_nodes);
+    stop_nodes(&handle, &server_node, &device_nodes, &gateway_nodes);
     history
 }
 
@@ -263,10 +272,18 @@ async fn control(setup: Setup) -> History {
 /// executor, which drains its ready queue even after the controller's future has finished,
 /// drops their futures before `block_on` returns. The history has been taken by then, so this
 /// changes nothing a run records.
-fn stop_nodes(handle: &Handle, server: &NodeHandle, devices: &BTreeMap<DeviceId, NodeHandle>) {
+fn stop_nodes(
+    handle: &Handle,
+    server: &NodeHandle,
+    devices: &BTreeMap<DeviceId, NodeHandle>,
+    gateways: &[NodeHandle],
+) {
     handle.kill(server.id());
     for device in devices.values() {
         handle.kill(device.id());
+    }
+    for gateway in gateways {
+        handle.kill(gateway.id());
     }
 }
 
@@ -303,6 +320,7 @@ fn start_server(
         directory,
         receivers: server_receivers(devices),
         started: false,
+        logic: (setup.scenario.topology.gateways > 0).then(|| Logic::new(&setup.scenario.protocol)),
     }));
     let (world, init_slot) = (world.clone(), slot.clone());
     let node = handle
@@ -314,12 +332,37 @@ fn start_server(
     (node, slot)
 }
 
+/// Cluster topology: one node per gateway, each relaying between its devices and the logic.
+fn start_gateways(handle: &Handle, world: &Arc<World>, setup: &Setup) -> Vec<NodeHandle> {
+    let protocol = &setup.scenario.protocol;
+    let devices: usize = setup.topology.users.iter().map(|u| u.devices.len()).sum();
+    (0..setup.scenario.topology.gateways)
+        .map(|gateway| {
+            let slot = Arc::new(GatewaySlot {
+                gateway,
+                connection_timeout_ms: protocol.session_timeout_ms,
+                connections_max: protocol.sessions_max,
+                tick_ms: protocol.server_tick_ms,
+                receivers: server_receivers(devices),
+            });
+            let world = world.clone();
+            handle
+                .create_node()
+                .name(format!("gateway-{gateway}"))
+                .ip(gateway_ip(gateway))
+                .init(move || run_gateway(world.clone(), slot.clone()))
+                .build()
+        })
+        .collect()
+}
+
 fn start_devices(
     handle: &Handle,
     world: &Arc<World>,
     setup: &Setup,
 ) -> BTreeMap<DeviceId, NodeHandle> {
     let skews = schedule::clock_skews(&setup.faults);
+    let gateways = setup.scenario.topology.gateways;
     let mut nodes = BTreeMap::new();
     for user in &setup.topology.users {
         for device in &user.devices {
@@ -337,6 +380,7 @@ fn start_devices(
                 next_command: 0,
                 skew_ms: skews.get(device).copied().unwrap_or(0),
                 started: false,
+                failover: (gateways > 0).then(|| Failover::new(device.0, gateways)),
             }));
             let world = world.clone();
             let node = handle

@@ -42,6 +42,7 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "multi-device",
     "roaming",
     "feature-swarm",
+    "cluster-failover",
     "group-500",
     "group-2000",
     "group-10k",
@@ -101,6 +102,11 @@ pub struct TopologySpec {
     /// Groups, numbered after the 1:1 conversations; members drawn at random from the users.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupSpec>,
+    /// The cluster topology: this many gateways in front of the logic server (0, the default:
+    /// devices talk to a single server directly). Each device connects to one gateway and fails
+    /// over to the next when it loses it (`imsim_model::cluster`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gateways: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -474,10 +480,27 @@ impl Scenario {
         if let Some(quiet_ms) = self.liveness.quiet_period_ms {
             check_range("liveness.quiet_period_ms", quiet_ms, 1, DURATION_MS_MAX)?;
         }
+        check_range(
+            "topology.gateways",
+            t.gateways.into(),
+            0,
+            imsim_model::cluster::GATEWAYS_MAX.into(),
+        )?;
+        if t.gateways == 0 {
+            let cluster = FaultClass::cluster();
+            let swarm = &self.faults.swarm_classes;
+            if let Some(class) = swarm.iter().find(|class| cluster.contains(class)) {
+                return Err(format!(
+                    "faults.swarm_classes has {class:?}, a fault of the cluster topology: set \
+                     topology.gateways"
+                ));
+            }
+        }
         crate::faults::validate(
             &self.faults.profile,
             "faults.profile",
             self.device_count(),
+            t.gateways,
             w.duration_ms,
         )
     }

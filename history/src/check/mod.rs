@@ -1,6 +1,7 @@
 //! Checkers: each reads only the history and returns the violations it finds. One file per
 //! invariant family (DESIGN.md §6); names and codes are stable, reports and tests use them.
 
+mod cluster;
 mod cost;
 mod durability;
 mod exactly_once;
@@ -146,6 +147,8 @@ invariants! {
         "a device's sync cursor never goes backwards";
     T1DeliveredInTime = "T1", "delivered-in-time", Timeliness, Safety,
         "a device online with a healthy link displays a message within the primary path's bound";
+    T2FailoverResynced = "T2", "failover-resynced", Timeliness, Safety,
+        "after failing over to another gateway, a device shows what it missed within the sync's bound";
     C1WithinBudget = "C1", "within-budget", Cost, Safety,
         "packets, writes, notices and presence packets per unit of work stay within the budget";
 }
@@ -186,6 +189,7 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     violations.extend(multi_device::check(history, &index));
     violations.extend(timeliness::check(history, &index));
     violations.extend(cost::check(history, &index));
+    violations.extend(cluster::check(history, &index));
     if !history.is_complete() {
         violations.retain(|violation| violation.class() == Class::Safety);
     }

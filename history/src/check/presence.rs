@@ -294,7 +294,7 @@ fn observers_see_offline(
         return;
     }
     let by = deadline + start.protocol.presence_propagation_ms() + LATENCY_ALLOWANCE_MS;
-    if silence_end <= by {
+    if silence_end <= by || gateway_fault_near(start, deadline, by) {
         return;
     }
     let lossy: BTreeSet<DeviceId> = [&faults.loss, &faults.duplication]
@@ -346,6 +346,21 @@ fn observers_see_offline(
             }
         }
     }
+}
+
+/// Cluster topology: whether a gateway was down or cut from the logic between `deadline` and
+/// `by`, or so shortly before that its devices may not have failed over yet. Which devices sat
+/// behind it is not in the history, so no observer counts as having a healthy link then.
+fn gateway_fault_near(start: &RunStart, deadline: u64, by: u64) -> bool {
+    let protocol = &start.protocol;
+    let failover_ms = protocol.heartbeat_interval_ms + protocol.server_silence_timeout_ms;
+    let crashes = start.faults.gateway_crashes.iter();
+    let crashes = crashes.map(|c| (c.at_ms, c.at_ms + c.downtime_ms));
+    let cuts = start.faults.gateway_partitions.iter();
+    let cuts = cuts.map(|p| (p.start_ms, p.start_ms + p.duration_ms));
+    crashes
+        .chain(cuts)
+        .any(|(from, to)| from <= by && to + failover_ms >= deadline)
 }
 
 fn converges(
@@ -615,6 +630,38 @@ mod tests {
         story.wait(30_000);
         story.restart(Node::Device(D3));
         let violation = single(presence(&story), Invariant::P2OfflineDetectedInTime);
+        assert!(
+            violation.explanation.starts_with("device-2"),
+            "{violation:?}"
+        );
+    }
+
+    #[test]
+    fn p2_an_observer_behind_a_crashed_gateway_is_not_judged_until_it_can_fail_over() {
+        // The story above, in a cluster whose gateway 0 is down when u2's change is pushed:
+        // d2 may sit behind it and hear nothing until it fails over.
+        let gateway_down = |at_ms: u64| {
+            let mut story = everyone_online();
+            story.set_faults(crate::faults::FaultProfile {
+                gateway_crashes: vec![crate::faults::GatewayCrashFault {
+                    gateway: 0,
+                    at_ms,
+                    downtime_ms: 8_000,
+                }],
+                ..Default::default()
+            });
+            story.crash(Node::Device(D3));
+            story.wait(30_000);
+            changed(&mut story, U2, false, &[D1]);
+            shown(&mut story, D1, U2, false);
+            story.wait(30_000);
+            story.restart(Node::Device(D3));
+            story
+        };
+        assert_eq!(presence(&gateway_down(25_000)), vec![]);
+        // A gateway crash only after the bound leaves the observer judged.
+        let after = gateway_down(200_000);
+        let violation = single(presence(&after), Invariant::P2OfflineDetectedInTime);
         assert!(
             violation.explanation.starts_with("device-2"),
             "{violation:?}"

@@ -221,6 +221,14 @@ impl Story {
         }
     }
 
+    /// The fault profile the story's run declares.
+    pub fn set_faults(&mut self, faults: crate::faults::FaultProfile) {
+        if let Entry::Harness(HarnessEvent::RunStarted(start)) = &mut self.history.records[0].entry
+        {
+            start.faults = faults;
+        }
+    }
+
     pub fn device(&mut self, device: DeviceId, event: Event) -> usize {
         self.push(Node::Device(device), Entry::Protocol(event))
     }

@@ -196,7 +196,8 @@ impl Judge<'_> {
 }
 
 /// Per device, when it was online with a healthy link: logged in on the device, a live session
-/// at the server, not partitioned, neither it nor the server down.
+/// at the server, not partitioned, neither it nor the server down, and
+/// no gateway down or cut from the logic (cluster topology).
 fn healthy_intervals(history: &History) -> Healthy {
     #[derive(Default)]
     struct State {
@@ -209,6 +210,9 @@ fn healthy_intervals(history: &History) -> Healthy {
     }
     let mut states: BTreeMap<DeviceId, State> = BTreeMap::new();
     let mut server_down = false;
+    // Cluster topology: gateways down or cut from the logic. Which devices sat behind one is
+    // not in the history, so while any is, no device counts as healthy.
+    let mut gateway_faults: u32 = 0;
     let mut intervals: Healthy = BTreeMap::new();
     let end_ms = history.records.last().map_or(0, |r| r.t_ms);
     for record in &history.records {
@@ -277,6 +281,16 @@ fn healthy_intervals(history: &History) -> Healthy {
                     server_down = false;
                     touched.extend(states.keys().copied());
                 }
+                HarnessEvent::GatewayCrashed { .. }
+                | HarnessEvent::GatewayPartitionStarted { .. } => {
+                    gateway_faults += 1;
+                    touched.extend(states.keys().copied());
+                }
+                HarnessEvent::GatewayRestarted { .. }
+                | HarnessEvent::GatewayPartitionHealed { .. } => {
+                    gateway_faults = gateway_faults.saturating_sub(1);
+                    touched.extend(states.keys().copied());
+                }
                 _ => continue,
             },
             _ => continue,
@@ -287,7 +301,8 @@ fn healthy_intervals(history: &History) -> Healthy {
                 && !state.sessions.is_empty()
                 && state.partitions == 0
                 && !state.crashed
-                && !server_down;
+                && !server_down
+                && gateway_faults == 0;
             match (healthy, state.since) {
                 (true, None) => state.since = Some(record.t_ms),
                 (false, Some(since)) => {

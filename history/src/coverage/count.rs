@@ -86,6 +86,10 @@ struct Tracker {
     first_login_ms: BTreeMap<DeviceId, u64>,
     /// Each device's latest login.
     last_login_ms: BTreeMap<DeviceId, u64>,
+    /// Cluster: devices that failed over and have not logged in through the new gateway yet.
+    failing_over: BTreeSet<DeviceId>,
+    /// Cluster: devices whose route was reported stale, until their next session opens.
+    stale_routes: BTreeSet<DeviceId>,
 }
 
 impl Tracker {
@@ -152,6 +156,9 @@ impl Tracker {
     fn device(&mut self, t_ms: u64, device: DeviceId, event: &Event) {
         match event {
             Event::LoggedIn { .. } => {
+                if self.failing_over.remove(&device) {
+                    self.hit(Signal::FailedOver);
+                }
                 self.first_login_ms.entry(device).or_insert(t_ms);
                 self.last_login_ms.insert(device, t_ms);
                 if let Some(period) = self
@@ -172,8 +179,11 @@ impl Tracker {
                         .push((t_ms, u64::MAX)),
                     SessionEnd::Timeout => self.hit(Signal::SessionTimedOut),
                     SessionEnd::ServerForgot => self.hit(Signal::SessionForgottenByServer),
-                    SessionEnd::Replaced => {}
+                    SessionEnd::Replaced | SessionEnd::Unroutable => {}
                 }
+            }
+            Event::FailedOver { .. } => {
+                self.failing_over.insert(device);
             }
             Event::SendRequested {
                 client_msg_id,
@@ -404,8 +414,14 @@ impl Tracker {
                     }
                 }
                 SessionEnd::Replaced => self.hit(Signal::SessionReplaced),
-                SessionEnd::Logout | SessionEnd::ServerForgot => {}
+                SessionEnd::Logout | SessionEnd::ServerForgot | SessionEnd::Unroutable => {}
             },
+            Event::RouteStale { device, .. } => {
+                self.stale_routes.insert(*device);
+            }
+            Event::SessionOpened { device, .. } if self.stale_routes.remove(device) => {
+                self.hit(Signal::StaleRouteRepaired);
+            }
             Event::ReadAdvanced {
                 conv, user, device, ..
             } => {

@@ -352,6 +352,24 @@ impl Server {
         self.outputs.pop_front()
     }
 
+    /// Cluster topology: the logic cannot reach the device at `address` any more (its gateway
+    /// answered that the route is stale, or no route is left). Its session ends, so the server
+    /// stops counting it online and pushing to it; the device's next login re-syncs it.
+    pub fn close_unroutable(&mut self, now: Time, address: Address) {
+        self.close_session(now, address, SessionEnd::Unroutable);
+        self.rearm();
+    }
+
+    /// The device whose session is held at `address`, if any.
+    pub fn session_device(&self, address: Address) -> Option<DeviceId> {
+        self.sessions.get(&address).map(|session| session.device)
+    }
+
+    /// The id of the session held at `address`, if any.
+    pub fn session_id(&self, address: Address) -> Option<SessionId> {
+        self.sessions.get(&address).map(|session| session.id)
+    }
+
     // ---- sessions ----
 
     fn handle_login(

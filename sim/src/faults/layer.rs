@@ -69,6 +69,25 @@ impl FaultLayer {
         }
     }
 
+    /// The verdict for one packet of kind `kind` between `gateway` and the logic, counted.
+    pub fn judge_internal(&mut self, kind: &'static str, gateway: u32, now_ms: u64) -> Verdict {
+        self.stats.sent += 1;
+        *self.by_kind.entry(kind).or_default() += 1;
+        let verdict = if now_ms < self.safety_end_ms {
+            self.rules
+                .iter()
+                .map(|rule| rule.internal_verdict(gateway, now_ms))
+                .find(|v| *v != Verdict::Pass)
+                .unwrap_or(Verdict::Pass)
+        } else {
+            Verdict::Pass
+        };
+        if verdict == Verdict::Drop {
+            self.stats.dropped += 1;
+        }
+        verdict
+    }
+
     fn first_verdict(&mut self, device: DeviceId, to_server: bool, now_ms: u64) -> Verdict {
         let meta = PacketMeta {
             device,

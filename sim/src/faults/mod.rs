@@ -16,17 +16,19 @@ pub mod swarm;
 pub use imsim_history::faults::*;
 pub use layer::FaultLayer;
 pub use rules::{rules, PacketMeta, Rule, Verdict};
-pub use swarm::{draw as swarm, PARTITION_MS_MAX};
+pub use swarm::{draw as swarm, GATEWAY_FAULT_MS_MAX, PARTITION_MS_MAX};
 
 use crate::fields::{check_probability, check_range};
 use imsim_model::DeviceId;
 
-/// Checks a profile against the run: devices exist, probabilities are probabilities, and
-/// every fault ends within the safety phase. `field` prefixes the names in errors.
+/// Checks a profile against the run: devices and gateways exist, probabilities are
+/// probabilities, and every fault ends within the safety phase. `field` prefixes the names in
+/// errors.
 pub fn validate(
     profile: &FaultProfile,
     field: &str,
     devices: u32,
+    gateways: u32,
     duration_ms: u64,
 ) -> Result<(), String> {
     let device_ok = |name: String, device: DeviceId| {
@@ -92,6 +94,26 @@ pub fn validate(
             c.downtime_ms,
         )?;
     }
+    let gateway_ok = |name: String, gateway: u32| {
+        if gateway < gateways {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name}.gateway = {gateway} names no gateway (topology.gateways = {gateways}; \
+                 gateways are numbered from 0)"
+            ))
+        }
+    };
+    for (i, c) in profile.gateway_crashes.iter().enumerate() {
+        let name = format!("{field}.gateway_crashes[{i}]");
+        gateway_ok(name.clone(), c.gateway)?;
+        ends_in_time(name, c.at_ms, c.downtime_ms)?;
+    }
+    for (i, p) in profile.gateway_partitions.iter().enumerate() {
+        let name = format!("{field}.gateway_partitions[{i}]");
+        gateway_ok(name.clone(), p.gateway)?;
+        ends_in_time(name, p.start_ms, p.duration_ms)?;
+    }
     for (i, s) in profile.clock_skew.iter().enumerate() {
         device_ok(format!("{field}.clock_skew[{i}]"), s.device)?;
         check_range(
@@ -127,7 +149,7 @@ mod tests {
                 }
             }
             let fixed = scenario.faults.profile.classes();
-            for class in FaultClass::all() {
+            for class in FaultClass::all().into_iter().chain(FaultClass::cluster()) {
                 let share = on.get(&class).copied().unwrap_or(0) as f64 / SEEDS as f64;
                 let drawn = scenario.faults.swarm && scenario.faults.swarm_classes.contains(&class);
                 let (low, high) = if fixed.contains(&class) {

@@ -1,7 +1,9 @@
 //! Packet faults as an ordered list of rules (turmoil's `rule.rs`): each returns pass, drop,
 //! duplicate, delay or hold for one packet; the first verdict that is not `Pass` wins.
 
-use imsim_history::faults::{DelayFault, Direction, FaultProfile, LinkFault, PartitionFault};
+use imsim_history::faults::{
+    DelayFault, Direction, FaultProfile, GatewayPartitionFault, LinkFault, PartitionFault,
+};
 use imsim_model::DeviceId;
 
 /// What a rule decides for one packet.
@@ -34,6 +36,9 @@ pub enum Rule {
     Duplication(LinkFault),
     Hold(DelayFault),
     Delay(DelayFault),
+    /// Cluster topology: cuts the links between gateways and the logic. It judges only those
+    /// links (`Rule::internal_verdict`); the device rules above judge only devices' links.
+    GatewayPartition(Vec<GatewayPartitionFault>),
 }
 
 impl Rule {
@@ -81,6 +86,26 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// The verdict for a packet between `gateway` and the logic (either way) at `now_ms`. The
+    /// links inside the cluster are neither lossy nor slow in this model: only a gateway
+    /// partition cuts them, and it draws nothing.
+    pub fn internal_verdict(&self, gateway: u32, now_ms: u64) -> Verdict {
+        match self {
+            Rule::GatewayPartition(partitions)
+                if partitions.iter().any(|p| {
+                    p.gateway == gateway
+                        && now_ms >= p.start_ms
+                        && now_ms < p.start_ms + p.duration_ms
+                }) =>
+            {
+                Verdict::Drop
+            }
+            _ => Verdict::Pass,
+        }
+    }
+}
+
 /// The packet rules of this profile, in the order they apply.
 pub fn rules(profile: &FaultProfile) -> Vec<Rule> {
     let mut rules = Vec::new();
@@ -91,5 +116,8 @@ pub fn rules(profile: &FaultProfile) -> Vec<Rule> {
     rules.extend(profile.duplication.clone().map(Rule::Duplication));
     rules.extend(profile.hold.clone().map(Rule::Hold));
     rules.extend(profile.delay.clone().map(Rule::Delay));
+    if !profile.gateway_partitions.is_empty() {
+        rules.push(Rule::GatewayPartition(profile.gateway_partitions.clone()));
+    }
     rules
 }

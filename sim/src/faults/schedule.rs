@@ -1,6 +1,6 @@
 //! Faults that happen at moments rather than to packets: server crashes and restarts, device
-//! app kills and restarts, partitions (recorded when they start and heal; the packet rule drops
-//! the packets), and each device's clock skew.
+//! app kills and restarts, gateway crashes and restarts, partitions (recorded when they start
+//! and heal; the packet rule drops the packets), and each device's clock skew.
 
 use crate::node::World;
 use imsim_history::faults::FaultProfile;
@@ -28,13 +28,20 @@ pub(crate) fn play(
     faults: &FaultProfile,
     server: &NodeHandle,
     devices: &BTreeMap<DeviceId, NodeHandle>,
+    gateways: &[NodeHandle],
 ) {
     let server_windows: Vec<(u64, u64)> = faults
         .server_crashes
         .iter()
         .map(|c| (c.at_ms, c.downtime_ms))
         .collect();
-    spawn_crashes(world, Node::Server, server.id(), server_windows);
+    spawn_crashes(
+        world,
+        node_events(Node::Server),
+        server.id(),
+        server_windows,
+    );
+    play_gateways(world, faults, gateways);
     let mut device_windows: BTreeMap<DeviceId, Vec<(u64, u64)>> = BTreeMap::new();
     for restart in &faults.device_restarts {
         device_windows
@@ -44,7 +51,8 @@ pub(crate) fn play(
     }
     for (device, mut windows) in device_windows {
         windows.sort();
-        spawn_crashes(world, Node::Device(device), devices[&device].id(), windows);
+        let events = node_events(Node::Device(device));
+        spawn_crashes(world, events, devices[&device].id(), windows);
     }
     for partition in &faults.partitions {
         let world = world.clone();
@@ -67,9 +75,56 @@ pub(crate) fn play(
     }
 }
 
+/// Cluster topology: gateway crashes (one gateway's played one after another, like any node's)
+/// and gateway–logic partitions (recorded when they start and heal; the packet rule drops).
+fn play_gateways(world: &Arc<World>, faults: &FaultProfile, gateways: &[NodeHandle]) {
+    let mut windows: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+    for crash in &faults.gateway_crashes {
+        windows
+            .entry(crash.gateway)
+            .or_default()
+            .push((crash.at_ms, crash.downtime_ms));
+    }
+    for (gateway, mut windows) in windows {
+        windows.sort();
+        let events = (
+            HarnessEvent::GatewayCrashed { gateway },
+            HarnessEvent::GatewayRestarted { gateway },
+        );
+        spawn_crashes(world, events, gateways[gateway as usize].id(), windows);
+    }
+    for partition in &faults.gateway_partitions {
+        let world = world.clone();
+        let partition = partition.clone();
+        madsim::task::spawn(async move {
+            let gateway = partition.gateway;
+            world.sleep_until_ms(partition.start_ms).await;
+            world.record(
+                Node::Harness,
+                Entry::Harness(HarnessEvent::GatewayPartitionStarted { gateway }),
+            );
+            world
+                .sleep_until_ms(partition.start_ms + partition.duration_ms)
+                .await;
+            world.record(
+                Node::Harness,
+                Entry::Harness(HarnessEvent::GatewayPartitionHealed { gateway }),
+            );
+        });
+    }
+}
+
+/// What the history records when `node` crashes and when it restarts.
+fn node_events(node: Node) -> (HarnessEvent, HarnessEvent) {
+    (
+        HarnessEvent::NodeCrashed { crashed: node },
+        HarnessEvent::NodeRestarted { restarted: node },
+    )
+}
+
 fn spawn_crashes(
     world: &Arc<World>,
-    node: Node,
+    (crashed, restarted): (HarnessEvent, HarnessEvent),
     id: madsim::task::NodeId,
     windows: Vec<(u64, u64)>,
 ) {
@@ -82,16 +137,10 @@ fn spawn_crashes(
         for (at_ms, downtime_ms) in windows {
             world.sleep_until_ms(at_ms).await;
             handle.kill(id);
-            world.record(
-                Node::Harness,
-                Entry::Harness(HarnessEvent::NodeCrashed { crashed: node }),
-            );
+            world.record(Node::Harness, Entry::Harness(crashed.clone()));
             madsim::time::sleep(Duration::from_millis(downtime_ms)).await;
             handle.restart(id);
-            world.record(
-                Node::Harness,
-                Entry::Harness(HarnessEvent::NodeRestarted { restarted: node }),
-            );
+            world.record(Node::Harness, Entry::Harness(restarted.clone()));
         }
     });
 }

@@ -8,7 +8,7 @@
 
 use imsim_history::faults::{
     ClockSkew, CrashFault, DelayFault, DeviceCrashFault, Direction, FaultClass, FaultProfile,
-    LinkFault, PartitionFault,
+    GatewayCrashFault, GatewayPartitionFault, LinkFault, PartitionFault,
 };
 use imsim_history::Topology;
 use imsim_model::DeviceId;
@@ -28,12 +28,19 @@ pub const LONG_SILENCE_PROBABILITY: f64 = 0.25;
 /// holds (at most 2 s), so a session that should expire has expired before the silence ends.
 pub const LONG_SILENCE_MARGIN_MS: u64 = 5_000;
 
+/// The longest a drawn gateway crash or gateway–logic partition lasts: long enough that a device
+/// may notice the silence and fail over, or not, depending on the draw.
+pub const GATEWAY_FAULT_MS_MAX: u64 = 8_000;
+
 /// Swarm testing: each class in `classes` is on with probability 1/2; its parameters are
-/// drawn. Every fault ends before `duration_ms` (the end of the safety phase).
+/// drawn. Every fault ends before `duration_ms` (the end of the safety phase). The cluster
+/// classes are drawn only when there are `gateways` (without one, they take no draw at all, so
+/// the single-server runs draw exactly what they always drew).
 pub fn draw(
     rng: &mut impl Rng,
     classes: &[FaultClass],
     devices: u32,
+    gateways: u32,
     duration_ms: u64,
 ) -> FaultProfile {
     let mut profile = FaultProfile::default();
@@ -51,6 +58,9 @@ pub fn draw(
         }
     };
     for class in classes {
+        if gateways == 0 && FaultClass::cluster().contains(class) {
+            continue;
+        }
         if !rng.gen_bool(0.5) {
             continue;
         }
@@ -114,6 +124,30 @@ pub fn draw(
                         device,
                         at_ms,
                         downtime_ms,
+                    });
+                }
+            }
+            FaultClass::GatewayCrash => {
+                for _ in 0..rng.gen_range(1..=3) {
+                    let gateway = rng.gen_range(0..gateways);
+                    let (at_ms, downtime_ms) = window(rng, duration_ms, 100, GATEWAY_FAULT_MS_MAX);
+                    profile.gateway_crashes.push(GatewayCrashFault {
+                        gateway,
+                        at_ms,
+                        downtime_ms,
+                    });
+                }
+                profile.gateway_crashes.sort_by_key(|crash| crash.at_ms);
+            }
+            FaultClass::GatewayPartition => {
+                for _ in 0..rng.gen_range(1..=2) {
+                    let gateway = rng.gen_range(0..gateways);
+                    let (start_ms, duration_ms) =
+                        window(rng, duration_ms, 100, GATEWAY_FAULT_MS_MAX);
+                    profile.gateway_partitions.push(GatewayPartitionFault {
+                        gateway,
+                        start_ms,
+                        duration_ms,
                     });
                 }
             }

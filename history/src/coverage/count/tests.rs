@@ -552,3 +552,44 @@ fn a_roaming_device_catches_up_on_what_was_committed_before_it_came() {
     story.display(D3, 2, D1); // live traffic after it came: not catching up
     assert_eq!(story.count(Signal::RoamingDeviceCaughtUp), 1);
 }
+
+#[test]
+fn a_failover_counts_once_the_device_logs_in_through_the_new_gateway() {
+    let logged_in = Event::LoggedIn {
+        session: imsim_model::SessionId(2),
+    };
+    let mut story = Story::new();
+    story.device(D1, logged_in.clone()); // an ordinary login
+    assert_eq!(story.count(Signal::FailedOver), 0);
+    let failed_over = Event::FailedOver {
+        from_gateway: 0,
+        to_gateway: 1,
+    };
+    story.device(D1, failed_over);
+    assert_eq!(
+        story.count(Signal::FailedOver),
+        0,
+        "not logged in there yet"
+    );
+    story.device(D1, logged_in);
+    assert_eq!(story.count(Signal::FailedOver), 1);
+}
+
+#[test]
+fn a_stale_route_is_repaired_when_its_device_gets_a_session_again() {
+    let opened = |device| Event::SessionOpened {
+        session: imsim_model::SessionId(3),
+        user: U2,
+        device,
+    };
+    let mut story = Story::new();
+    story.server(opened(D2)); // no stale route before: not a repair
+    story.server(Event::RouteStale {
+        device: D2,
+        gateway: 0,
+    });
+    story.server(opened(D1)); // another device
+    assert_eq!(story.count(Signal::StaleRouteRepaired), 0);
+    story.server(opened(D2));
+    assert_eq!(story.count(Signal::StaleRouteRepaired), 1);
+}

@@ -1,0 +1,143 @@
+//! A gateway: holds the long connections of the devices that logged in through it, forwards
+//! their packets to the logic and the logic's packets to them. It keeps no protocol state of its
+//! own, so a crash loses only its connections: their devices notice (silence, or `NotLoggedIn`
+//! from the restarted gateway) and log in again, here or at another gateway.
+
+use super::LOGIC_ADDRESS;
+use crate::ids::Address;
+use crate::output::Output;
+use crate::time::Time;
+use crate::wire::{Packet, Rejection};
+use std::collections::{BTreeMap, VecDeque};
+
+pub struct Gateway {
+    /// The devices whose connections this gateway holds, with when each was last heard.
+    connections: BTreeMap<Address, Time>,
+    /// A connection silent this long is closed (the logic's session expires after as long).
+    connection_timeout_ms: u64,
+    /// The most connections one gateway holds; a login beyond them is refused `ServerFull`.
+    connections_max: usize,
+    /// How often expired connections are swept.
+    tick_ms: u64,
+    next_tick: Option<Time>,
+    outputs: VecDeque<Output>,
+}
+
+impl Gateway {
+    /// A gateway with no connections (a fresh start, or a restart after a crash).
+    pub fn new(connection_timeout_ms: u64, connections_max: u32, tick_ms: u64) -> Gateway {
+        assert!(connection_timeout_ms > 0 && tick_ms > 0 && connections_max > 0);
+        Gateway {
+            connections: BTreeMap::new(),
+            connection_timeout_ms,
+            connections_max: connections_max as usize,
+            tick_ms,
+            next_tick: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    pub fn holds(&self, device: Address) -> bool {
+        self.connections.contains_key(&device)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    // ---- inputs ----
+
+    pub fn handle_packet(&mut self, now: Time, from: Address, packet: Packet) {
+        if from == LOGIC_ADDRESS {
+            self.handle_from_logic(packet);
+        } else {
+            self.handle_from_device(now, from, packet);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.next_tick.is_some_and(|tick| now >= tick) {
+            let timeout_ms = self.connection_timeout_ms;
+            self.connections
+                .retain(|_, heard| now.since_ms(*heard) < timeout_ms);
+            self.next_tick = None;
+            self.arm(now);
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    // ---- the two directions ----
+
+    fn handle_from_logic(&mut self, packet: Packet) {
+        match packet {
+            Packet::Downstream { device, packet } if self.holds(device) => {
+                self.transmit(device, *packet);
+            }
+            // The registry's route is stale: say so, so the logic stops counting on it.
+            Packet::Downstream { device, .. } => {
+                self.transmit(LOGIC_ADDRESS, Packet::Unroutable { device });
+            }
+            // Nothing else is meant for a gateway; a peer's packet is never a reason to panic.
+            _ => {}
+        }
+    }
+
+    fn handle_from_device(&mut self, now: Time, device: Address, packet: Packet) {
+        let logout = matches!(packet, Packet::Logout);
+        match &packet {
+            Packet::Login { .. } => {
+                if !self.holds(device) && self.connections.len() >= self.connections_max {
+                    let refused = packet.kind().to_string();
+                    let reason = Rejection::ServerFull;
+                    self.transmit(device, Packet::Error { reason, refused });
+                    return;
+                }
+                self.connections.insert(device, now);
+                self.arm(now);
+            }
+            // Gateway-to-logic packets never come from a device.
+            Packet::Upstream { .. } | Packet::Downstream { .. } | Packet::Unroutable { .. } => {
+                let refused = packet.kind().to_string();
+                let reason = Rejection::Unexpected;
+                self.transmit(device, Packet::Error { reason, refused });
+                return;
+            }
+            _ => match self.connections.get_mut(&device) {
+                Some(heard) => *heard = now,
+                // No connection here (this gateway restarted, or it expired): like a reset
+                // connection, the device must log in again.
+                None => {
+                    let refused = packet.kind().to_string();
+                    let reason = Rejection::NotLoggedIn;
+                    self.transmit(device, Packet::Error { reason, refused });
+                    return;
+                }
+            },
+        }
+        let packet = Box::new(packet);
+        self.transmit(LOGIC_ADDRESS, Packet::Upstream { device, packet });
+        if logout {
+            self.connections.remove(&device);
+        }
+    }
+
+    // ---- outputs ----
+
+    fn transmit(&mut self, to: Address, packet: Packet) {
+        self.outputs.push_back(Output::Transmit { to, packet });
+    }
+
+    /// Sweeps connections every `tick_ms` while there are any.
+    fn arm(&mut self, now: Time) {
+        if self.next_tick.is_none() && !self.connections.is_empty() {
+            let tick = now.plus_ms(self.tick_ms);
+            self.next_tick = Some(tick);
+            self.outputs.push_back(Output::ArmTimer { at: tick });
+        }
+    }
+}
