@@ -67,14 +67,12 @@ fn figures(start: &RunStart, stats: &RunStats) -> Vec<Figure> {
     let budget = &start.budget;
     let counts = &stats.counts;
     let packets = &stats.packets;
-    let writes_budget = budget.writes_per_message.unwrap_or_else(|| {
-        if start.protocol.fanout_write {
-            // A copy per user who may see the message: any user may be added to a group.
-            start.topology.users.len() as f64 + 2.0
-        } else {
-            2.0
-        }
-    });
+    // Fan-out write: a copy per user who may see the message (any user may be added).
+    let derived = match start.protocol.fanout_write {
+        true => start.topology.users.len() as f64 + 2.0,
+        false => 2.0,
+    };
+    let writes_budget = budget.writes_per_message.unwrap_or(derived);
     let mut figures = vec![
         Figure {
             field: "packets_per_delivery",
@@ -213,9 +211,10 @@ mod tests {
     /// A story of 25 status changes and `lists` status lists sent, in `mode`.
     fn presence_story(mode: PresenceMode, lists: u64) -> Story {
         let mut story = Story::one_to_one();
-        let mut protocol = imsim_model::ProtocolConfig::default();
-        protocol.presence = mode;
-        story.set_protocol(protocol);
+        story.set_protocol(imsim_model::ProtocolConfig {
+            presence: mode,
+            ..Default::default()
+        });
         for n in 0..25 {
             story.server(imsim_model::Event::PresenceChanged {
                 user: imsim_model::UserId(1),
