@@ -21,7 +21,7 @@ const EVENTS_MAX: usize = 60;
 /// Witnesses that cannot fit in [`EVENTS_MAX`], with their own bound and the reason.
 const EVENTS_OVER: &[(Variant, usize, &str)] = &[(
     Variant::DedupeWithoutAck,
-    73,
+    74,
     "D5 send-resolves is a liveness invariant, so the witness keeps its whole quiet period (the \
      protocol's convergence bound, 144 s); the sender retransmits the unacked message every 8 s \
      of it and the server drops each retransmit unanswered: 36 of the events are those pairs, \
@@ -116,4 +116,6 @@ one_minimal! {
     ghost_online: GhostOnline,
     push_to_one_device: PushToOneDevice,
     dedupe_without_ack: DedupeWithoutAck,
+    failover_without_resync: FailoverWithoutResync,
+    stale_route_counted_delivered: StaleRouteCountedDelivered,
 }
