@@ -16,24 +16,13 @@ use imsim_model::{DeviceId, PresenceMode};
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Mixed into the run seed to seed the feature draw ("feature" in ASCII).
 const FEATURES_SEED_SALT: u64 = 0x66_6561_7475_7265;
 
 /// Server crashes a storm adds, at least and at most.
 const STORM_CRASHES: std::ops::RangeInclusive<usize> = 4..=8;
-
-/// The `[features]` table.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeatureSpec {
-    /// Draw per seed which features are on: reads, membership churn, a second device per user,
-    /// roaming devices, pull-mode presence, notify-then-pull for groups, fan-out write, and a
-    /// fault storm (several server crashes with duplication on every link).
-    #[serde(default)]
-    pub swarm: bool,
-}
 
 /// What one seed drew, for the run's header (`imsim run -v`, the report).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

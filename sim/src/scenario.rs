@@ -4,7 +4,6 @@
 //! binary so `imsim run` works from any directory.
 
 use crate::faults::{FaultClass, FaultProfile};
-use crate::features::FeatureSpec;
 use crate::fields::check_range;
 use imsim_history::excerpt::{fit_lines, EXCERPT_CHARS_MAX};
 use imsim_history::CostBudget;
@@ -87,6 +86,17 @@ pub struct Scenario {
     pub budget: CostBudget,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
+}
+
+/// The `[features]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// Draw per seed which features are on: reads, membership churn, a second device per user,
+    /// roaming devices, pull-mode presence, notify-then-pull for groups, fan-out write, and a
+    /// fault storm (several server crashes with duplication on every link).
+    #[serde(default)]
+    pub swarm: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -620,15 +620,21 @@ mod tests {
         assert!(violations.is_empty(), "{violations:?}");
     }
 
-    #[test]
-    fn p2_a_contact_left_showing_a_dead_phone_online_fires() {
-        let mut story = everyone_online();
+    /// u2's only phone dies; the server notices and pushes the change to d1 only, so d2 keeps
+    /// showing u2 online.
+    fn contact_left_showing_a_dead_phone(mut story: Story) -> Story {
         story.crash(Node::Device(D3));
         story.wait(30_000);
         changed(&mut story, U2, false, &[D1]);
         shown(&mut story, D1, U2, false);
         story.wait(30_000);
         story.restart(Node::Device(D3));
+        story
+    }
+
+    #[test]
+    fn p2_a_contact_left_showing_a_dead_phone_online_fires() {
+        let story = contact_left_showing_a_dead_phone(everyone_online());
         let violation = single(presence(&story), Invariant::P2OfflineDetectedInTime);
         assert!(
             violation.explanation.starts_with("device-2"),
@@ -650,13 +656,7 @@ mod tests {
                 }],
                 ..Default::default()
             });
-            story.crash(Node::Device(D3));
-            story.wait(30_000);
-            changed(&mut story, U2, false, &[D1]);
-            shown(&mut story, D1, U2, false);
-            story.wait(30_000);
-            story.restart(Node::Device(D3));
-            story
+            contact_left_showing_a_dead_phone(story)
         };
         assert_eq!(presence(&gateway_down(25_000)), vec![]);
         // A gateway crash only after the bound leaves the observer judged.
