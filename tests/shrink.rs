@@ -233,3 +233,23 @@ fn a_panicking_candidate_is_not_kept_and_the_shrink_goes_on() {
     assert!(failing(&outcome).contains(&Invariant::E1NoDuplicateDisplay));
     assert!(shrunk.scenario.topology.users >= 3);
 }
+
+#[test]
+fn a_cost_overrun_beside_another_failure_is_not_the_default_target() {
+    // sync-off-by-one's repair loop both loses messages (D2) and wastes traffic (C1) at seed 0;
+    // C1 needs 20 deliveries to be judged, so a shrink that kept it could not get small.
+    let mut scenario = Scenario::load("offline-resume").expect("shipped");
+    scenario.protocol.variant = imsim_model::Variant::SyncOffByOne;
+    let violated = failing(&run(&scenario, 0));
+    assert!(
+        violated.contains(&Invariant::C1WithinBudget)
+            && violated.contains(&Invariant::D2EventualDelivery),
+        "{violated:?}"
+    );
+    let options = ShrinkOptions {
+        target: None,
+        runs_max: 40,
+    };
+    let shrunk = shrink(&scenario, 0, &options, &run, &mut |_| {}).unwrap();
+    assert_eq!(shrunk.target, Some(Invariant::D2EventualDelivery));
+}

@@ -29,7 +29,7 @@ use crate::explicit::{codes, explicit, failing, Size};
 use crate::run::RunOutcome;
 use crate::scenario::{Pinned, Scenario};
 use cut::{duration_floor, keep_topology, moments, shift_earlier, truncate, Keep};
-use imsim_history::check::{Class, Invariant};
+use imsim_history::check::{Class, Family, Invariant};
 use imsim_history::Fnv1a;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -43,7 +43,7 @@ pub const RUNS_MAX_DEFAULT: u64 = 3_000;
 #[derive(Clone, Debug)]
 pub struct ShrinkOptions {
     /// The invariant that must keep failing; by default the run's first violation (safety
-    /// before liveness).
+    /// before liveness), a cost overrun (C1) only when nothing else fails.
     pub target: Option<Invariant>,
     /// At most this many runs, the explicit form's included.
     pub runs_max: u64,
@@ -131,6 +131,13 @@ pub fn shrink(
     let original = runner(scenario, seed);
     let violated = failing(&original);
     let first = original.violations.first().ok_or(ShrinkError::Passes)?;
+    // A cost overrun (C1) needs enough work to be judged at all, so it cannot shrink far: the
+    // default target is the first violation of any other family, when there is one.
+    let first = original
+        .violations
+        .iter()
+        .find(|violation| violation.invariant.family() != Family::Cost)
+        .unwrap_or(first);
     let target = options.target.unwrap_or(first.invariant);
     if !violated.contains(&target) {
         return Err(ShrinkError::TargetHolds {
