@@ -28,6 +28,8 @@ pub struct HistoryCounts {
     pub partitions: u64,
     /// Users going online or offline at the server.
     pub presence_changes: u64,
+    /// Reads the users made (`read_marked`).
+    pub reads: u64,
     /// Writes a server crash lost before they were synced.
     pub lost_unsynced_writes: u64,
     /// The time of the last record.
@@ -66,6 +68,7 @@ impl HistoryCounts {
             Event::SendRefused { .. } | Event::SendFailed { .. } => self.send_failures += 1,
             Event::PullSent { .. } => self.pulls += 1,
             Event::PresenceChanged { .. } => self.presence_changes += 1,
+            Event::ReadMarked { .. } => self.reads += 1,
             Event::Recovered {
                 lost_unsynced_writes,
                 ..
@@ -127,6 +130,16 @@ impl RunStats {
     pub fn presence_packets_per_change(&self) -> f64 {
         let packets = self.packets.of_kind("presence") + self.packets.of_kind("presence_state");
         packets as f64 / self.counts.presence_changes.max(1) as f64
+    }
+
+    /// Receipt packets (reads, their updates and counts, receipt syncs, reader lists) per read
+    /// the users made.
+    pub fn receipt_packets_per_read(&self) -> f64 {
+        let packets: u64 = crate::traffic::RECEIPT_PATH
+            .iter()
+            .map(|kind| self.packets.of_kind(kind))
+            .sum();
+        packets as f64 / self.counts.reads.max(1) as f64
     }
 
     /// Notices sent per message displayed on a recipient's device (below 1 when notices merge).

@@ -47,6 +47,18 @@ pub const MESSAGE_PATH: [&str; 10] = [
     "sync_state",
 ];
 
+/// The packet kinds of read receipts: reads, the updates and counts they cause, and the
+/// receipt sync and reader lists a device asks for.
+pub const RECEIPT_PATH: [&str; 7] = [
+    "read",
+    "read_update",
+    "read_counts",
+    "receipt_sync_request",
+    "receipt_state",
+    "readers_query",
+    "readers",
+];
+
 /// The `traffic` record: the driver's counts at the end of the run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +90,8 @@ pub struct CostBudget {
     pub notices_per_delivery: f64,
     /// Presence packets (pushed changes and status lists) per status change at the server.
     pub presence_packets_per_change: f64,
+    /// Receipt packets ([`RECEIPT_PATH`]) per read the users made.
+    pub receipt_packets_per_read: f64,
 }
 
 impl Default for CostBudget {
@@ -87,6 +101,7 @@ impl Default for CostBudget {
             writes_per_message: None,
             notices_per_delivery: 1.0,
             presence_packets_per_change: 10.5,
+            receipt_packets_per_read: 12.0,
         }
     }
 }
@@ -101,6 +116,10 @@ impl CostBudget {
             (
                 "presence_packets_per_change",
                 Some(self.presence_packets_per_change),
+            ),
+            (
+                "receipt_packets_per_read",
+                Some(self.receipt_packets_per_read),
             ),
         ];
         for (field, value) in fields {

@@ -4,8 +4,8 @@
 //! every other invariant. C1 bounds the cost per unit of work:
 //!
 //! - **C1 within-budget**: message-path packets per delivery, storage writes per committed
-//!   entry, notices per delivery and (in push mode) presence packets per status change stay
-//!   within the budget the scenario declares (`[budget]`, recorded in `run_started`). The figures are
+//!   entry, notices per delivery, receipt packets per read and (in push mode) presence
+//!   packets per status change stay within the budget the scenario declares (`[budget]`, recorded in `run_started`). The figures are
 //!   those of [`crate::stats::RunStats`], read from the driver's `traffic` record; a figure is
 //!   judged once the run did enough of its work ([`WORK_MIN`]) for a ratio to mean something.
 //!   In pull mode the presence traffic follows `presence_poll_ms` and the open conversations,
@@ -105,6 +105,19 @@ fn figures(start: &RunStart, stats: &RunStats) -> Vec<Figure> {
             kinds: &["notify"],
         },
     ];
+    figures.push(Figure {
+        field: "receipt_packets_per_read",
+        what: "receipt packets per read",
+        unit: "reads",
+        value: stats.receipt_packets_per_read(),
+        spent: crate::traffic::RECEIPT_PATH
+            .iter()
+            .map(|kind| packets.of_kind(kind))
+            .sum(),
+        work: counts.reads,
+        budget: budget.receipt_packets_per_read,
+        kinds: &crate::traffic::RECEIPT_PATH,
+    });
     if start.protocol.presence == PresenceMode::Push {
         figures.push(Figure {
             field: "presence_packets_per_change",
@@ -253,6 +266,51 @@ mod tests {
         // And a push-mode run within the budget passes.
         let quiet = presence_story(PresenceMode::Push, 100);
         assert_eq!(run(&quiet, check), vec![]);
+    }
+
+    #[test]
+    fn receipt_syncs_asked_on_every_heartbeat_break_the_budget() {
+        // 25 reads; a receipt key that never matches makes each heartbeat ask for the whole
+        // receipt state: 400 requests and 400 answers.
+        let story_with = |syncs: u64| {
+            let mut story = Story::one_to_one();
+            for n in 1..=25 {
+                story.device(
+                    D2,
+                    imsim_model::Event::ReadMarked {
+                        conv: C1,
+                        up_to: imsim_model::Seq(n),
+                    },
+                );
+            }
+            let mut packets = PacketStats::default();
+            packets.by_kind.insert("read".to_string(), 25);
+            packets
+                .by_kind
+                .insert("receipt_sync_request".to_string(), syncs);
+            packets.by_kind.insert("receipt_state".to_string(), syncs);
+            packets.sent = 25 + 2 * syncs;
+            let traffic = Traffic {
+                packets,
+                synced_writes: 0,
+                message_writes: 0,
+            };
+            story.harness(HarnessEvent::Traffic(Box::new(traffic)));
+            story.finish();
+            story
+        };
+        let violation = single(run(&story_with(400), check), Invariant::C1WithinBudget);
+        assert!(
+            violation.explanation.starts_with(
+                "33.00 receipt packets per read (825 for 25 reads), over the budget of 12.00 \
+                 ([budget] receipt_packets_per_read); busiest: receipt_state 400, \
+                 receipt_sync_request 400, read 25"
+            ),
+            "{}",
+            violation.explanation
+        );
+        // A sync now and then (after a lost update) is what the key is for.
+        assert_eq!(run(&story_with(10), check), vec![]);
     }
 
     #[test]

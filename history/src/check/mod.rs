@@ -150,7 +150,7 @@ invariants! {
     T2FailoverResynced = "T2", "failover-resynced", Timeliness, Safety,
         "after failing over to another gateway, a device shows what it missed within the sync's bound";
     C1WithinBudget = "C1", "within-budget", Cost, Safety,
-        "packets, writes, notices and presence packets per unit of work stay within the budget";
+        "packets, writes, notices, receipts and presence per unit of work stay within the budget";
 }
 
 impl fmt::Display for Invariant {
