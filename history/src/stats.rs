@@ -135,11 +135,7 @@ impl RunStats {
     /// Receipt packets (reads, their updates and counts, receipt syncs, reader lists) per read
     /// the users made.
     pub fn receipt_packets_per_read(&self) -> f64 {
-        let packets: u64 = crate::traffic::RECEIPT_PATH
-            .iter()
-            .map(|kind| self.packets.of_kind(kind))
-            .sum();
-        packets as f64 / self.counts.reads.max(1) as f64
+        self.packets.receipt_path() as f64 / self.counts.reads.max(1) as f64
     }
 
     /// Notices sent per message displayed on a recipient's device (below 1 when notices merge).

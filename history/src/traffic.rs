@@ -31,6 +31,11 @@ impl PacketStats {
     pub fn message_path(&self) -> u64 {
         MESSAGE_PATH.iter().map(|kind| self.of_kind(kind)).sum()
     }
+
+    /// Packets of read receipts ([`RECEIPT_PATH`]).
+    pub fn receipt_path(&self) -> u64 {
+        RECEIPT_PATH.iter().map(|kind| self.of_kind(kind)).sum()
+    }
 }
 
 /// The packet kinds [`PacketStats::message_path`] counts (`imsim_model::Packet::kind`).

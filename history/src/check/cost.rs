@@ -110,10 +110,7 @@ fn figures(start: &RunStart, stats: &RunStats) -> Vec<Figure> {
         what: "receipt packets per read",
         unit: "reads",
         value: stats.receipt_packets_per_read(),
-        spent: crate::traffic::RECEIPT_PATH
-            .iter()
-            .map(|kind| packets.of_kind(kind))
-            .sum(),
+        spent: packets.receipt_path(),
         work: counts.reads,
         budget: budget.receipt_packets_per_read,
         kinds: &crate::traffic::RECEIPT_PATH,
@@ -165,6 +162,24 @@ mod tests {
     use crate::check::testkit::*;
     use crate::traffic::{PacketStats, Traffic};
 
+    /// Ends `story` with a traffic record of `kinds` (packets sent per kind) and `writes`
+    /// message writes.
+    fn finish_with_traffic(mut story: Story, kinds: &[(&str, u64)], writes: u64) -> Story {
+        let mut packets = PacketStats::default();
+        for (kind, n) in kinds {
+            packets.by_kind.insert(kind.to_string(), *n);
+            packets.sent += n;
+        }
+        let traffic = Traffic {
+            packets,
+            synced_writes: writes,
+            message_writes: writes,
+        };
+        story.harness(HarnessEvent::Traffic(Box::new(traffic)));
+        story.finish();
+        story
+    }
+
     /// A story in which d1 sends `messages` messages, each displayed on d2 and d3 (two
     /// deliveries), ending with a `traffic` record of `pushes` pushes, a send, a send ack and
     /// two acks per message.
@@ -173,24 +188,13 @@ mod tests {
         for n in 1..=messages {
             story.message(D1, C1, m(n));
         }
-        let mut packets = PacketStats::default();
-        for (kind, n) in [
+        let kinds = [
             ("send", messages),
             ("send_ack", messages),
             ("deliver", pushes),
             ("ack", 2 * messages),
-        ] {
-            packets.by_kind.insert(kind.to_string(), n);
-            packets.sent += n;
-        }
-        let traffic = Traffic {
-            packets,
-            synced_writes: messages,
-            message_writes: messages,
-        };
-        story.harness(HarnessEvent::Traffic(Box::new(traffic)));
-        story.finish();
-        story
+        ];
+        finish_with_traffic(story, &kinds, messages)
     }
 
     #[test]
@@ -235,17 +239,7 @@ mod tests {
                 notified: Vec::new(),
             });
         }
-        let mut packets = PacketStats::default();
-        packets.by_kind.insert("presence_state".to_string(), lists);
-        packets.sent = lists;
-        let traffic = Traffic {
-            packets,
-            synced_writes: 0,
-            message_writes: 0,
-        };
-        story.harness(HarnessEvent::Traffic(Box::new(traffic)));
-        story.finish();
-        story
+        finish_with_traffic(story, &[("presence_state", lists)], 0)
     }
 
     #[test]
@@ -283,21 +277,12 @@ mod tests {
                     },
                 );
             }
-            let mut packets = PacketStats::default();
-            packets.by_kind.insert("read".to_string(), 25);
-            packets
-                .by_kind
-                .insert("receipt_sync_request".to_string(), syncs);
-            packets.by_kind.insert("receipt_state".to_string(), syncs);
-            packets.sent = 25 + 2 * syncs;
-            let traffic = Traffic {
-                packets,
-                synced_writes: 0,
-                message_writes: 0,
-            };
-            story.harness(HarnessEvent::Traffic(Box::new(traffic)));
-            story.finish();
-            story
+            let kinds = [
+                ("read", 25),
+                ("receipt_sync_request", syncs),
+                ("receipt_state", syncs),
+            ];
+            finish_with_traffic(story, &kinds, 0)
         };
         let violation = single(run(&story_with(400), check), Invariant::C1WithinBudget);
         assert!(
