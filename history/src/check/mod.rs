@@ -149,6 +149,8 @@ invariants! {
         "a device online with a healthy link displays a message within the primary path's bound";
     T2FailoverResynced = "T2", "failover-resynced", Timeliness, Safety,
         "after failing over to another gateway, a device shows what it missed within the sync's bound";
+    T3ReadShownInTime = "T3", "read-shown-in-time", Timeliness, Safety,
+        "a device online with a healthy link shows a durable read within the read update's bound";
     C1WithinBudget = "C1", "within-budget", Cost, Safety,
         "packets, writes, notices, receipts and presence per unit of work stay within the budget";
 }

@@ -12,12 +12,25 @@
 //!   entry of the conversation that it must show was already shown or judged the same way (a
 //!   hole left by an earlier fault legitimately holds the message back). An entry the device
 //!   dropped because its hold-back buffer was full (`hold_back_overflow`, bounded by
-//!   `hold_back_max`) is left to a pull by design and is not judged either.
+//!   `hold_back_max`) is left to a pull by design and is not judged either. Membership changes
+//!   are timeline entries, so T1 bounds how fast a change reaches the members too. The path
+//!   counts as well as the time: where the profile draws no delay or hold (so a healthy link
+//!   reorders pushes by milliseconds, far below the gap timeout) and the conversation is pushed
+//!   to (not notify-then-pull), a display by a gap pull means the push never came, and fires T1
+//!   even within the bound.
+//! - **T3 read-shown-in-time**: a durable read (`read_advanced`) is shown (`read_seen`, at that
+//!   watermark or a later one) within [`read_bound_ms`] on every device that must show it and
+//!   was online with a healthy link over that time: the reader's other devices and, in 1:1, the
+//!   peer's devices (the "read" tick). The receipt key in the heartbeat repairs a lost update
+//!   seconds later; on a healthy link it should not be needed. (Group read counts are batched
+//!   per window in large groups and are judged by R4 when the run ends.)
 
 use super::index::{device_name, Findings};
 use super::{HistoryIndex, Invariant, Violation};
 use crate::{Entry, HarnessEvent, History, Node, RunStart};
-use imsim_model::{ConvId, DeviceId, Event, ProtocolConfig, SessionId};
+use imsim_model::{
+    ConvId, DeviceId, Event, ProtocolConfig, PullReason, Seq, SessionId, UserId, Via,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A datagram's latency in the simulator is 1–10 ms; the driver adds no more. Allowed per hop
@@ -28,6 +41,7 @@ pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
     let mut findings = Findings::new();
     if let Some(start) = history.run_start() {
         delivered_in_time(history, index, start, &mut findings);
+        read_shown_in_time(history, index, start, &mut findings);
     }
     findings.into_violations()
 }
@@ -56,6 +70,125 @@ pub fn delivery_bound_ms(protocol: &ProtocolConfig, large_group: bool, in_flight
         + hops * (HOP_ALLOWANCE_MS + in_flight_ms)
 }
 
+/// The longest a durable read may take to show on a healthy device: the update goes out when
+/// the read's sync completes, so one hop (and its share of the profile's delays), with a tick
+/// and a second hop's allowance for the driver.
+pub fn read_bound_ms(protocol: &ProtocolConfig, in_flight_ms: u64) -> u64 {
+    protocol.server_tick_ms + 2 * (HOP_ALLOWANCE_MS + in_flight_ms)
+}
+
+/// The profile's extra delay a packet may take (drawn delay plus hold), and the lossy devices.
+fn link_faults(start: &RunStart) -> (u64, BTreeSet<DeviceId>) {
+    let faults = &start.faults;
+    let in_flight_ms = faults.delay.as_ref().map_or(0, |d| d.delay_ms_max)
+        + faults.hold.as_ref().map_or(0, |h| h.delay_ms_max);
+    let lossy = faults
+        .loss
+        .iter()
+        .flat_map(|loss| loss.devices.iter().copied())
+        .collect();
+    (in_flight_ms, lossy)
+}
+
+fn read_shown_in_time(
+    history: &History,
+    index: &HistoryIndex,
+    start: &RunStart,
+    findings: &mut Findings,
+) {
+    let (in_flight_ms, lossy) = link_faults(start);
+    let bound_ms = read_bound_ms(&start.protocol, in_flight_ms);
+    let healthy = healthy_intervals(history);
+    let end_ms = history.records.last().map_or(0, |r| r.t_ms);
+    let devices_of: BTreeMap<UserId, &[DeviceId]> = start
+        .topology
+        .users
+        .iter()
+        .map(|user| (user.user, user.devices.as_slice()))
+        .collect();
+    // Per (device, conv, user): each watermark the device showed, with its time and record.
+    let mut shown: BTreeMap<(DeviceId, ConvId, UserId), Vec<Shown>> = BTreeMap::new();
+    for (i, record, event) in history.protocol_events() {
+        if let (Node::Device(device), Event::ReadSeen { conv, user, up_to }) = (record.node, event)
+        {
+            shown
+                .entry((device, *conv, *user))
+                .or_default()
+                .push((record.t_ms, *up_to, i));
+        }
+    }
+    for (i, record, event) in history.protocol_events() {
+        let (
+            Node::Server,
+            Event::ReadAdvanced {
+                conv,
+                user,
+                device: reader,
+                up_to,
+            },
+        ) = (record.node, event)
+        else {
+            continue;
+        };
+        let deadline_ms = record.t_ms + bound_ms;
+        if deadline_ms > end_ms {
+            continue;
+        }
+        let watchers: Vec<DeviceId> = if index.is_group(*conv) {
+            devices_of.get(user).copied().unwrap_or_default().to_vec()
+        } else {
+            index.member_devices(*conv).to_vec()
+        };
+        for device in watchers {
+            let intervals = healthy.get(&device).map_or(&[][..], Vec::as_slice);
+            if device == *reader
+                || lossy.contains(&device)
+                || !healthy_between(intervals, record.t_ms, deadline_ms)
+            {
+                continue;
+            }
+            let seen = shown
+                .get(&(device, *conv, *user))
+                .map_or(&[][..], Vec::as_slice);
+            if seen
+                .iter()
+                .any(|(at, seq, _)| *at <= deadline_ms && *seq >= *up_to)
+            {
+                continue;
+            }
+            findings.report(Invariant::T3ReadShownInTime, || {
+                let later = seen.iter().find(|(_, seq, _)| *seq >= *up_to);
+                let when = match later {
+                    Some((at, _, _)) => format!("only at {:.3}s", *at as f64 / 1000.0),
+                    None => "never".to_string(),
+                };
+                let text = format!(
+                    "{} was online with a healthy link from {user}'s read of {conv} up to #{}                      at {:.3}s until {:.3}s, but showed it {when}: a read update must arrive                      within {bound_ms} ms (a repair path showed it, or none did).",
+                    device_name(device),
+                    up_to.0,
+                    record.t_ms as f64 / 1000.0,
+                    deadline_ms as f64 / 1000.0,
+                );
+                let mut witness = vec![i];
+                witness.extend(later.map(|(_, _, record)| *record));
+                (text, witness)
+            });
+        }
+    }
+}
+
+/// A watermark a device showed: when, up to which seq, and its record.
+type Shown = (u64, Seq, usize);
+
+/// Whether one of `intervals` (sorted, `[from, to)`) covers `from_ms ..= to_ms`.
+fn healthy_between(intervals: &[(u64, u64)], from_ms: u64, to_ms: u64) -> bool {
+    let at = intervals.partition_point(|(start, _)| *start <= from_ms);
+    at > 0 && {
+        let (start, end) = intervals[at - 1];
+        start <= from_ms && to_ms < end
+    }
+}
+
 /// The intervals `[from, to)` in which a device was online with a healthy link.
 type Healthy = BTreeMap<DeviceId, Vec<(u64, u64)>>;
 
@@ -65,14 +198,7 @@ fn delivered_in_time(
     start: &RunStart,
     findings: &mut Findings,
 ) {
-    let faults = &start.faults;
-    let in_flight_ms = faults.delay.as_ref().map_or(0, |d| d.delay_ms_max)
-        + faults.hold.as_ref().map_or(0, |h| h.delay_ms_max);
-    let lossy: BTreeSet<DeviceId> = faults
-        .loss
-        .iter()
-        .flat_map(|loss| loss.devices.iter().copied())
-        .collect();
+    let (in_flight_ms, lossy) = link_faults(start);
     let healthy = healthy_intervals(history);
     let mut overflows: BTreeMap<(DeviceId, ConvId), BTreeSet<u64>> = BTreeMap::new();
     for (_, record, event) in history.protocol_events() {
@@ -108,6 +234,9 @@ fn delivered_in_time(
                 overflowed,
                 bound_ms,
                 end_ms,
+                // Without drawn delays or holds a healthy link reorders pushes by a few ms,
+                // far below the gap timeout: a gap pull means a push never came.
+                gap_pull_is_repair: !large && in_flight_ms == 0,
             };
             judge.each_commit(index, findings);
         }
@@ -124,9 +253,22 @@ struct Judge<'a> {
     overflowed: &'a BTreeSet<u64>,
     bound_ms: u64,
     end_ms: u64,
+    /// A display by a gap pull is a repair of the primary path, even within the bound.
+    gap_pull_is_repair: bool,
 }
 
 impl Judge<'_> {
+    /// Whether the display at `record` came by a gap pull.
+    fn by_gap_pull(&self, record: usize) -> bool {
+        matches!(
+            &self.history.records[record].entry,
+            Entry::Protocol(Event::Displayed {
+                via: Some(Via::Pull(PullReason::Gap)),
+                ..
+            })
+        )
+    }
+
     fn each_commit(&self, index: &HistoryIndex, findings: &mut Findings) {
         let view = index.view(self.conv, self.device);
         // The latest display of an earlier entry that was not judged: until then a hole an
@@ -158,11 +300,17 @@ impl Judge<'_> {
                 unjudged_shown_by = unjudged_shown_by.max(display_ms.unwrap_or(u64::MAX));
                 continue;
             }
-            if display_ms.is_some_and(|at| at <= deadline_ms) {
+            let repaired = self.gap_pull_is_repair && display.is_some_and(|r| self.by_gap_pull(r));
+            if display_ms.is_some_and(|at| at <= deadline_ms) && !repaired {
                 continue;
             }
             findings.report(Invariant::T1DeliveredInTime, || {
                 let when = match display_ms {
+                    Some(at) if repaired => format!(
+                        "at {:.3}s by a gap pull (no drawn delay could hold its push back that \
+                         long)",
+                        at as f64 / 1000.0
+                    ),
                     Some(at) => format!("only at {:.3}s", at as f64 / 1000.0),
                     None => "never".to_string(),
                 };
@@ -185,13 +333,7 @@ impl Judge<'_> {
     }
 
     fn healthy_between(&self, from_ms: u64, to_ms: u64) -> bool {
-        let at = self
-            .intervals
-            .partition_point(|(start, _)| *start <= from_ms);
-        at > 0 && {
-            let (start, end) = self.intervals[at - 1];
-            start <= from_ms && to_ms < end
-        }
+        healthy_between(self.intervals, from_ms, to_ms)
     }
 }
 
@@ -462,6 +604,102 @@ mod tests {
         assert_eq!(timeliness(&story), vec![]);
     }
 
+    /// `user` (on `reader`) read c1 up to #1, durably; then `watchers` show it after `late_ms`.
+    fn read(
+        story: &mut Story,
+        user: UserId,
+        reader: DeviceId,
+        watchers: &[DeviceId],
+        late_ms: u64,
+    ) -> (usize, Vec<usize>) {
+        let conv = C1;
+        let up_to = imsim_model::Seq(1);
+        let advanced = story.server(Event::ReadAdvanced {
+            conv,
+            user,
+            device: reader,
+            up_to,
+        });
+        story.wait(late_ms);
+        let shown = watchers
+            .iter()
+            .map(|d| story.device(*d, Event::ReadSeen { conv, user, up_to }))
+            .collect();
+        (advanced, shown)
+    }
+
+    #[test]
+    fn t3_a_read_shown_promptly_on_siblings_and_the_peer_passes() {
+        let mut story = online();
+        story.message(D1, C1, m(1));
+        read(&mut story, U2, D3, &[D1, D2], 20);
+        read(&mut story, U1, D1, &[D2, D3], 20);
+        story.finish();
+        assert_eq!(timeliness(&story), vec![]);
+    }
+
+    #[test]
+    fn t3_a_read_tick_left_to_the_receipt_key_fires() {
+        let mut story = online();
+        story.message(D1, C1, m(1));
+        let (advanced, shown) = read(&mut story, U2, D3, &[D1, D2], 8_000);
+        story.finish();
+        let violations = timeliness(&story);
+        assert_eq!(violations.len(), 2, "{violations:#?}");
+        let violation = &violations[1];
+        assert_eq!(violation.invariant, Invariant::T3ReadShownInTime);
+        assert_eq!(violation.witness, vec![advanced, shown[1]]);
+        assert!(
+            violation
+                .explanation
+                .starts_with("device-2 was online with a healthy link from u2's read"),
+            "{}",
+            violation.explanation
+        );
+    }
+
+    #[test]
+    fn t3_a_sibling_that_never_shows_the_read_fires_and_an_unhealthy_one_is_not_judged() {
+        let mut story = online();
+        story.message(D1, C1, m(1));
+        story.harness(HarnessEvent::PartitionStarted {
+            device: D3,
+            direction: Direction::Both,
+        });
+        // d2 never shows u1's read; d3, the peer, is cut off and shows it late, excused.
+        read(&mut story, U1, D1, &[], 0);
+        story.wait(8_000);
+        story.harness(HarnessEvent::PartitionHealed { device: D3 });
+        story.device(
+            D3,
+            Event::ReadSeen {
+                conv: C1,
+                user: U1,
+                up_to: imsim_model::Seq(1),
+            },
+        );
+        story.finish();
+        let violations = timeliness(&story);
+        assert_eq!(violations.len(), 1, "{violations:#?}");
+        assert!(violations[0].explanation.starts_with("device-2"));
+        assert!(violations[0].explanation.contains("showed it never"));
+    }
+
+    #[test]
+    fn t3_in_a_group_only_the_readers_own_devices_are_judged() {
+        let mut story = Story::group();
+        for (session, (user, device)) in [(U1, D1), (U1, D2), (U2, D3), (U3, D4), (U3, D5)]
+            .into_iter()
+            .enumerate()
+        {
+            login(&mut story, user, device, session as u64 + 1);
+        }
+        story.message(D1, C1, m(1));
+        read(&mut story, U3, D4, &[D5], 10);
+        story.finish();
+        assert_eq!(timeliness(&story), vec![]);
+    }
+
     #[test]
     fn the_bound_comes_from_the_protocol_settings() {
         let protocol = ProtocolConfig::default();
@@ -479,6 +717,12 @@ mod tests {
         assert_eq!(
             delivery_bound_ms(&merged, true, 0),
             2_000 + 1_000 + 250 + 250 + 300 + 3 * HOP_ALLOWANCE_MS
+        );
+        let read = read_bound_ms(&protocol, 0);
+        assert_eq!(read, 250 + 2 * HOP_ALLOWANCE_MS);
+        assert!(
+            read < protocol.heartbeat_interval_ms,
+            "a receipt-key repair is late"
         );
     }
 }
