@@ -72,7 +72,7 @@ pub enum Silence {
 
 use FaultClass::{
     ClockSkew, Delay, DeviceRestart, Duplication, GatewayCrash, GatewayPartition, Hold, Loss,
-    Partition, ServerCrash,
+    Partition, Placement, ServerCrash,
 };
 
 /// Faults that can keep an ack or an answer from arriving in time.
@@ -272,6 +272,17 @@ signals! {
     RoamingDeviceCaughtUp = "roaming-device-caught-up",
         "a device installed mid-run displayed a message committed before it first logged in",
         [Need::Roaming];
+
+    // ---- placements (faults at sensitive moments) ----
+    PlacedCrashInSyncWindow = "placed-crash-in-sync-window",
+        "a crash placed between a write and its sync lost that write",
+        [Need::AnyFault(&[Placement])];
+    PlacedDuplicateBeforeCrash = "placed-duplicate-before-crash",
+        "a send reached the server twice back to back and the server crashed before syncing it",
+        [Need::AnyFault(&[Placement])];
+    PlacedMembershipInSyncWindow = "placed-membership-in-sync-window",
+        "a membership change was committed while a message of its group waited for its sync",
+        [Need::AnyFault(&[Placement]), Need::MembershipChanges];
 
     // ---- cluster ----
     FailedOver = "failed-over",

@@ -43,6 +43,55 @@ pub struct FaultProfile {
     /// Cluster topology: the link between a gateway and the logic is cut both ways.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateway_partitions: Vec<GatewayPartitionFault>,
+    /// Faults placed at the protocol's sensitive moments (FoundationDB's BUGGIFY): armed at a
+    /// time, each fires at the first such moment in the [`PLACEMENT_ARMED_MS`] after it. (Absent
+    /// from the record when empty.)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<PlacementFault>,
+}
+
+/// A placement fires at the first matching moment within this long of being armed; a placement
+/// that finds none lapses (it happens in none of the run's time after that).
+pub const PLACEMENT_ARMED_MS: u64 = 5_000;
+
+/// A fault placed at a moment the protocol is sensitive to, rather than at a time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementFault {
+    pub kind: PlacementKind,
+    /// Armed from this moment (simulated ms since the start of the run).
+    pub after_ms: u64,
+    /// How long the server stays down, for the kinds that crash it (0 for the others).
+    #[serde(default)]
+    pub downtime_ms: u64,
+}
+
+/// The moments a placement waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementKind {
+    /// The server crashes right after asking for a storage sync and before it completes: the
+    /// write it just made is lost.
+    CrashInSyncWindow,
+    /// A device's send reaches the server twice, back to back, and the server crashes before
+    /// the write they made is synced.
+    DuplicateBeforeCrash,
+    /// A membership change reaches the server while a message of the same group waits for its
+    /// storage sync: the change is held (as a slow network would) until such a sync is asked for.
+    MembershipInSyncWindow,
+}
+
+impl PlacementKind {
+    pub const ALL: [PlacementKind; 3] = [
+        PlacementKind::CrashInSyncWindow,
+        PlacementKind::DuplicateBeforeCrash,
+        PlacementKind::MembershipInSyncWindow,
+    ];
+
+    /// Whether the placement crashes the server.
+    pub fn crashes_server(self) -> bool {
+        self != PlacementKind::MembershipInSyncWindow
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -136,6 +185,9 @@ pub enum FaultClass {
     GatewayCrash,
     /// Cluster topology only.
     GatewayPartition,
+    /// Faults placed at sensitive moments ([`PlacementFault`]); drawn from a stream of their
+    /// own, after the other classes.
+    Placement,
 }
 
 impl FaultClass {
@@ -157,6 +209,7 @@ impl FaultClass {
             ServerCrash,
             DeviceRestart,
             ClockSkew,
+            Placement,
         ]
     }
 }
@@ -237,6 +290,19 @@ impl TimedFault for GatewayPartitionFault {
     }
     fn length_ms(&self) -> u64 {
         self.duration_ms
+    }
+}
+
+impl TimedFault for PlacementFault {
+    fn device_mut(&mut self) -> Option<&mut DeviceId> {
+        None
+    }
+    fn start_mut(&mut self) -> Option<&mut u64> {
+        Some(&mut self.after_ms)
+    }
+    /// Armed for [`PLACEMENT_ARMED_MS`], then the crash it may cause.
+    fn length_ms(&self) -> u64 {
+        PLACEMENT_ARMED_MS + self.downtime_ms
     }
 }
 
@@ -323,7 +389,7 @@ impl FaultProfile {
     }
 
     /// The lists of faults that each have a device or a moment, by class.
-    fn items(&mut self) -> [(FaultClass, &mut dyn FaultList); 6] {
+    fn items(&mut self) -> [(FaultClass, &mut dyn FaultList); 7] {
         [
             (FaultClass::Partition, &mut self.partitions),
             (FaultClass::ServerCrash, &mut self.server_crashes),
@@ -331,7 +397,13 @@ impl FaultProfile {
             (FaultClass::ClockSkew, &mut self.clock_skew),
             (FaultClass::GatewayCrash, &mut self.gateway_crashes),
             (FaultClass::GatewayPartition, &mut self.gateway_partitions),
+            (FaultClass::Placement, &mut self.placements),
         ]
+    }
+
+    /// Whether the server may crash: a timed crash, or a placement that crashes it.
+    pub fn server_may_crash(&self) -> bool {
+        !self.server_crashes.is_empty() || self.placements.iter().any(|p| p.kind.crashes_server())
     }
 
     /// The fault classes present in this profile, in [`FaultClass`] order.
@@ -461,6 +533,8 @@ impl FaultProfile {
         self.gateway_crashes.sort_by_key(|crash| crash.at_ms);
         self.gateway_partitions
             .extend(other.gateway_partitions.iter().cloned());
+        self.placements.extend(other.placements.iter().cloned());
+        self.placements.sort_by_key(|placement| placement.after_ms);
         for skew in &other.clock_skew {
             self.clock_skew.retain(|s| s.device != skew.device);
             self.clock_skew.push(skew.clone());

@@ -4,7 +4,7 @@
 //! bytes in any process on any machine.
 
 pub use crate::faults::Direction;
-use crate::faults::FaultProfile;
+use crate::faults::{FaultProfile, PlacementKind};
 pub use crate::traffic::{CostBudget, PacketStats, Traffic};
 use imsim_model::{ClientMsgId, ConvId, DeviceId, Event, ProtocolConfig, Seq, UserId};
 use serde::{Deserialize, Serialize};
@@ -162,6 +162,12 @@ pub enum HarnessEvent {
     },
     GatewayPartitionHealed {
         gateway: u32,
+    },
+    /// A placement of the fault profile found its moment and fired (a crash it causes follows as
+    /// `node_crashed`). `conv`: the conversation whose write or sync it met.
+    PlacementFired {
+        kind: PlacementKind,
+        conv: ConvId,
     },
 }
 

@@ -31,6 +31,7 @@ pub enum Variant {
     DedupeWithoutAck,
     StaleRouteCountedDelivered,
     FailoverWithoutResync,
+    AudienceFromCurrentMembers,
 }
 
 /// What the catalogue says about one broken variant.
@@ -48,7 +49,7 @@ pub struct CatalogueEntry {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 19] = [
+    pub const ALL: [Variant; 20] = [
         Variant::Correct,
         Variant::NoReceiverDedupe,
         Variant::AckBeforeStore,
@@ -68,6 +69,7 @@ impl Variant {
         Variant::DedupeWithoutAck,
         Variant::StaleRouteCountedDelivered,
         Variant::FailoverWithoutResync,
+        Variant::AudienceFromCurrentMembers,
     ];
 
     /// The kebab-case name, as on the command line and in the history.
@@ -92,6 +94,7 @@ impl Variant {
             Variant::DedupeWithoutAck => "dedupe-without-ack",
             Variant::StaleRouteCountedDelivered => "stale-route-counted-delivered",
             Variant::FailoverWithoutResync => "failover-without-resync",
+            Variant::AudienceFromCurrentMembers => "audience-from-current-members",
         }
     }
 
@@ -248,6 +251,13 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         invariant: "failover-resynced",
         also: &["delivered-in-time", "offline-detected-in-time"],
         description: "gateway failover drops the in-flight push without repair: a device logging in through a new gateway resumes its open session with no sync, so what the dead gateway dropped waits for the heartbeat's sync key",
+    },
+    CatalogueEntry {
+        variant: Variant::AudienceFromCurrentMembers,
+        scenario: "group-membership-churn",
+        invariant: "delivered-in-time",
+        also: &["member-only-delivery"],
+        description: "a message is pushed to the group's members when it becomes durable, not to those at its seq: a change committed inside its sync window adds a recipient who joined after it, or drops one who left after it",
     },
 ];
 

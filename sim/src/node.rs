@@ -8,16 +8,17 @@
 //! (see `Driver`).
 
 use crate::faults::layer::FaultLayer;
-use crate::faults::Rule;
+use crate::faults::placement::{Placements, HOLD_MS_MAX};
+use crate::faults::{PlacementKind, Rule};
 use crate::runaway::{self, Work};
 use crate::trace::{Link, NET};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use imsim_history::stats::PacketStats;
-use imsim_history::{Entry, History, Node};
+use imsim_history::{Entry, HarnessEvent, History, Node};
 use imsim_model::cluster::{self, Failover, Gateway, Logic, LOGIC_ADDRESS};
 use imsim_model::{
-    Address, Client, Command, DeviceId, Directory, Event, Output, Packet, ProtocolConfig, Server,
-    Time,
+    Address, Client, ClientMsgId, Command, ConvId, DeviceId, Directory, Event, Output, Packet,
+    ProtocolConfig, Server, Time,
 };
 use madsim::net::Endpoint;
 use madsim::time::{sleep_until, Duration, Instant, TimeHandle};
@@ -52,6 +53,11 @@ pub(crate) struct World {
     /// Displays and sends so far, for the runaway guard.
     work: Mutex<Work>,
     devices: u64,
+    /// The faults placed at sensitive moments, and where a placed crash is asked for (the
+    /// controller's task, off the server's node, kills and restarts it; `None`: the profile
+    /// places no crash).
+    placements: Mutex<Placements>,
+    crash_requests: Mutex<Option<tokio::sync::mpsc::UnboundedSender<u64>>>,
 }
 
 /// Locks a mutex. The simulation runs on one thread and no lock is held across an `await`, so
@@ -66,6 +72,8 @@ impl World {
         rng: ChaCha8Rng,
         safety_end_ms: u64,
         devices: u64,
+        placements: Placements,
+        crash_requests: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
     ) -> World {
         let start = Instant::now();
         crate::trace::set_run_start(start);
@@ -78,7 +86,41 @@ impl World {
             faults: Mutex::new(FaultLayer::new(rules, rng, safety_end_ms)),
             work: Mutex::new(Work::default()),
             devices,
+            placements: Mutex::new(placements),
+            crash_requests: Mutex::new(crash_requests),
         }
+    }
+
+    /// The placement of `kind` that fires now, if one is armed (see `faults::placement`).
+    fn place(&self, kind: PlacementKind) -> Option<u64> {
+        let now_ms = self.now_ms();
+        let placement = lock(&self.placements).fire(kind, now_ms)?;
+        Some(placement.downtime_ms)
+    }
+
+    fn placement_armed(&self, kind: PlacementKind) -> bool {
+        lock(&self.placements).armed(kind, self.now_ms())
+    }
+
+    /// Records that a placement fired at `conv` and, for the kinds that crash it, has the
+    /// server killed now and restarted after `downtime_ms`.
+    fn placement_fired(&self, kind: PlacementKind, conv: ConvId, downtime_ms: u64) {
+        self.record(
+            Node::Harness,
+            Entry::Harness(HarnessEvent::PlacementFired { kind, conv }),
+        );
+        if kind.crashes_server() {
+            if let Some(requests) = &*lock(&self.crash_requests) {
+                // The controller's task outlives every incarnation of the server.
+                let _ = requests.send(downtime_ms);
+            }
+        }
+    }
+
+    /// Ends the task that plays placed crashes (its channel closes), so that it does not keep
+    /// the world, and the run's memory, alive after the run.
+    pub(crate) fn end_placed_crashes(&self) {
+        lock(&self.crash_requests).take();
     }
 
     /// True simulated time since the start of the run, in milliseconds.
@@ -187,6 +229,8 @@ enum Input {
     Command(usize),
     /// The storage sync up to this record finished.
     Synced(u64),
+    /// The server's held membership change (a placement) waited long enough: it goes on.
+    Release,
 }
 
 /// Work a node has scheduled for a later time on its own queue.
@@ -195,6 +239,7 @@ enum Later {
     Synced(u64),
     /// A packet the fault layer delayed or held.
     Send(SocketAddr, Packet),
+    Release,
 }
 
 /// A receive loop (never finishes) or a send.
@@ -385,6 +430,7 @@ impl Driver {
                     Some(Later::Command(index)) => return Poll::Ready(Input::Command(index)),
                     Some(Later::Synced(through)) => return Poll::Ready(Input::Synced(through)),
                     Some(Later::Send(to, packet)) => self.send(to, packet),
+                    Some(Later::Release) => return Poll::Ready(Input::Release),
                     None => {}
                 }
                 continue;
@@ -444,7 +490,7 @@ impl ServerSlot {
                 logic.handle_storage_synced(server, now, through)
             }
             (Some(logic), Input::Alarm) => logic.handle_timeout(server, now),
-            (_, Input::Command(_)) => {}
+            (_, Input::Command(_) | Input::Release) => {}
         }
     }
 }
@@ -472,6 +518,12 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
     }
     let receivers = lock(&slot).receivers;
     let mut driver = Driver::bind(world.clone(), server_ip(), receivers).await;
+    // Placements (`faults::placement`): the conversation of the send just handled, whose write
+    // a sync asked for now would cover; a placed crash to ask for once the outputs are out; a
+    // membership change held for a sync of its group.
+    let mut handled: Option<ConvId> = None;
+    let mut crash: Option<(PlacementKind, ConvId, u64)> = None;
+    let mut held = Held::default();
     loop {
         let outputs: Vec<Output> = std::iter::from_fn(|| lock(&slot).poll_output()).collect();
         for output in outputs {
@@ -486,16 +538,122 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
                     // (`Setup::new`), so sync latencies replay like everything else.
                     let sync_ms = madsim::rand::thread_rng().gen_range(SYNC_MS_MIN..=SYNC_MS_MAX);
                     driver.schedule(world.now_ms() + sync_ms, Later::Synced(through));
+                    if let Some(conv) = handled {
+                        let kind = PlacementKind::CrashInSyncWindow;
+                        if crash.is_none() {
+                            crash = world.place(kind).map(|downtime| (kind, conv, downtime));
+                        }
+                        if held.conv == Some(conv) {
+                            let kind = PlacementKind::MembershipInSyncWindow;
+                            world.placement_fired(kind, conv, 0);
+                            held.release(&driver.inbox);
+                        }
+                    }
                 }
                 Output::Event(event) => world.record(Node::Server, Entry::Protocol(event)),
             }
         }
+        if let Some((kind, conv, downtime_ms)) = crash.take() {
+            world.placement_fired(kind, conv, downtime_ms);
+        }
         let input = driver.next().await;
         let now = Time(world.now_ms());
+        handled = None;
         if let Input::Packet(packet, from) = &input {
             tracing::trace!(target: NET, "receive from {from} {packet:?}");
+            if let Some(send) = SendOf::of(packet, *from) {
+                if held.holds(&send) {
+                    held.packets.push((packet.clone(), *from));
+                    continue;
+                }
+                let membership = PlacementKind::MembershipInSyncWindow;
+                if send.change
+                    && held.conv.is_none()
+                    && world.placement_armed(membership)
+                    && world.place(membership).is_some()
+                {
+                    held.hold(send, packet.clone(), *from);
+                    driver.schedule(now.0 + HOLD_MS_MAX, Later::Release);
+                    continue;
+                }
+                handled = Some(send.conv);
+                let kind = PlacementKind::DuplicateBeforeCrash;
+                if let Some(downtime_ms) = world.place(kind) {
+                    // The copy arrives back to back with the original; the crash follows
+                    // before their write is synced.
+                    lock(&slot).handle(now, Input::Packet(packet.clone(), *from));
+                    crash = Some((kind, send.conv, downtime_ms));
+                }
+            }
+        }
+        if let Input::Release = input {
+            // No sync of the group came in time: the change goes on, unplaced.
+            held.release(&driver.inbox);
+            continue;
         }
         lock(&slot).handle(now, input);
+    }
+}
+
+/// What a placement needs of a send: whose it is, its conversation, whether it changes members.
+#[derive(Clone, Copy, PartialEq)]
+struct SendOf {
+    /// The device's address (inside an `Upstream` packet in the cluster topology).
+    device: Address,
+    conv: ConvId,
+    client_msg_id: ClientMsgId,
+    change: bool,
+}
+
+impl SendOf {
+    /// `from`: the sender of the packet, a device or (in the cluster topology) a gateway.
+    fn of(packet: &Packet, from: Address) -> Option<SendOf> {
+        match packet {
+            Packet::Upstream { device, packet } => SendOf::of(packet, *device),
+            Packet::Send {
+                conv,
+                client_msg_id,
+                change,
+                ..
+            } => Some(SendOf {
+                device: from,
+                conv: *conv,
+                client_msg_id: *client_msg_id,
+                change: change.is_some(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A membership change the server's driver holds back (the membership placement) until a send
+/// of its group asks for a storage sync, with the device's retransmissions of it.
+#[derive(Default)]
+struct Held {
+    conv: Option<ConvId>,
+    send: Option<(Address, ClientMsgId)>,
+    packets: Vec<(Packet, Address)>,
+}
+
+impl Held {
+    fn hold(&mut self, send: SendOf, packet: Packet, from: Address) {
+        self.conv = Some(send.conv);
+        self.send = Some((send.device, send.client_msg_id));
+        self.packets.push((packet, from));
+    }
+
+    /// A copy of the held send: a retransmission, or a duplicate.
+    fn holds(&self, send: &SendOf) -> bool {
+        self.send == Some((send.device, send.client_msg_id))
+    }
+
+    /// Hands the held packets to the server next, ahead of anything else in the inbox.
+    fn release(&mut self, inbox: &Inbox) {
+        let mut inbox = lock(inbox);
+        for packet in self.packets.drain(..).rev() {
+            inbox.push_front(packet);
+        }
+        *self = Held::default();
     }
 }
 
@@ -540,7 +698,7 @@ pub(crate) async fn run_gateway(world: Arc<World>, slot: Arc<GatewaySlot>) {
                 machine.handle_packet(now, from, packet);
             }
             Input::Alarm => machine.handle_timeout(now),
-            Input::Command(_) | Input::Synced(_) => {}
+            Input::Command(_) | Input::Synced(_) | Input::Release => {}
         }
     }
 }
@@ -660,7 +818,7 @@ pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) 
                 let command = slot.plan[index].1.clone();
                 slot.client.handle_command(now, command);
             }
-            Input::Command(_) | Input::Synced(_) => {}
+            Input::Command(_) | Input::Synced(_) | Input::Release => {}
         }
     }
 }

@@ -8,7 +8,8 @@
 //!    quiet period. Then record the server's durable timelines and end.
 //! 5. Check every invariant on the history.
 
-use crate::faults::{self, schedule, FaultProfile};
+use crate::faults::placement::Placements;
+use crate::faults::{self, schedule, FaultClass, FaultProfile};
 use crate::features::{self, Drawn};
 use crate::node::{
     device_address, device_ip, gateway_ip, lock, run_device, run_gateway, run_server, server_ip,
@@ -35,6 +36,10 @@ const MADSIM_SEED_SALT: u64 = 0x6d61_6473_696d;
 /// Mixed into the run seed to seed the long-silence draw ("silent" in ASCII): a stream of its
 /// own, so adding long silences left every other seed's faults and workload as they were.
 const LONG_SILENCE_SEED_SALT: u64 = 0x7369_6c65_6e74;
+
+/// Mixed into the run seed to seed the placements' draw ("bugify" in ASCII): a stream of its own,
+/// so a seed without placements kept its faults and workload.
+const PLACEMENT_SEED_SALT: u64 = 0x6275_6769_6679;
 
 /// Everything a run is made of, derived from (scenario, seed) before the simulation starts.
 #[derive(Clone, Debug)]
@@ -77,6 +82,24 @@ impl Setup {
         };
         faults.merge(&scenario.faults.profile);
         let mut plan = workload::plan(scenario, &topology, &mut rng);
+        if scenario.faults.swarm
+            && scenario
+                .faults
+                .swarm_classes
+                .contains(&FaultClass::Placement)
+        {
+            let membership = plan
+                .commands
+                .values()
+                .flatten()
+                .any(|(_, command)| matches!(command, Command::ChangeMembership { .. }));
+            faults::placement::draw(
+                &mut ChaCha8Rng::seed_from_u64(seed ^ PLACEMENT_SEED_SALT),
+                &mut faults,
+                membership,
+                duration_ms,
+            );
+        }
         // The liveness phase starts with every device told to go online, exactly once: also a
         // device without a scripted action, and once even when a random offline period already
         // ends at `duration_ms` (a script cannot say that, and the explicit form of the run, see
@@ -182,11 +205,28 @@ async fn control(setup: Setup) -> History {
     let safety_end_ms = scenario.workload.duration_ms;
     let fault_rng = ChaCha8Rng::seed_from_u64(setup.seed ^ 0x6661_756c_7473);
     let devices: usize = setup.topology.users.iter().map(|u| u.devices.len()).sum();
+    // A placed crash is asked for by the server's driver and played by a task of the controller's
+    // (`schedule::play`); without one in the profile, no channel and no task.
+    // (Only then: a task more changes madsim's schedule, and a run without placements must
+    // replay as it did before there were any.)
+    let placed_crash = setup
+        .faults
+        .placements
+        .iter()
+        .any(|p| p.kind.crashes_server());
+    let (crash_requests, placed_crashes) = if placed_crash {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        (Some(sender), Some(receiver))
+    } else {
+        (None, None)
+    };
     let world = Arc::new(World::new(
         faults::rules(&setup.faults),
         fault_rng,
         safety_end_ms,
         devices as u64,
+        Placements::new(&setup.faults),
+        crash_requests,
     ));
     world.record(
         Node::Harness,
@@ -210,6 +250,7 @@ async fn control(setup: Setup) -> History {
         &server_node,
         &device_nodes,
         &gateway_nodes,
+        placed_crashes,
     );
 
     world.sleep_until_ms(safety_end_ms).await;
@@ -257,6 +298,7 @@ async fn control(setup: Setup) -> History {
     );
     world.record(Node::Harness, Entry::Harness(HarnessEvent::RunEnded));
     let history = world.take_history();
+    world.end_placed_crashes();
     stop_nodes(&handle, &server_node, &device_nodes, &gateway_nodes);
     history
 }

@@ -290,7 +290,7 @@ fn observers_see_offline(
     findings: &mut Findings,
 ) {
     let faults = &start.faults;
-    if faults.delay.is_some() || faults.hold.is_some() || !faults.server_crashes.is_empty() {
+    if faults.delay.is_some() || faults.hold.is_some() || faults.server_may_crash() {
         return;
     }
     let by = deadline + start.protocol.presence_propagation_ms() + LATENCY_ALLOWANCE_MS;

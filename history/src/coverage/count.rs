@@ -3,6 +3,7 @@
 //! cursor and hold-back buffer, offline periods, group membership).
 
 use super::Signal;
+use crate::faults::PlacementKind;
 use crate::{Entry, HarnessEvent, History, Node, Record};
 use imsim_model::{
     ClientMsgId, ConvId, DeviceId, Event, MembershipChange, PullReason, Rejection, Seq, SessionEnd,
@@ -90,6 +91,10 @@ struct Tracker {
     failing_over: BTreeSet<DeviceId>,
     /// Cluster: devices whose route was reported stale, until their next session opens.
     stale_routes: BTreeSet<DeviceId>,
+    /// A placed crash that fired, until the server recovers from it.
+    placed_crash: Option<PlacementKind>,
+    /// Groups where a placed membership change was let in during a sync, until it commits.
+    placed_membership: BTreeSet<ConvId>,
 }
 
 impl Tracker {
@@ -149,6 +154,13 @@ impl Tracker {
             } => {
                 self.resume_after_restart.insert(*device);
             }
+            HarnessEvent::PlacementFired {
+                kind: PlacementKind::MembershipInSyncWindow,
+                conv,
+            } => {
+                self.placed_membership.insert(*conv);
+            }
+            HarnessEvent::PlacementFired { kind, .. } => self.placed_crash = Some(*kind),
             _ => {}
         }
     }
@@ -384,7 +396,12 @@ impl Tracker {
                     .entry((*sender_device, *client_msg_id))
                     .or_insert(self.server_crashes);
                 match change {
-                    Some(change) => self.membership_changed(t_ms, *conv, *sender_user, *change),
+                    Some(change) => {
+                        if self.placed_membership.remove(conv) {
+                            self.hit(Signal::PlacedMembershipInSyncWindow);
+                        }
+                        self.membership_changed(t_ms, *conv, *sender_user, *change)
+                    }
                     None => {
                         self.last_message_ms.insert((*conv, *sender_user), t_ms);
                         self.clock_order(*conv, *sender_device, *client_msg_id);
@@ -401,7 +418,21 @@ impl Tracker {
             Event::Recovered {
                 lost_unsynced_writes,
                 ..
-            } if *lost_unsynced_writes > 0 => self.hit(Signal::UnsyncedWritesLost),
+            } => {
+                let placed = self.placed_crash.take();
+                if *lost_unsynced_writes > 0 {
+                    self.hit(Signal::UnsyncedWritesLost);
+                    match placed {
+                        Some(PlacementKind::CrashInSyncWindow) => {
+                            self.hit(Signal::PlacedCrashInSyncWindow)
+                        }
+                        Some(PlacementKind::DuplicateBeforeCrash) => {
+                            self.hit(Signal::PlacedDuplicateBeforeCrash)
+                        }
+                        _ => {}
+                    }
+                }
+            }
             Event::PushAbandoned { device, conv, seq } => {
                 self.hit(Signal::PushAbandoned);
                 self.abandoned_pushes.insert((*device, *conv, *seq));

@@ -34,6 +34,10 @@ impl Server {
             Membership::founded(self.directory.members(message.conv))
                 .audience(message.seq)
                 .collect()
+        } else if variant == Variant::AudienceFromCurrentMembers && message.change.is_none() {
+            // VARIANT audience-from-current-members: the members now, when the message became
+            // durable; a change committed while it waited for its sync is already in them.
+            conversation.membership.members().collect()
         } else {
             conversation.membership.audience(message.seq).collect()
         };

@@ -9,6 +9,7 @@
 //! profile's tables and need no change.
 
 pub mod layer;
+pub mod placement;
 pub mod rules;
 pub(crate) mod schedule;
 pub mod swarm;
@@ -113,6 +114,19 @@ pub fn validate(
         let name = format!("{field}.gateway_partitions[{i}]");
         gateway_ok(name.clone(), p.gateway)?;
         ends_in_time(name, p.start_ms, p.duration_ms)?;
+    }
+    for (i, p) in profile.placements.iter().enumerate() {
+        let name = format!("{field}.placements[{i}]");
+        ends_in_time(name.clone(), p.after_ms, PLACEMENT_ARMED_MS + p.downtime_ms)?;
+        if p.kind.crashes_server() {
+            check_range(&format!("{name}.downtime_ms"), p.downtime_ms, 1, 60_000)?;
+        } else if p.downtime_ms != 0 {
+            return Err(format!(
+                "{name}.downtime_ms = {}: a {} placement crashes nothing (leave it out or 0)",
+                p.downtime_ms,
+                serde_json::to_value(p.kind).map_or(String::new(), |v| v.to_string())
+            ));
+        }
     }
     for (i, s) in profile.clock_skew.iter().enumerate() {
         device_ok(format!("{field}.clock_skew[{i}]"), s.device)?;

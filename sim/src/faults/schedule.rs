@@ -1,5 +1,5 @@
 //! Faults that happen at moments rather than to packets: server crashes and restarts, device
-//! app kills and restarts, gateway crashes and restarts, partitions (recorded when they start
+//! app kills and restarts, gateway crashes and restarts, the crashes placements ask for, partitions (recorded when they start
 //! and heal; the packet rule drops the packets), and each device's clock skew.
 
 use crate::node::World;
@@ -10,6 +10,7 @@ use madsim::runtime::{Handle, NodeHandle};
 use madsim::time::Duration;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Each device's clock offset from true time, in milliseconds (absent: none).
 pub(crate) fn clock_skews(faults: &FaultProfile) -> BTreeMap<DeviceId, i64> {
@@ -29,7 +30,11 @@ pub(crate) fn play(
     server: &NodeHandle,
     devices: &BTreeMap<DeviceId, NodeHandle>,
     gateways: &[NodeHandle],
+    placed_crashes: Option<UnboundedReceiver<u64>>,
 ) {
+    if let Some(requests) = placed_crashes {
+        spawn_placed_crashes(world, server.id(), requests);
+    }
     let server_windows: Vec<(u64, u64)> = faults
         .server_crashes
         .iter()
@@ -112,6 +117,28 @@ fn play_gateways(world: &Arc<World>, faults: &FaultProfile, gateways: &[NodeHand
             );
         });
     }
+}
+
+/// Placed crashes (`faults::placement`): the server's driver asks, at the moment a placement
+/// fires, for the server to die now and come back after the downtime it sends. The placements
+/// keep clear of the timed crashes and of each other, so the windows never overlap.
+fn spawn_placed_crashes(
+    world: &Arc<World>,
+    id: madsim::task::NodeId,
+    mut requests: UnboundedReceiver<u64>,
+) {
+    let world = world.clone();
+    madsim::task::spawn(async move {
+        let handle = Handle::current();
+        let (crashed, restarted) = node_events(Node::Server);
+        while let Some(downtime_ms) = requests.recv().await {
+            handle.kill(id);
+            world.record(Node::Harness, Entry::Harness(crashed.clone()));
+            madsim::time::sleep(Duration::from_millis(downtime_ms)).await;
+            handle.restart(id);
+            world.record(Node::Harness, Entry::Harness(restarted.clone()));
+        }
+    });
 }
 
 /// What the history records when `node` crashes and when it restarts.

@@ -61,6 +61,10 @@ pub fn draw(
         if gateways == 0 && FaultClass::cluster().contains(class) {
             continue;
         }
+        // Placements take no draw here: they come from a stream of their own (`placement`).
+        if *class == FaultClass::Placement {
+            continue;
+        }
         if !rng.gen_bool(0.5) {
             continue;
         }
@@ -151,6 +155,7 @@ pub fn draw(
                     });
                 }
             }
+            FaultClass::Placement => {}
             FaultClass::ClockSkew => {
                 for device in &device_ids {
                     let offset_ms = rng.gen_range(-60_000..=60_000);
