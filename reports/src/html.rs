@@ -281,6 +281,22 @@ fn latency_section(html: &mut String, report: &Report) {
     html.push_str(
         r#"<p class="note">From <code>send_requested</code> on the sending device to the first <code>displayed</code> on each other member device (matched by sender device and client_msg_id), in simulated time.</p>"#,
     );
+    if !latency.paths.is_empty() {
+        html.push_str(r#"<h3>Delivery paths</h3><table class="paths"><thead><tr><th>path</th><th>deliveries</th><th>share</th><th>p50</th><th>max</th></tr></thead><tbody>"#);
+        let total: u64 = latency.paths.iter().map(|p| p.deliveries).sum();
+        for path in &latency.paths {
+            let _ = write!(
+                html,
+                r#"<tr><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td></tr>"#,
+                escape(&path.path),
+                path.deliveries,
+                100.0 * path.deliveries as f64 / total.max(1) as f64,
+                value(path.p50_ms),
+                value(path.max_ms)
+            );
+        }
+        html.push_str(r#"</tbody></table><p class="note">The packet that brought each delivery (<code>displayed.via</code>). Push (or, in a large group, the pull a notice started) is the primary path; gap pulls and resumes are repairs.</p>"#);
+    }
     if !latency.slowest.is_empty() {
         html.push_str(r#"<h3>Slowest deliveries</h3><table class="slowest"><thead><tr><th>message</th><th>conv</th><th>to</th><th>sent</th><th>displayed</th><th>latency</th></tr></thead><tbody>"#);
         for sample in &latency.slowest {

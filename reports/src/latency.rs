@@ -2,10 +2,10 @@
 //! of `imsim_history::stats` (the same figures `imsim run` prints), the slowest deliveries, a
 //! histogram, and the pairs never displayed.
 
-use crate::report::{Bucket, Latency};
+use crate::report::{Bucket, Latency, PathMix};
 pub use imsim_history::stats::{latency_samples, percentile, LatencySample};
 use imsim_history::{History, Node};
-use imsim_model::Event;
+use imsim_model::{Event, Via};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The slowest deliveries a report lists.
@@ -29,6 +29,7 @@ pub fn measure(history: &History) -> Latency {
             b.display_index,
         ))
     });
+    let paths = paths(history, &samples);
     samples.truncate(SLOWEST_MAX);
     let total: u64 = sorted.iter().sum();
     Latency {
@@ -42,6 +43,47 @@ pub fn measure(history: &History) -> Latency {
         mean_ms: Some(total as f64 / sorted.len() as f64),
         histogram: histogram(&sorted),
         slowest: samples,
+        paths,
+    }
+}
+
+/// The samples split by the path of their display. A primary path (push, or a notice's pull
+/// in a large group) that gives way to repairs (gap pulls, resumes) is what a slow or wasteful
+/// run looks like even when every message arrives.
+fn paths(history: &History, samples: &[LatencySample]) -> Vec<PathMix> {
+    let mut by_path: BTreeMap<Via, Vec<u64>> = BTreeMap::new();
+    for sample in samples {
+        let via = match &history.records[sample.display_index].entry {
+            imsim_history::Entry::Protocol(Event::Displayed { via: Some(via), .. }) => *via,
+            _ => continue,
+        };
+        by_path.entry(via).or_default().push(sample.latency_ms);
+    }
+    by_path
+        .into_iter()
+        .map(|(via, mut latencies)| {
+            latencies.sort_unstable();
+            PathMix {
+                path: path_name(via),
+                deliveries: latencies.len() as u64,
+                p50_ms: percentile(&latencies, 50),
+                max_ms: latencies.last().copied(),
+            }
+        })
+        .collect()
+}
+
+fn path_name(via: Via) -> String {
+    match via {
+        Via::Push => "push".to_string(),
+        Via::Ack => "ack".to_string(),
+        Via::Pull(reason) => {
+            let reason = serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            format!("pull ({reason})")
+        }
     }
 }
 

@@ -200,6 +200,20 @@ pub struct Latency {
     pub histogram: Vec<Bucket>,
     /// The slowest deliveries, slowest first (at most [`crate::latency::SLOWEST_MAX`]).
     pub slowest: Vec<LatencySample>,
+    /// The deliveries by the path that brought them (`displayed.via`: push, ack, or a pull and
+    /// its reason), in path order; empty when the history does not say.
+    #[serde(default)]
+    pub paths: Vec<PathMix>,
+}
+
+/// How many deliveries one path made, and how long they took.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathMix {
+    /// `push`, `ack`, `pull (gap)`, `pull (resume)`, …
+    pub path: String,
+    pub deliveries: u64,
+    pub p50_ms: Option<u64>,
+    pub max_ms: Option<u64>,
 }
 
 /// Samples with `from_ms <= latency < to_ms`.
