@@ -118,6 +118,15 @@ fn json_is_the_report_with_stable_field_names() {
         .unwrap()
         .iter()
         .any(|b| b["kind"] == "server_down"));
+    // The path mix splits every latency sample by the packet that delivered it: pushes
+    // first, and after three crashes some resumes.
+    let paths = &report.latency.paths;
+    let total: u64 = paths.iter().map(|p| p.deliveries).sum();
+    assert_eq!(total, report.latency.samples, "{paths:?}");
+    let push = paths.iter().find(|p| p.path == "push").expect("pushes");
+    assert!(push.deliveries * 2 > total, "{paths:?}");
+    assert!(paths.iter().any(|p| p.path == "pull (resume)"), "{paths:?}");
+    assert!(report.to_html().contains("<h3>Delivery paths</h3>"));
 }
 
 #[test]
