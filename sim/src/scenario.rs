@@ -30,6 +30,7 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "group-small",
     "group-membership-churn",
     "group-disorder",
+    "notify-pull",
     "fanout-write",
     "clock-skew",
     "crash-storm",
