@@ -118,4 +118,5 @@ one_minimal! {
     dedupe_without_ack: DedupeWithoutAck,
     failover_without_resync: FailoverWithoutResync,
     stale_route_counted_delivered: StaleRouteCountedDelivered,
+    handover_restarts_seqs: HandoverRestartsSeqs,
 }

@@ -90,6 +90,7 @@ detected! {
     dedupe_without_ack: DedupeWithoutAck,
     stale_route_counted_delivered: StaleRouteCountedDelivered,
     failover_without_resync: FailoverWithoutResync,
+    handover_restarts_seqs: HandoverRestartsSeqs,
 }
 
 #[test]

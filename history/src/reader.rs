@@ -10,7 +10,7 @@ use imsim_model::Event;
 use serde_json::{Map, Value};
 
 /// The event types the harness records (`HarnessEvent`), as they appear in `type`.
-pub const HARNESS_EVENT_TYPES: [&str; 13] = [
+pub const HARNESS_EVENT_TYPES: [&str; 16] = [
     "run_started",
     "partition_started",
     "partition_healed",
@@ -24,6 +24,9 @@ pub const HARNESS_EVENT_TYPES: [&str; 13] = [
     "gateway_restarted",
     "gateway_partition_started",
     "gateway_partition_healed",
+    "logic_crashed",
+    "logic_restarted",
+    "shard_handed_over",
 ];
 
 /// Which kind of node reports an event.

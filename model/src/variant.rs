@@ -31,6 +31,7 @@ pub enum Variant {
     DedupeWithoutAck,
     StaleRouteCountedDelivered,
     FailoverWithoutResync,
+    HandoverRestartsSeqs,
 }
 
 /// What the catalogue says about one broken variant.
@@ -48,7 +49,7 @@ pub struct CatalogueEntry {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 19] = [
+    pub const ALL: [Variant; 20] = [
         Variant::Correct,
         Variant::NoReceiverDedupe,
         Variant::AckBeforeStore,
@@ -68,6 +69,7 @@ impl Variant {
         Variant::DedupeWithoutAck,
         Variant::StaleRouteCountedDelivered,
         Variant::FailoverWithoutResync,
+        Variant::HandoverRestartsSeqs,
     ];
 
     /// The kebab-case name, as on the command line and in the history.
@@ -92,6 +94,7 @@ impl Variant {
             Variant::DedupeWithoutAck => "dedupe-without-ack",
             Variant::StaleRouteCountedDelivered => "stale-route-counted-delivered",
             Variant::FailoverWithoutResync => "failover-without-resync",
+            Variant::HandoverRestartsSeqs => "handover-restarts-seqs",
         }
     }
 
@@ -248,6 +251,20 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         invariant: "failover-resynced",
         also: &["delivered-in-time", "offline-detected-in-time"],
         description: "gateway failover drops the in-flight push without repair: a device logging in through a new gateway resumes its open session with no sync, so what the dead gateway dropped waits for the heartbeat's sync key",
+    },
+    CatalogueEntry {
+        variant: Variant::HandoverRestartsSeqs,
+        scenario: "sharded-logic",
+        invariant: "seq-monotonic",
+        also: &[
+            "acked-is-durable",
+            "eventual-delivery",
+            "devices-converge",
+            "sender-fifo",
+            "failover-resynced",
+            "within-budget",
+        ],
+        description: "a logic node that takes a crashed node's shard over starts handing out seqs without reading the last one stored, reusing durable seqs",
     },
 ];
 

@@ -3,7 +3,7 @@
 //! own, so a crash loses only its connections: their devices notice (silence, or `NotLoggedIn`
 //! from the restarted gateway) and log in again, here or at another gateway.
 
-use super::LOGIC_ADDRESS;
+use super::shard::{destination, shard_address, shard_at, Destination, Merge};
 use crate::ids::Address;
 use crate::output::Output;
 use crate::time::Time;
@@ -20,6 +20,10 @@ pub struct Gateway {
     /// How often expired connections are swept.
     tick_ms: u64,
     next_tick: Option<Time>,
+    /// Logic shards (1: the single logic); a device's own packets go to each, and their answers
+    /// are merged (`shard.rs`).
+    shards: u32,
+    merge: Merge,
     outputs: VecDeque<Output>,
 }
 
@@ -33,8 +37,17 @@ impl Gateway {
             connections_max: connections_max as usize,
             tick_ms,
             next_tick: None,
+            shards: 1,
+            merge: Merge::new(1),
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The same gateway in front of `shards` logic shards.
+    pub fn with_shards(mut self, shards: u32) -> Gateway {
+        self.shards = shards;
+        self.merge = Merge::new(shards);
+        self
     }
 
     // ---- getters ----
@@ -50,8 +63,8 @@ impl Gateway {
     // ---- inputs ----
 
     pub fn handle_packet(&mut self, now: Time, from: Address, packet: Packet) {
-        if from == LOGIC_ADDRESS {
-            self.handle_from_logic(packet);
+        if let Some(shard) = shard_at(from) {
+            self.handle_from_logic(from, shard, packet);
         } else {
             self.handle_from_device(now, from, packet);
         }
@@ -62,6 +75,9 @@ impl Gateway {
             let timeout_ms = self.connection_timeout_ms;
             self.connections
                 .retain(|_, heard| now.since_ms(*heard) < timeout_ms);
+            let connections = &self.connections;
+            self.merge
+                .retain_devices(|device| connections.contains_key(&device));
             self.next_tick = None;
             self.arm(now);
         }
@@ -73,14 +89,23 @@ impl Gateway {
 
     // ---- the two directions ----
 
-    fn handle_from_logic(&mut self, packet: Packet) {
+    fn handle_from_logic(&mut self, from: Address, shard: u32, packet: Packet) {
         match packet {
             Packet::Downstream { device, packet } if self.holds(device) => {
-                self.transmit(device, *packet);
+                if let Some(packet) = self.merge.handle_answer(device, shard, *packet) {
+                    self.transmit(device, packet);
+                }
             }
-            // The registry's route is stale: say so, so the logic stops counting on it.
+            // The registry's route is stale: say so, so the logic stops counting on it. With
+            // sharded logic every shard hears it: each may route the device here, and the
+            // session shard's session must end with the others' (`shard.rs`, rule 4).
+            Packet::Downstream { device, .. } if self.shards == 1 => {
+                self.transmit(from, Packet::Unroutable { device });
+            }
             Packet::Downstream { device, .. } => {
-                self.transmit(LOGIC_ADDRESS, Packet::Unroutable { device });
+                for shard in 0..self.shards {
+                    self.transmit(shard_address(shard), Packet::Unroutable { device });
+                }
             }
             // Nothing else is meant for a gateway; a peer's packet is never a reason to panic.
             _ => {}
@@ -119,8 +144,18 @@ impl Gateway {
                 }
             },
         }
-        let packet = Box::new(packet);
-        self.transmit(LOGIC_ADDRESS, Packet::Upstream { device, packet });
+        match destination(&packet, self.shards) {
+            Destination::Shard(shard) => {
+                let packet = Box::new(packet);
+                self.transmit(shard_address(shard), Packet::Upstream { device, packet });
+            }
+            Destination::EveryShard => {
+                for shard in 0..self.shards {
+                    let packet = Box::new(packet.clone());
+                    self.transmit(shard_address(shard), Packet::Upstream { device, packet });
+                }
+            }
+        }
         if logout {
             self.connections.remove(&device);
         }

@@ -204,6 +204,15 @@ impl Server {
         server
     }
 
+    /// VARIANT handover-restarts-seqs (`cluster::take_over`): the timelines read back from
+    /// storage are dropped, and with them every conversation's last seq.
+    pub(crate) fn forget_timelines(&mut self) {
+        for conversation in self.conversations.values_mut() {
+            conversation.messages.clear();
+            conversation.durable_head = Seq::ZERO;
+        }
+    }
+
     // ---- getters ----
 
     pub fn storage(&self) -> &Storage {
