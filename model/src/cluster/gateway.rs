@@ -24,6 +24,14 @@ pub struct Gateway {
     /// are merged (`shard.rs`).
     shards: u32,
     merge: Merge,
+    /// Sharded logic: per (device, shard), when this gateway last sent the shard a `KeepAlive`
+    /// for the device. Every packet the device sends one shard keeps it alive at the others,
+    /// at most once per `keep_alive_ms` (the sweep tick): a single server hears every packet of
+    /// a device, and a shard that heard only the device's heartbeats expired a device that was
+    /// sending to another shard all along (seed 3768 of sharded-logic, also when keep-alives
+    /// were sparser and counted the fanned-out heartbeats, which a partition had dropped).
+    heard_by_shard: BTreeMap<(Address, u32), Time>,
+    keep_alive_ms: u64,
     outputs: VecDeque<Output>,
 }
 
@@ -39,6 +47,8 @@ impl Gateway {
             next_tick: None,
             shards: 1,
             merge: Merge::new(1),
+            heard_by_shard: BTreeMap::new(),
+            keep_alive_ms: tick_ms,
             outputs: VecDeque::new(),
         }
     }
@@ -78,6 +88,8 @@ impl Gateway {
             let connections = &self.connections;
             self.merge
                 .retain_devices(|device| connections.contains_key(&device));
+            self.heard_by_shard
+                .retain(|(device, _), _| connections.contains_key(device));
             self.next_tick = None;
             self.arm(now);
         }
@@ -126,7 +138,10 @@ impl Gateway {
                 self.arm(now);
             }
             // Gateway-to-logic packets never come from a device.
-            Packet::Upstream { .. } | Packet::Downstream { .. } | Packet::Unroutable { .. } => {
+            Packet::Upstream { .. }
+            | Packet::Downstream { .. }
+            | Packet::Unroutable { .. }
+            | Packet::KeepAlive { .. } => {
                 let refused = packet.kind().to_string();
                 let reason = Rejection::Unexpected;
                 self.transmit(device, Packet::Error { reason, refused });
@@ -148,6 +163,7 @@ impl Gateway {
             Destination::Shard(shard) => {
                 let packet = Box::new(packet);
                 self.transmit(shard_address(shard), Packet::Upstream { device, packet });
+                self.keep_alive(now, device, shard);
             }
             Destination::EveryShard => {
                 for shard in 0..self.shards {
@@ -158,6 +174,21 @@ impl Gateway {
         }
         if logout {
             self.connections.remove(&device);
+        }
+    }
+
+    /// `shard` just heard from `device`; every other shard not told within `keep_alive_ms` is
+    /// told the device is alive.
+    fn keep_alive(&mut self, now: Time, device: Address, shard: u32) {
+        if self.shards == 1 {
+            return;
+        }
+        for other in (0..self.shards).filter(|other| *other != shard) {
+            let heard = self.heard_by_shard.get(&(device, other));
+            if heard.is_none_or(|at| now.since_ms(*at) >= self.keep_alive_ms) {
+                self.heard_by_shard.insert((device, other), now);
+                self.transmit(shard_address(other), Packet::KeepAlive { device });
+            }
         }
     }
 

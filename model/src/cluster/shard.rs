@@ -15,7 +15,9 @@
 //!    commits. The gateway merges the answers ([`Merge`]): a login, heartbeat, sync or receipt
 //!    sync is answered to the device once every shard answered, with the heads and read state of
 //!    each conversation taken from its owner and the keys summed (each shard's sync and receipt
-//!    keys cover its own conversations only).
+//!    keys cover its own conversations only). A packet that goes to one shard also keeps the
+//!    device alive at the others (`KeepAlive`, at most once per shard per gateway tick), since
+//!    each expires its sessions on its own.
 //! 4. **Presence belongs to the session shard** (shard 0): presence queries go there, and only
 //!    its presence pushes and its presence key reach devices. Its sessions are the ones the
 //!    history shows (`session_opened`, `presence_changed` are recorded from it alone); the other

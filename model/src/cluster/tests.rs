@@ -355,8 +355,14 @@ fn a_sharded_gateway_sends_a_conversation_to_its_owner_and_the_device_to_every_s
         limit: 10,
     };
     gateway.handle_packet(Time(2), DEVICE, pull);
-    let pulled = transmits(&drain_gateway(&mut gateway));
-    assert!(matches!(&pulled[..], [(to, Packet::Upstream { .. })] if *to == shard_address(2)));
+    let upstream = |gateway: &mut Gateway| -> Vec<Address> {
+        transmits(&drain_gateway(gateway))
+            .into_iter()
+            .filter(|(_, packet)| matches!(packet, Packet::Upstream { .. }))
+            .map(|(to, _)| to)
+            .collect()
+    };
+    assert_eq!(upstream(&mut gateway), vec![shard_address(2)]);
     // Presence belongs to the session shard.
     gateway.handle_packet(
         Time(3),
@@ -365,8 +371,7 @@ fn a_sharded_gateway_sends_a_conversation_to_its_owner_and_the_device_to_every_s
             conv: Some(ConvId(5)),
         },
     );
-    let asked = transmits(&drain_gateway(&mut gateway));
-    assert!(matches!(&asked[..], [(LOGIC_ADDRESS, _)]));
+    assert_eq!(upstream(&mut gateway), vec![LOGIC_ADDRESS]);
 }
 
 fn head(conv: u32, seq: u64) -> crate::wire::Head {
@@ -521,5 +526,66 @@ fn a_new_shard_owner_continues_after_the_last_stored_seq() {
         seq_after_handover(Variant::HandoverRestartsSeqs),
         crate::ids::Seq(1),
         "the variant reuses a durable seq"
+    );
+}
+
+#[test]
+fn a_device_busy_in_one_shard_is_kept_alive_at_the_others() {
+    // A tick of 100 ms: keep-alives go at most every 100 ms per shard.
+    let mut gateway = Gateway::new(1_000, 10, 100).with_shards(3);
+    gateway.handle_packet(Time(0), DEVICE, login());
+    drain_gateway(&mut gateway);
+    let ack = |conv| Packet::Ack {
+        conv: ConvId(conv),
+        watermark: crate::ids::Seq(1),
+    };
+    gateway.handle_packet(Time(300), DEVICE, ack(1));
+    let sent = transmits(&drain_gateway(&mut gateway));
+    let kept_alive: Vec<Address> = sent
+        .iter()
+        .filter(|(_, packet)| matches!(packet, Packet::KeepAlive { device: DEVICE }))
+        .map(|(to, _)| *to)
+        .collect();
+    assert_eq!(kept_alive, vec![shard_address(0), shard_address(2)]);
+    gateway.handle_packet(Time(350), DEVICE, ack(1));
+    assert_eq!(
+        transmits(&drain_gateway(&mut gateway)).len(),
+        1,
+        "not again so soon"
+    );
+    gateway.handle_packet(Time(400), DEVICE, ack(2));
+    let sent = transmits(&drain_gateway(&mut gateway));
+    assert_eq!(
+        sent.len(),
+        3,
+        "shard 2's ack, keep-alives to 0 and 1: {sent:?}"
+    );
+}
+
+#[test]
+fn a_keep_alive_refreshes_the_session_and_route_without_an_answer() {
+    let (mut server, mut logic) = logged_in_through_g0(Variant::Correct);
+    let timeout_ms = ProtocolConfig::default().session_timeout_ms;
+    let keep_alive = Packet::KeepAlive { device: DEVICE };
+    logic.handle_packet(
+        &mut server,
+        Time(timeout_ms - 10),
+        gateway_address(0),
+        keep_alive,
+    );
+    assert!(
+        transmits(&drain_logic(&mut logic)).is_empty(),
+        "never answered"
+    );
+    logic.handle_timeout(&mut server, Time(timeout_ms + 500));
+    drain_logic(&mut logic);
+    assert_eq!(
+        server.session_count(),
+        1,
+        "heard through another shard: still alive"
+    );
+    assert_eq!(
+        logic.registry().route(DEVICE, Time(timeout_ms + 500)),
+        Some(gateway_address(0))
     );
 }

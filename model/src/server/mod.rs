@@ -369,6 +369,14 @@ impl Server {
         self.rearm();
     }
 
+    /// Sharded logic: the device at `address` was heard by another shard (its gateway says so),
+    /// so its session here is as alive as if it had sent this shard a packet. No answer.
+    pub fn handle_keep_alive(&mut self, now: Time, address: Address) {
+        if let Some(session) = self.sessions.get_mut(&address) {
+            session.last_heard = now;
+        }
+    }
+
     /// The device whose session is held at `address`, if any.
     pub fn session_device(&self, address: Address) -> Option<DeviceId> {
         self.sessions.get(&address).map(|session| session.device)
