@@ -32,6 +32,7 @@ PAIRS = [
     ("dedupe-without-ack", "one-to-one"),
     ("stale-route-counted-delivered", "cluster-swarm-only"),
     ("failover-without-resync", "cluster-swarm-only"),
+    ("handover-restarts-seqs", "sharded-logic"),
 ]
 
 

@@ -119,4 +119,5 @@ one_minimal! {
     failover_without_resync: FailoverWithoutResync,
     stale_route_counted_delivered: StaleRouteCountedDelivered,
     audience_from_current_members: AudienceFromCurrentMembers,
+    handover_restarts_seqs: HandoverRestartsSeqs,
 }

@@ -2,7 +2,7 @@
 //! sweeps (`imsim run --seeds 0..200`) are commands, not tests; these seeds keep `cargo test`
 //! fast while still crossing crashes, partitions and swarm faults.
 
-use imsim_history::{Entry, Node};
+use imsim_history::{Entry, HarnessEvent, Node};
 use imsim_model::{Event, PullReason, Rejection, SendFailure};
 use imsim_sim::{run, RunOutcome, Scenario};
 use std::collections::BTreeMap;
@@ -456,6 +456,40 @@ fn devices_fail_over_and_stale_routes_are_repaired() {
     assert!(failovers >= 10, "{failovers} failovers in 10 seeds");
     assert!(stale > 0, "no stale route in 10 seeds");
     assert!(reopened > 0, "no device with a stale route logged in again");
+}
+
+#[test]
+fn sharded_logic() {
+    holds_over_seeds("sharded-logic");
+}
+
+/// The sharded scenario is not vacuous: every shard commits, logic crashes hand shards over, and
+/// a handed-over shard goes on committing after the last seq its old owner stored.
+#[test]
+fn every_shard_commits_and_shards_are_handed_over() {
+    let scenario = Scenario::load("sharded-logic").unwrap();
+    let (mut handovers, mut shards) = (0, std::collections::BTreeSet::new());
+    for seed in 0..10 {
+        let outcome = run(&scenario, seed);
+        handovers += outcome
+            .history
+            .records
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.entry,
+                    Entry::Harness(HarnessEvent::ShardHandedOver { .. })
+                )
+            })
+            .count();
+        for event in server_events(&outcome) {
+            if let Event::Committed { conv, .. } = event {
+                shards.insert(imsim_model::cluster::shard_of(*conv, 3));
+            }
+        }
+    }
+    assert!(handovers > 0, "no shard handed over in 10 seeds");
+    assert_eq!(shards.len(), 3, "commits on shards {shards:?}");
 }
 
 fn device_of_stale_routes(outcome: &RunOutcome) -> Vec<imsim_model::DeviceId> {

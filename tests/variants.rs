@@ -91,6 +91,7 @@ detected! {
     stale_route_counted_delivered: StaleRouteCountedDelivered,
     failover_without_resync: FailoverWithoutResync,
     audience_from_current_members: AudienceFromCurrentMembers,
+    handover_restarts_seqs: HandoverRestartsSeqs,
 }
 
 #[test]

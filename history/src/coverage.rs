@@ -71,8 +71,8 @@ pub enum Silence {
 }
 
 use FaultClass::{
-    ClockSkew, Delay, DeviceRestart, Duplication, GatewayCrash, GatewayPartition, Hold, Loss,
-    Partition, Placement, ServerCrash,
+    ClockSkew, Delay, DeviceRestart, Duplication, GatewayCrash, GatewayPartition, Hold, LogicCrash,
+    Loss, Partition, Placement, ServerCrash,
 };
 
 /// Faults that can keep an ack or an answer from arriving in time.
@@ -291,6 +291,9 @@ signals! {
     StaleRouteRepaired = "stale-route-repaired",
         "a gateway said it no longer held a routed device; its session ended and it logged in again",
         [Need::AnyFault(&[GatewayCrash])];
+    ShardHandedOver = "shard-handed-over",
+        "a logic node crashed and another took its shard over, recovering it from storage",
+        [Need::AnyFault(&[LogicCrash])];
 }
 
 impl Signal {

@@ -48,6 +48,10 @@ pub struct FaultProfile {
     /// from the record when empty.)
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub placements: Vec<PlacementFault>,
+    /// Sharded logic: a logic node crashes (its unsynced writes lost); another node takes its
+    /// shards over at once, and it restarts empty after `downtime_ms`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logic_crashes: Vec<LogicCrashFault>,
 }
 
 /// A placement fires at the first matching moment within this long of being armed; a placement
@@ -158,6 +162,15 @@ pub struct GatewayPartitionFault {
     pub duration_ms: u64,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogicCrashFault {
+    /// The logic node's number, counted from 0.
+    pub logic: u32,
+    pub at_ms: u64,
+    pub downtime_ms: u64,
+}
+
 /// Which way a partition cuts a device's link to the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -188,13 +201,19 @@ pub enum FaultClass {
     /// Faults placed at sensitive moments ([`PlacementFault`]); drawn from a stream of their
     /// own, after the other classes.
     Placement,
+    /// Sharded logic only (`topology.logic` > 1).
+    LogicCrash,
 }
 
 impl FaultClass {
     /// The classes of the cluster topology (`topology.gateways`): a scenario without gateways
     /// cannot have them, and they are not in [`FaultClass::all`].
     pub fn cluster() -> Vec<FaultClass> {
-        vec![FaultClass::GatewayCrash, FaultClass::GatewayPartition]
+        vec![
+            FaultClass::GatewayCrash,
+            FaultClass::GatewayPartition,
+            FaultClass::LogicCrash,
+        ]
     }
 
     /// The classes of every topology: the swarm's default.
@@ -306,6 +325,18 @@ impl TimedFault for PlacementFault {
     }
 }
 
+impl TimedFault for LogicCrashFault {
+    fn device_mut(&mut self) -> Option<&mut DeviceId> {
+        None
+    }
+    fn start_mut(&mut self) -> Option<&mut u64> {
+        Some(&mut self.at_ms)
+    }
+    fn length_ms(&self) -> u64 {
+        self.downtime_ms
+    }
+}
+
 impl TimedFault for ClockSkew {
     fn device_mut(&mut self) -> Option<&mut DeviceId> {
         Some(&mut self.device)
@@ -389,7 +420,7 @@ impl FaultProfile {
     }
 
     /// The lists of faults that each have a device or a moment, by class.
-    fn items(&mut self) -> [(FaultClass, &mut dyn FaultList); 7] {
+    fn items(&mut self) -> [(FaultClass, &mut dyn FaultList); 8] {
         [
             (FaultClass::Partition, &mut self.partitions),
             (FaultClass::ServerCrash, &mut self.server_crashes),
@@ -398,6 +429,7 @@ impl FaultProfile {
             (FaultClass::GatewayCrash, &mut self.gateway_crashes),
             (FaultClass::GatewayPartition, &mut self.gateway_partitions),
             (FaultClass::Placement, &mut self.placements),
+            (FaultClass::LogicCrash, &mut self.logic_crashes),
         ]
     }
 
@@ -535,6 +567,9 @@ impl FaultProfile {
             .extend(other.gateway_partitions.iter().cloned());
         self.placements.extend(other.placements.iter().cloned());
         self.placements.sort_by_key(|placement| placement.after_ms);
+        self.logic_crashes
+            .extend(other.logic_crashes.iter().cloned());
+        self.logic_crashes.sort_by_key(|crash| crash.at_ms);
         for skew in &other.clock_skew {
             self.clock_skew.retain(|s| s.device != skew.device);
             self.clock_skew.push(skew.clone());

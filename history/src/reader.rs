@@ -10,7 +10,7 @@ use imsim_model::Event;
 use serde_json::{Map, Value};
 
 /// The event types the harness records (`HarnessEvent`), as they appear in `type`.
-pub const HARNESS_EVENT_TYPES: [&str; 14] = [
+pub const HARNESS_EVENT_TYPES: [&str; 17] = [
     "run_started",
     "partition_started",
     "partition_healed",
@@ -25,6 +25,9 @@ pub const HARNESS_EVENT_TYPES: [&str; 14] = [
     "gateway_partition_started",
     "gateway_partition_healed",
     "placement_fired",
+    "logic_crashed",
+    "logic_restarted",
+    "shard_handed_over",
 ];
 
 /// Which kind of node reports an event.

@@ -169,6 +169,23 @@ pub enum HarnessEvent {
         kind: PlacementKind,
         conv: ConvId,
     },
+    /// Sharded logic: a logic node crashed; the shards it ran are handed over
+    /// (`shard_handed_over`). When it ran the session shard, `node_crashed` with node `server`
+    /// follows, since that shard's sessions and presence were the server's as the history
+    /// shows them.
+    LogicCrashed {
+        logic: u32,
+    },
+    LogicRestarted {
+        logic: u32,
+    },
+    /// Sharded logic: logic node `to` took shard `shard` over from `from` (which crashed) and
+    /// recovered its server from the shard's durable storage.
+    ShardHandedOver {
+        shard: u32,
+        from: u32,
+        to: u32,
+    },
 }
 
 /// A whole run's history.

@@ -32,6 +32,7 @@ pub enum Variant {
     StaleRouteCountedDelivered,
     FailoverWithoutResync,
     AudienceFromCurrentMembers,
+    HandoverRestartsSeqs,
 }
 
 /// What the catalogue says about one broken variant.
@@ -49,7 +50,7 @@ pub struct CatalogueEntry {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 20] = [
+    pub const ALL: [Variant; 21] = [
         Variant::Correct,
         Variant::NoReceiverDedupe,
         Variant::AckBeforeStore,
@@ -70,6 +71,7 @@ impl Variant {
         Variant::StaleRouteCountedDelivered,
         Variant::FailoverWithoutResync,
         Variant::AudienceFromCurrentMembers,
+        Variant::HandoverRestartsSeqs,
     ];
 
     /// The kebab-case name, as on the command line and in the history.
@@ -95,6 +97,7 @@ impl Variant {
             Variant::StaleRouteCountedDelivered => "stale-route-counted-delivered",
             Variant::FailoverWithoutResync => "failover-without-resync",
             Variant::AudienceFromCurrentMembers => "audience-from-current-members",
+            Variant::HandoverRestartsSeqs => "handover-restarts-seqs",
         }
     }
 
@@ -258,6 +261,20 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         invariant: "delivered-in-time",
         also: &["member-only-delivery"],
         description: "a message is pushed to the group's members when it becomes durable, not to those at its seq: a change committed inside its sync window adds a recipient who joined after it, or drops one who left after it",
+    },
+    CatalogueEntry {
+        variant: Variant::HandoverRestartsSeqs,
+        scenario: "sharded-logic",
+        invariant: "seq-monotonic",
+        also: &[
+            "acked-is-durable",
+            "eventual-delivery",
+            "devices-converge",
+            "sender-fifo",
+            "failover-resynced",
+            "within-budget",
+        ],
+        description: "a logic node that takes a crashed node's shard over starts handing out seqs without reading the last one stored, reusing durable seqs",
     },
 ];
 

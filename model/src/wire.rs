@@ -227,6 +227,11 @@ pub enum Packet {
     Unroutable {
         device: Address,
     },
+    /// Sharded logic: `device` is alive behind this gateway (it sent a packet to another
+    /// shard), so its session and route here stay fresh. Never answered.
+    KeepAlive {
+        device: Address,
+    },
 }
 
 /// A user's read watermark in one conversation.
@@ -286,6 +291,7 @@ impl Packet {
             Packet::Upstream { .. } => "upstream",
             Packet::Downstream { .. } => "downstream",
             Packet::Unroutable { .. } => "unroutable",
+            Packet::KeepAlive { .. } => "keep_alive",
         }
     }
 }

@@ -91,6 +91,7 @@ pub fn explicit(scenario: &Scenario, seed: u64) -> Scenario {
             conversations: Conversations::List(conversations),
             groups,
             gateways: scenario.topology.gateways,
+            logic: scenario.topology.logic,
         },
         workload: WorkloadSpec {
             duration_ms,

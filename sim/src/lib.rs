@@ -22,6 +22,7 @@ pub mod reach;
 pub mod run;
 mod runaway;
 pub mod scenario;
+mod shards;
 pub mod shrink;
 pub mod trace;
 pub mod workload;

@@ -32,13 +32,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 const TAG: u64 = 0x1a5;
-const PORT: u16 = 7000;
+pub(crate) const PORT: u16 = 7000;
 /// Device clocks start this far after true zero, so a negative skew never goes below zero.
 const CLOCK_BASE_MS: i64 = 1_000_000_000;
 /// A storage sync takes between these many milliseconds: long enough that a crash can fall
 /// between a write and its sync.
-const SYNC_MS_MIN: u64 = 1;
-const SYNC_MS_MAX: u64 = 5;
+pub(crate) const SYNC_MS_MIN: u64 = 1;
+pub(crate) const SYNC_MS_MAX: u64 = 5;
 
 /// What every node of one run shares: the clock origin, the history and the fault layer.
 pub(crate) struct World {
@@ -194,7 +194,7 @@ pub(crate) fn gateway_ip(gateway: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 2, 0, gateway as u8 + 1))
 }
 
-fn socket_of(address: Address) -> SocketAddr {
+pub(crate) fn socket_of(address: Address) -> SocketAddr {
     if let Some(gateway) = cluster::gateway_of(address) {
         return SocketAddr::new(gateway_ip(gateway), PORT);
     }
@@ -205,6 +205,12 @@ fn socket_of(address: Address) -> SocketAddr {
 }
 
 fn address_of(socket: SocketAddr) -> Address {
+    // Sharded logic: each shard's server has a port of its own on the node running it.
+    if let (IpAddr::V4(ip), Some(shard)) = (socket.ip(), crate::shards::shard_of_port(socket)) {
+        if ip.octets()[1] == 0 {
+            return cluster::shard_address(shard);
+        }
+    }
     match socket.ip() {
         IpAddr::V4(ip) if ip.octets()[1] == 1 => {
             Address(u32::from(ip.octets()[2]) << 8 | u32::from(ip.octets()[3]))
@@ -221,7 +227,7 @@ pub(crate) fn device_address(device: DeviceId) -> Address {
 }
 
 /// What wakes a node's loop.
-enum Input {
+pub(crate) enum Input {
     Packet(Packet, Address),
     /// The machine's timer went off.
     Alarm,
@@ -234,7 +240,7 @@ enum Input {
 }
 
 /// Work a node has scheduled for a later time on its own queue.
-enum Later {
+pub(crate) enum Later {
     Command(usize),
     Synced(u64),
     /// A packet the fault layer delayed or held.
@@ -263,7 +269,7 @@ pub(crate) fn server_receivers(devices: usize) -> usize {
 /// a madsim timer is registered once per distinct deadline (each poll of a pending madsim `Sleep`
 /// registers another timer, and a loop that re-polled its sleeps on every packet once left
 /// millions of dead timers behind).
-struct Driver {
+pub(crate) struct Driver {
     world: Arc<World>,
     endpoint: Arc<Endpoint>,
     /// The sends in flight, and the receive loops, each putting what it takes in into `inbox`.
@@ -313,12 +319,14 @@ impl Driver {
     /// itself, not the protocol, would congest it (seen: a 10,000-member group collapsing into
     /// timeouts and retries with no fault injected).
     async fn bind(world: Arc<World>, ip: IpAddr, receivers: usize) -> Driver {
-        // Binding a fresh node's own address cannot fail: each node binds once per incarnation.
-        let endpoint = Arc::new(
-            Endpoint::bind(SocketAddr::new(ip, PORT))
-                .await
-                .expect("bind node address"),
-        );
+        Driver::bind_at(world, SocketAddr::new(ip, PORT), receivers).await
+    }
+
+    /// The same at any port (a logic shard's server has its own).
+    pub(crate) async fn bind_at(world: Arc<World>, socket: SocketAddr, receivers: usize) -> Driver {
+        // Binding a fresh node's own address cannot fail: each node (each shard's server on a
+        // logic node) binds once per incarnation.
+        let endpoint = Arc::new(Endpoint::bind(socket).await.expect("bind node address"));
         let driver = Driver {
             world,
             endpoint,
@@ -365,7 +373,7 @@ impl Driver {
     }
 
     /// Sends `packet` between `gateway` and the logic through the fault layer.
-    fn transmit_internal(&mut self, gateway: u32, to: SocketAddr, packet: Packet) {
+    pub(crate) fn transmit_internal(&mut self, gateway: u32, to: SocketAddr, packet: Packet) {
         let Some((copies, delay_ms)) = self.world.verdict_internal(gateway, &packet) else {
             return;
         };
@@ -383,11 +391,11 @@ impl Driver {
         }
     }
 
-    fn arm(&mut self, at_ms: u64) {
+    pub(crate) fn arm(&mut self, at_ms: u64) {
         self.alarm_ms = Some(at_ms);
     }
 
-    fn schedule(&mut self, at_ms: u64, work: Later) {
+    pub(crate) fn schedule(&mut self, at_ms: u64, work: Later) {
         self.scheduled += 1;
         self.later.insert((at_ms, self.scheduled), work);
     }
@@ -403,7 +411,7 @@ impl Driver {
     }
 
     /// Waits for the next input, sending what is due meanwhile.
-    async fn next(&mut self) -> Input {
+    pub(crate) async fn next(&mut self) -> Input {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
@@ -665,22 +673,32 @@ pub(crate) struct GatewaySlot {
     pub connections_max: u32,
     pub tick_ms: u64,
     pub receivers: usize,
+    /// Sharded logic: where each shard runs. `None`: the single logic.
+    pub shards: Option<Arc<crate::shards::ShardHosts>>,
 }
 
 pub(crate) async fn run_gateway(world: Arc<World>, slot: Arc<GatewaySlot>) {
+    let shards = slot.shards.as_ref().map_or(1, |hosts| hosts.shards());
     let mut machine = Gateway::new(
         slot.connection_timeout_ms,
         slot.connections_max,
         slot.tick_ms,
-    );
+    )
+    .with_shards(shards);
     let gateway = slot.gateway;
     let mut driver = Driver::bind(world.clone(), gateway_ip(gateway), slot.receivers).await;
-    let logic = socket_of(LOGIC_ADDRESS);
     loop {
         while let Some(output) = machine.poll_output() {
             match output {
-                Output::Transmit { to, packet } if to == LOGIC_ADDRESS => {
-                    driver.transmit_internal(gateway, logic, packet);
+                Output::Transmit { to, packet } if cluster::shard_at(to).is_some() => {
+                    let socket = match &slot.shards {
+                        None => Some(socket_of(LOGIC_ADDRESS)),
+                        Some(hosts) => hosts.socket_of(to),
+                    };
+                    // A shard that no node runs right now: lost, like a packet to a dead node.
+                    if let Some(socket) = socket {
+                        driver.transmit_internal(gateway, socket, packet);
+                    }
                 }
                 Output::Transmit { to, packet } => {
                     driver.transmit(DeviceId(to.0), false, socket_of(to), packet);

@@ -16,6 +16,7 @@ use crate::node::{
     server_receivers, DeviceSlot, GatewaySlot, ServerSlot, World,
 };
 use crate::scenario::Scenario;
+use crate::shards::{self, ShardedLogic};
 use crate::workload::{self, Plan};
 use imsim_history::check::{check_all, Violation};
 use imsim_history::stats::RunStats;
@@ -66,7 +67,7 @@ impl Setup {
                 &mut rng,
                 &scenario.faults.swarm_classes,
                 scenario.device_count(),
-                scenario.topology.gateways,
+                (scenario.topology.gateways, scenario.topology.logic),
                 duration_ms,
             );
             faults::swarm::draw_long_silence(
@@ -241,17 +242,20 @@ async fn control(setup: Setup) -> History {
         }))),
     );
     let handle = Handle::current();
-    let (server_node, server_slot) = start_server(&handle, &world, &setup);
-    let gateway_nodes = start_gateways(&handle, &world, &setup);
+    let logic = start_logic(&handle, &world, &setup);
+    let gateway_nodes = start_gateways(&handle, &world, &setup, &logic);
     let device_nodes = start_devices(&handle, &world, &setup);
     schedule::play(
         &world,
         &setup.faults,
-        &server_node,
+        logic.first_node(),
         &device_nodes,
         &gateway_nodes,
         placed_crashes,
     );
+    if let LogicTier::Sharded(sharded) = &logic {
+        shards::play(&world, &setup.faults, sharded);
+    }
 
     world.sleep_until_ms(safety_end_ms).await;
     let quiet_period_ms = scenario.quiet_period_ms();
@@ -261,11 +265,9 @@ async fn control(setup: Setup) -> History {
     );
     world.sleep_until_ms(safety_end_ms + quiet_period_ms).await;
 
-    {
-        let slot = lock(&server_slot);
-        for conversation in &setup.topology.conversations {
-            let entries = slot
-                .server
+    for conversation in &setup.topology.conversations {
+        let entries = logic.with_owner(conversation.conv, |server| {
+            server
                 .durable_timeline(conversation.conv)
                 .iter()
                 .map(|m| TimelineEntry {
@@ -273,24 +275,21 @@ async fn control(setup: Setup) -> History {
                     sender_device: m.sender_device,
                     client_msg_id: m.client_msg_id,
                 })
-                .collect();
-            world.record(
-                Node::Harness,
-                Entry::Harness(HarnessEvent::FinalTimeline {
-                    conv: conversation.conv,
-                    entries,
-                }),
-            );
-        }
+                .collect()
+        });
+        world.record(
+            Node::Harness,
+            Entry::Harness(HarnessEvent::FinalTimeline {
+                conv: conversation.conv,
+                entries,
+            }),
+        );
     }
-    let traffic = {
-        let slot = lock(&server_slot);
-        let storage = slot.server.storage();
-        Traffic {
-            packets: world.packet_stats(),
-            synced_writes: storage.written(),
-            message_writes: storage.message_writes(),
-        }
+    let storages = logic.storages();
+    let traffic = Traffic {
+        packets: world.packet_stats(),
+        synced_writes: storages.iter().map(|s| s.written()).sum(),
+        message_writes: storages.iter().map(|s| s.message_writes()).sum(),
     };
     world.record(
         Node::Harness,
@@ -299,8 +298,64 @@ async fn control(setup: Setup) -> History {
     world.record(Node::Harness, Entry::Harness(HarnessEvent::RunEnded));
     let history = world.take_history();
     world.end_placed_crashes();
-    stop_nodes(&handle, &server_node, &device_nodes, &gateway_nodes);
+    stop_nodes(&handle, &logic, &device_nodes, &gateway_nodes);
     history
+}
+
+/// The logic: one server (behind gateways or not), or the shards of a sharded logic.
+enum LogicTier {
+    Single(NodeHandle, Arc<Mutex<ServerSlot>>),
+    Sharded(ShardedLogic),
+}
+
+impl LogicTier {
+    /// The node a server crash kills (the profile has none with sharded logic: validated).
+    fn first_node(&self) -> &NodeHandle {
+        match self {
+            LogicTier::Single(node, _) => node,
+            LogicTier::Sharded(sharded) => &sharded.nodes[0],
+        }
+    }
+
+    fn nodes(&self) -> Vec<&NodeHandle> {
+        match self {
+            LogicTier::Single(node, _) => vec![node],
+            LogicTier::Sharded(sharded) => sharded.nodes.iter().collect(),
+        }
+    }
+
+    /// Runs `read` on the server that owns `conv`.
+    fn with_owner<T>(&self, conv: imsim_model::ConvId, read: impl FnOnce(&Server) -> T) -> T {
+        match self {
+            LogicTier::Single(_, slot) => read(&lock(slot).server),
+            LogicTier::Sharded(sharded) => sharded.with_owner(conv, read),
+        }
+    }
+
+    fn storages(&self) -> Vec<imsim_model::Storage> {
+        match self {
+            LogicTier::Single(_, slot) => vec![lock(slot).server.storage().clone()],
+            LogicTier::Sharded(sharded) => sharded.storages(),
+        }
+    }
+}
+
+fn start_logic(handle: &Handle, world: &Arc<World>, setup: &Setup) -> LogicTier {
+    let logic = setup.scenario.topology.logic;
+    if logic <= 1 {
+        let (node, slot) = start_server(handle, world, setup);
+        return LogicTier::Single(node, slot);
+    }
+    let directory = directory(setup);
+    let devices: usize = setup.topology.users.iter().map(|u| u.devices.len()).sum();
+    LogicTier::Sharded(ShardedLogic::start(
+        handle,
+        world,
+        logic,
+        &setup.scenario.protocol,
+        &directory,
+        server_receivers(devices),
+    ))
 }
 
 /// Kills every node once the run's results are out, so that no task outlives the run.
@@ -316,11 +371,13 @@ async fn control(setup: Setup) -> History {
 /// changes nothing a run records.
 fn stop_nodes(
     handle: &Handle,
-    server: &NodeHandle,
+    logic: &LogicTier,
     devices: &BTreeMap<DeviceId, NodeHandle>,
     gateways: &[NodeHandle],
 ) {
-    handle.kill(server.id());
+    for node in logic.nodes() {
+        handle.kill(node.id());
+    }
     for device in devices.values() {
         handle.kill(device.id());
     }
@@ -339,20 +396,7 @@ fn start_server(
     world: &Arc<World>,
     setup: &Setup,
 ) -> (NodeHandle, Arc<Mutex<ServerSlot>>) {
-    let mut directory = Directory::new();
-    for user in &setup.topology.users {
-        for device in &user.devices {
-            directory.add_device(user.user, *device, token(*device));
-        }
-    }
-    for conversation in &setup.topology.conversations {
-        let members = conversation.members.clone();
-        if conversation.group {
-            directory.add_group(conversation.conv, members);
-        } else {
-            directory.add_conversation(conversation.conv, members);
-        }
-    }
+    let directory = directory(setup);
     let config = setup.scenario.protocol.clone();
     let server = Server::new(config.clone(), directory.clone(), Time(0));
     let devices: usize = setup.topology.users.iter().map(|u| u.devices.len()).sum();
@@ -374,8 +418,32 @@ fn start_server(
     (node, slot)
 }
 
+/// Who is who: the users' devices with their tokens, the conversations and groups.
+fn directory(setup: &Setup) -> Directory {
+    let mut directory = Directory::new();
+    for user in &setup.topology.users {
+        for device in &user.devices {
+            directory.add_device(user.user, *device, token(*device));
+        }
+    }
+    for conversation in &setup.topology.conversations {
+        let members = conversation.members.clone();
+        if conversation.group {
+            directory.add_group(conversation.conv, members);
+        } else {
+            directory.add_conversation(conversation.conv, members);
+        }
+    }
+    directory
+}
+
 /// Cluster topology: one node per gateway, each relaying between its devices and the logic.
-fn start_gateways(handle: &Handle, world: &Arc<World>, setup: &Setup) -> Vec<NodeHandle> {
+fn start_gateways(
+    handle: &Handle,
+    world: &Arc<World>,
+    setup: &Setup,
+    logic: &LogicTier,
+) -> Vec<NodeHandle> {
     let protocol = &setup.scenario.protocol;
     let devices: usize = setup.topology.users.iter().map(|u| u.devices.len()).sum();
     (0..setup.scenario.topology.gateways)
@@ -386,6 +454,10 @@ fn start_gateways(handle: &Handle, world: &Arc<World>, setup: &Setup) -> Vec<Nod
                 connections_max: protocol.sessions_max,
                 tick_ms: protocol.server_tick_ms,
                 receivers: server_receivers(devices),
+                shards: match logic {
+                    LogicTier::Single(..) => None,
+                    LogicTier::Sharded(sharded) => Some(sharded.hosts.clone()),
+                },
             });
             let world = world.clone();
             handle

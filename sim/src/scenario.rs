@@ -43,6 +43,7 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "roaming",
     "feature-swarm",
     "cluster-failover",
+    "sharded-logic",
     "group-500",
     "group-2000",
     "group-10k",
@@ -118,6 +119,11 @@ pub struct TopologySpec {
     /// over to the next when it loses it (`imsim_model::cluster`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub gateways: u32,
+    /// Sharded logic: this many logic nodes behind the gateways, conversations sharded over
+    /// them by id (1, the default: one logic server). Needs gateways
+    /// (`imsim_model::cluster::shard`).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub logic: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -497,6 +503,7 @@ impl Scenario {
             0,
             imsim_model::cluster::GATEWAYS_MAX.into(),
         )?;
+        self.validate_logic()?;
         if t.gateways == 0 {
             let cluster = FaultClass::cluster();
             let swarm = &self.faults.swarm_classes;
@@ -518,6 +525,63 @@ impl Scenario {
 }
 
 impl Scenario {
+    /// Sharded logic: shards live behind gateways; the single server's own faults and the
+    /// presence mode that reads group membership at the session shard are refused.
+    fn validate_logic(&self) -> Result<(), String> {
+        let (t, faults) = (&self.topology, &self.faults);
+        let shards_max = imsim_model::cluster::LOGIC_SHARDS_MAX;
+        check_range("topology.logic", t.logic.into(), 1, shards_max.into())?;
+        let drawn = |class| faults.swarm && faults.swarm_classes.contains(&class);
+        if t.logic == 1 {
+            if drawn(FaultClass::LogicCrash) || !faults.profile.logic_crashes.is_empty() {
+                return Err(
+                    "a logic-crash needs topology.logic > 1 (a node to hand over to)".into(),
+                );
+            }
+            return Ok(());
+        }
+        if t.gateways == 0 {
+            return Err(
+                "topology.logic > 1 needs topology.gateways (they route to the shards)".into(),
+            );
+        }
+        if drawn(FaultClass::ServerCrash) || !faults.profile.server_crashes.is_empty() {
+            return Err("topology.logic > 1 has no single server to crash: use logic-crash".into());
+        }
+        if drawn(FaultClass::Placement) || !faults.profile.placements.is_empty() {
+            return Err(
+                "topology.logic > 1 has no single server driver to place faults in: leave \
+                 placement out of faults.swarm_classes"
+                    .into(),
+            );
+        }
+        if self.protocol.presence == imsim_model::PresenceMode::Pull {
+            return Err(
+                "topology.logic > 1 supports presence = \"push\" only (pull reads group \
+                 membership at the session shard, which owns only its own groups)"
+                    .into(),
+            );
+        }
+        for (i, crash) in faults.profile.logic_crashes.iter().enumerate() {
+            if crash.logic >= t.logic {
+                return Err(format!(
+                    "faults.profile.logic_crashes[{i}].logic = {} names no logic node \
+                     (topology.logic = {}; numbered from 0)",
+                    crash.logic, t.logic
+                ));
+            }
+            let end_ms = crash.at_ms.saturating_add(crash.downtime_ms);
+            if end_ms > self.workload.duration_ms {
+                return Err(format!(
+                    "faults.profile.logic_crashes[{i}] ends at {end_ms} ms, after the safety \
+                     phase (workload.duration_ms = {})",
+                    self.workload.duration_ms
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_script(&self) -> Result<(), String> {
         let w = &self.workload;
         if w.script.is_empty() {
@@ -603,6 +667,10 @@ fn one() -> u32 {
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
+}
+
+fn is_one(value: &u32) -> bool {
+    *value == 1
 }
 
 fn is_zero(value: &u32) -> bool {

@@ -178,6 +178,7 @@ impl FaultTimes {
                     | HarnessEvent::PartitionStarted { .. }
                     | HarnessEvent::GatewayCrashed { .. }
                     | HarnessEvent::GatewayPartitionStarted { .. }
+                    | HarnessEvent::LogicCrashed { .. }
             );
             let ends = matches!(
                 event,
@@ -185,6 +186,7 @@ impl FaultTimes {
                     | HarnessEvent::PartitionHealed { .. }
                     | HarnessEvent::GatewayRestarted { .. }
                     | HarnessEvent::GatewayPartitionHealed { .. }
+                    | HarnessEvent::LogicRestarted { .. }
             );
             if starts {
                 if in_force == 0 {
@@ -338,5 +340,47 @@ mod tests {
             resync_bound_ms(start, page + 1),
             resync_bound_ms(start, page) + PULL_ROUND_TRIP_MS
         );
+    }
+
+    /// Sharded logic: a shard's new owner has no sessions, so until a device logs in again
+    /// (a new session at the session shard) a late delivery is not T1's to judge; after it is.
+    #[test]
+    fn t1_waits_after_a_shard_handover_until_the_device_logs_in_again() {
+        let story = |logged_in_again: bool| -> usize {
+            let mut story = Story::one_to_one();
+            for (session, (user, device)) in [(U1, D1), (U1, D2), (U2, D3)].into_iter().enumerate()
+            {
+                login(&mut story, user, device, session as u64 + 1);
+            }
+            story.harness(HarnessEvent::LogicCrashed { logic: 1 });
+            story.harness(HarnessEvent::ShardHandedOver {
+                shard: 1,
+                from: 1,
+                to: 2,
+            });
+            story.harness(HarnessEvent::LogicRestarted { logic: 1 });
+            if logged_in_again {
+                for (session, (user, device)) in [(U1, D2), (U2, D3)].into_iter().enumerate() {
+                    login(&mut story, user, device, session as u64 + 10);
+                }
+            }
+            story.send(D1, C1, m(1));
+            story.commit(C1, D1, m(1));
+            let seq = story.head(C1);
+            story.ack(D1, C1, m(1), seq);
+            story.wait(15_000);
+            story.deliver(C1, seq);
+            story.finish();
+            crate::check::check_all(story.history())
+                .iter()
+                .filter(|v| v.invariant == Invariant::T1DeliveredInTime)
+                .count()
+        };
+        assert_eq!(
+            story(false),
+            0,
+            "no device has a session at the new owner yet"
+        );
+        assert_eq!(story(true), 2, "logged in again: both receivers are judged");
     }
 }

@@ -423,13 +423,24 @@ fn healthy_intervals(history: &History) -> Healthy {
                     server_down = false;
                     touched.extend(states.keys().copied());
                 }
+                // Sharded logic: the new owner of a shard starts with no sessions, so until a
+                // device logs in again (a new session at the session shard) the shard cannot
+                // push to it.
+                HarnessEvent::ShardHandedOver { .. } => {
+                    for state in states.values_mut() {
+                        state.sessions.clear();
+                    }
+                    touched.extend(states.keys().copied());
+                }
                 HarnessEvent::GatewayCrashed { .. }
-                | HarnessEvent::GatewayPartitionStarted { .. } => {
+                | HarnessEvent::GatewayPartitionStarted { .. }
+                | HarnessEvent::LogicCrashed { .. } => {
                     gateway_faults += 1;
                     touched.extend(states.keys().copied());
                 }
                 HarnessEvent::GatewayRestarted { .. }
-                | HarnessEvent::GatewayPartitionHealed { .. } => {
+                | HarnessEvent::GatewayPartitionHealed { .. }
+                | HarnessEvent::LogicRestarted { .. } => {
                     gateway_faults = gateway_faults.saturating_sub(1);
                     touched.extend(states.keys().copied());
                 }

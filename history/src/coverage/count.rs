@@ -132,6 +132,7 @@ impl Tracker {
             HarnessEvent::NodeCrashed {
                 crashed: Node::Server,
             } => self.server_crashes += 1,
+            HarnessEvent::ShardHandedOver { .. } => self.hit(Signal::ShardHandedOver),
             HarnessEvent::NodeCrashed {
                 crashed: Node::Device(device),
             } => {

@@ -3,7 +3,7 @@
 //! own, so a crash loses only its connections: their devices notice (silence, or `NotLoggedIn`
 //! from the restarted gateway) and log in again, here or at another gateway.
 
-use super::LOGIC_ADDRESS;
+use super::shard::{destination, shard_address, shard_at, Destination, Merge};
 use crate::ids::Address;
 use crate::output::Output;
 use crate::time::Time;
@@ -20,6 +20,18 @@ pub struct Gateway {
     /// How often expired connections are swept.
     tick_ms: u64,
     next_tick: Option<Time>,
+    /// Logic shards (1: the single logic); a device's own packets go to each, and their answers
+    /// are merged (`shard.rs`).
+    shards: u32,
+    merge: Merge,
+    /// Sharded logic: per (device, shard), when this gateway last sent the shard a `KeepAlive`
+    /// for the device. Every packet the device sends one shard keeps it alive at the others,
+    /// at most once per `keep_alive_ms` (the sweep tick): a single server hears every packet of
+    /// a device, and a shard that heard only the device's heartbeats expired a device that was
+    /// sending to another shard all along (seed 3768 of sharded-logic, also when keep-alives
+    /// were sparser and counted the fanned-out heartbeats, which a partition had dropped).
+    heard_by_shard: BTreeMap<(Address, u32), Time>,
+    keep_alive_ms: u64,
     outputs: VecDeque<Output>,
 }
 
@@ -33,8 +45,19 @@ impl Gateway {
             connections_max: connections_max as usize,
             tick_ms,
             next_tick: None,
+            shards: 1,
+            merge: Merge::new(1),
+            heard_by_shard: BTreeMap::new(),
+            keep_alive_ms: tick_ms,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// The same gateway in front of `shards` logic shards.
+    pub fn with_shards(mut self, shards: u32) -> Gateway {
+        self.shards = shards;
+        self.merge = Merge::new(shards);
+        self
     }
 
     // ---- getters ----
@@ -50,8 +73,8 @@ impl Gateway {
     // ---- inputs ----
 
     pub fn handle_packet(&mut self, now: Time, from: Address, packet: Packet) {
-        if from == LOGIC_ADDRESS {
-            self.handle_from_logic(packet);
+        if let Some(shard) = shard_at(from) {
+            self.handle_from_logic(from, shard, packet);
         } else {
             self.handle_from_device(now, from, packet);
         }
@@ -62,6 +85,11 @@ impl Gateway {
             let timeout_ms = self.connection_timeout_ms;
             self.connections
                 .retain(|_, heard| now.since_ms(*heard) < timeout_ms);
+            let connections = &self.connections;
+            self.merge
+                .retain_devices(|device| connections.contains_key(&device));
+            self.heard_by_shard
+                .retain(|(device, _), _| connections.contains_key(device));
             self.next_tick = None;
             self.arm(now);
         }
@@ -73,14 +101,23 @@ impl Gateway {
 
     // ---- the two directions ----
 
-    fn handle_from_logic(&mut self, packet: Packet) {
+    fn handle_from_logic(&mut self, from: Address, shard: u32, packet: Packet) {
         match packet {
             Packet::Downstream { device, packet } if self.holds(device) => {
-                self.transmit(device, *packet);
+                if let Some(packet) = self.merge.handle_answer(device, shard, *packet) {
+                    self.transmit(device, packet);
+                }
             }
-            // The registry's route is stale: say so, so the logic stops counting on it.
+            // The registry's route is stale: say so, so the logic stops counting on it. With
+            // sharded logic every shard hears it: each may route the device here, and the
+            // session shard's session must end with the others' (`shard.rs`, rule 4).
+            Packet::Downstream { device, .. } if self.shards == 1 => {
+                self.transmit(from, Packet::Unroutable { device });
+            }
             Packet::Downstream { device, .. } => {
-                self.transmit(LOGIC_ADDRESS, Packet::Unroutable { device });
+                for shard in 0..self.shards {
+                    self.transmit(shard_address(shard), Packet::Unroutable { device });
+                }
             }
             // Nothing else is meant for a gateway; a peer's packet is never a reason to panic.
             _ => {}
@@ -101,7 +138,10 @@ impl Gateway {
                 self.arm(now);
             }
             // Gateway-to-logic packets never come from a device.
-            Packet::Upstream { .. } | Packet::Downstream { .. } | Packet::Unroutable { .. } => {
+            Packet::Upstream { .. }
+            | Packet::Downstream { .. }
+            | Packet::Unroutable { .. }
+            | Packet::KeepAlive { .. } => {
                 let refused = packet.kind().to_string();
                 let reason = Rejection::Unexpected;
                 self.transmit(device, Packet::Error { reason, refused });
@@ -119,10 +159,36 @@ impl Gateway {
                 }
             },
         }
-        let packet = Box::new(packet);
-        self.transmit(LOGIC_ADDRESS, Packet::Upstream { device, packet });
+        match destination(&packet, self.shards) {
+            Destination::Shard(shard) => {
+                let packet = Box::new(packet);
+                self.transmit(shard_address(shard), Packet::Upstream { device, packet });
+                self.keep_alive(now, device, shard);
+            }
+            Destination::EveryShard => {
+                for shard in 0..self.shards {
+                    let packet = Box::new(packet.clone());
+                    self.transmit(shard_address(shard), Packet::Upstream { device, packet });
+                }
+            }
+        }
         if logout {
             self.connections.remove(&device);
+        }
+    }
+
+    /// `shard` just heard from `device`; every other shard not told within `keep_alive_ms` is
+    /// told the device is alive.
+    fn keep_alive(&mut self, now: Time, device: Address, shard: u32) {
+        if self.shards == 1 {
+            return;
+        }
+        for other in (0..self.shards).filter(|other| *other != shard) {
+            let heard = self.heard_by_shard.get(&(device, other));
+            if heard.is_none_or(|at| now.since_ms(*at) >= self.keep_alive_ms) {
+                self.heard_by_shard.insert((device, other), now);
+                self.transmit(shard_address(other), Packet::KeepAlive { device });
+            }
         }
     }
 

@@ -52,6 +52,10 @@ impl Logic {
                 }
                 server.handle_packet(now, device, *packet);
             }
+            (Some(_), Packet::KeepAlive { device }) if gateway_of(device).is_none() => {
+                self.registry.register(device, from, now);
+                server.handle_keep_alive(now, device);
+            }
             (Some(gateway), Packet::Unroutable { device }) => {
                 self.handle_unroutable(server, now, device, from, gateway);
             }

@@ -20,6 +20,10 @@
 //!   `Packet::Unroutable`: the route is dropped and the device's session ends, so nothing is
 //!   counted delivered that was not; the device's next login re-registers and re-syncs it.
 //!
+//! With `[topology] logic = L > 1` the logic is sharded by conversation ([`shard`]): the gateway
+//! sends each packet to the shard owning its conversation, a device's own packets to every shard,
+//! and merges their answers.
+//!
 //! Sessions, seqs and storage stay at the logic, keyed by the device's address, so any gateway
 //! can carry any device's packets and a failover is an ordinary login through another gateway.
 
@@ -27,11 +31,13 @@ mod failover;
 mod gateway;
 mod logic;
 mod registry;
+pub mod shard;
 
 pub use failover::Failover;
 pub use gateway::Gateway;
 pub use logic::Logic;
 pub use registry::Registry;
+pub use shard::{shard_address, shard_at, shard_of, take_over, Merge, LOGIC_SHARDS_MAX};
 
 use crate::ids::Address;
 

@@ -320,3 +320,272 @@ fn the_failover_variant_resumes_the_session_without_heads() {
         .iter()
         .any(|output| matches!(output, Output::Event(Event::SessionClosed { .. }))));
 }
+
+// ---- sharded logic ----
+
+#[test]
+fn conversations_and_addresses_map_to_shards() {
+    assert_eq!(shard_of(ConvId(7), 3), 1);
+    assert_eq!(shard_of(ConvId(7), 1), 0);
+    assert_eq!(
+        shard_address(0),
+        LOGIC_ADDRESS,
+        "shard 0 is the single logic's address"
+    );
+    for shard in 0..LOGIC_SHARDS_MAX {
+        assert_eq!(shard_at(shard_address(shard)), Some(shard));
+    }
+    assert_eq!(shard_at(DEVICE), None);
+    assert_eq!(shard_at(gateway_address(0)), None);
+}
+
+#[test]
+fn a_sharded_gateway_sends_a_conversation_to_its_owner_and_the_device_to_every_shard() {
+    let mut gateway = Gateway::new(1_000, 10, 100).with_shards(3);
+    gateway.handle_packet(Time(1), DEVICE, login());
+    let logins = transmits(&drain_gateway(&mut gateway));
+    let shards: Vec<Address> = logins.iter().map(|(to, _)| *to).collect();
+    assert_eq!(
+        shards,
+        vec![shard_address(0), shard_address(1), shard_address(2)]
+    );
+    let pull = Packet::Pull {
+        conv: ConvId(5),
+        after: crate::ids::Seq(0),
+        limit: 10,
+    };
+    gateway.handle_packet(Time(2), DEVICE, pull);
+    let upstream = |gateway: &mut Gateway| -> Vec<Address> {
+        transmits(&drain_gateway(gateway))
+            .into_iter()
+            .filter(|(_, packet)| matches!(packet, Packet::Upstream { .. }))
+            .map(|(to, _)| to)
+            .collect()
+    };
+    assert_eq!(upstream(&mut gateway), vec![shard_address(2)]);
+    // Presence belongs to the session shard.
+    gateway.handle_packet(
+        Time(3),
+        DEVICE,
+        Packet::PresenceQuery {
+            conv: Some(ConvId(5)),
+        },
+    );
+    assert_eq!(upstream(&mut gateway), vec![LOGIC_ADDRESS]);
+}
+
+fn head(conv: u32, seq: u64) -> crate::wire::Head {
+    crate::wire::Head {
+        conv: ConvId(conv),
+        seq: crate::ids::Seq(seq),
+        floor: crate::ids::Seq(0),
+    }
+}
+
+fn downstream(packet: Packet) -> Packet {
+    Packet::Downstream {
+        device: DEVICE,
+        packet: Box::new(packet),
+    }
+}
+
+#[test]
+fn a_sharded_gateway_answers_a_login_once_every_shard_did_with_each_owners_heads() {
+    let mut gateway = Gateway::new(1_000, 10, 100).with_shards(2);
+    gateway.handle_packet(Time(1), DEVICE, login());
+    drain_gateway(&mut gateway);
+    // Each shard knows every conversation of the user but owns only its own: c1 is shard 1's,
+    // c2 shard 0's.
+    let answer = |session: u64, c1: u64, c2: u64| Packet::LoginOk {
+        session: crate::ids::SessionId(session),
+        heads: vec![head(1, c1), head(2, c2)],
+    };
+    gateway.handle_packet(Time(2), shard_address(1), downstream(answer(70, 4, 0)));
+    assert!(
+        drain_gateway(&mut gateway).is_empty(),
+        "shard 0 has not answered"
+    );
+    gateway.handle_packet(Time(3), shard_address(0), downstream(answer(9, 0, 6)));
+    let merged = transmits(&drain_gateway(&mut gateway));
+    assert_eq!(
+        merged,
+        vec![(
+            DEVICE,
+            Packet::LoginOk {
+                session: crate::ids::SessionId(9),
+                heads: vec![head(1, 4), head(2, 6)],
+            }
+        )],
+        "the session shard's session, each conversation's head from its owner"
+    );
+    // Heartbeats: the sync and receipt keys add up, presence is the session shard's.
+    let ack = |sync_key, presence_key| Packet::HeartbeatAck {
+        sync_key,
+        receipt_key: 1,
+        presence_key,
+    };
+    gateway.handle_packet(Time(4), shard_address(0), downstream(ack(6, 33)));
+    gateway.handle_packet(Time(5), shard_address(1), downstream(ack(4, 99)));
+    assert_eq!(
+        transmits(&drain_gateway(&mut gateway)),
+        vec![(
+            DEVICE,
+            Packet::HeartbeatAck {
+                sync_key: 10,
+                receipt_key: 2,
+                presence_key: 33
+            }
+        )]
+    );
+    // Presence pushes from a mirror shard do not reach the device; a push does at once.
+    let presence = crate::wire::PresenceEntry {
+        user: UserId(2),
+        online: true,
+        version: 1,
+    };
+    gateway.handle_packet(
+        Time(6),
+        shard_address(1),
+        downstream(Packet::Presence(presence)),
+    );
+    assert!(drain_gateway(&mut gateway).is_empty());
+    gateway.handle_packet(Time(7), shard_address(1), downstream(Packet::Heartbeat));
+    assert_eq!(transmits(&drain_gateway(&mut gateway)).len(), 1);
+}
+
+#[test]
+fn a_sharded_gateway_reports_a_stale_route_to_every_shard() {
+    let mut gateway = Gateway::new(1_000, 10, 100).with_shards(3);
+    gateway.handle_packet(Time(1), shard_address(2), downstream(Packet::Heartbeat));
+    let reports = transmits(&drain_gateway(&mut gateway));
+    let expected: Vec<(Address, Packet)> = (0..3)
+        .map(|shard| (shard_address(shard), Packet::Unroutable { device: DEVICE }))
+        .collect();
+    assert_eq!(reports, expected);
+}
+
+/// Drives a server until its outputs are drained, syncing storage whenever asked.
+fn settle(server: &mut Server, now: Time) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    while let Some(output) = server.poll_output() {
+        if let Output::SyncStorage { through } = output {
+            server.handle_storage_synced(now, through);
+        }
+        outputs.push(output);
+    }
+    outputs
+}
+
+fn send(client_msg_id: u64, client_seq: u64) -> Packet {
+    Packet::Send {
+        conv: ConvId(1),
+        sender: UserId(1),
+        client_msg_id: crate::ids::ClientMsgId(client_msg_id),
+        client_seq: crate::ids::ClientSeq(client_seq),
+        body: "hello".into(),
+        client_time_ms: 0,
+        change: None,
+    }
+}
+
+fn committed_seq(outputs: &[Output]) -> Option<crate::ids::Seq> {
+    outputs.iter().find_map(|output| match output {
+        Output::Event(Event::Committed { seq, .. }) => Some(*seq),
+        _ => None,
+    })
+}
+
+/// A shard's new owner after a handover: the next seq follows the last stored one, unless the
+/// variant forgets it.
+fn seq_after_handover(variant: Variant) -> crate::ids::Seq {
+    let (mut server, _) = server(variant);
+    server.handle_packet(Time(1), DEVICE, login());
+    server.handle_packet(Time(2), DEVICE, send(1, 1));
+    assert_eq!(
+        committed_seq(&settle(&mut server, Time(2))),
+        Some(crate::ids::Seq(1))
+    );
+    let (config, directory) = (
+        ProtocolConfig {
+            variant,
+            ..ProtocolConfig::default()
+        },
+        server.directory().clone(),
+    );
+    let mut owner = take_over(config, directory, server.storage(), 1, Time(10));
+    settle(&mut owner, Time(10));
+    owner.handle_packet(Time(11), DEVICE, login());
+    owner.handle_packet(Time(12), DEVICE, send(2, 2));
+    committed_seq(&settle(&mut owner, Time(12))).expect("the second send commits")
+}
+
+#[test]
+fn a_new_shard_owner_continues_after_the_last_stored_seq() {
+    assert_eq!(seq_after_handover(Variant::Correct), crate::ids::Seq(2));
+    assert_eq!(
+        seq_after_handover(Variant::HandoverRestartsSeqs),
+        crate::ids::Seq(1),
+        "the variant reuses a durable seq"
+    );
+}
+
+#[test]
+fn a_device_busy_in_one_shard_is_kept_alive_at_the_others() {
+    // A tick of 100 ms: keep-alives go at most every 100 ms per shard.
+    let mut gateway = Gateway::new(1_000, 10, 100).with_shards(3);
+    gateway.handle_packet(Time(0), DEVICE, login());
+    drain_gateway(&mut gateway);
+    let ack = |conv| Packet::Ack {
+        conv: ConvId(conv),
+        watermark: crate::ids::Seq(1),
+    };
+    gateway.handle_packet(Time(300), DEVICE, ack(1));
+    let sent = transmits(&drain_gateway(&mut gateway));
+    let kept_alive: Vec<Address> = sent
+        .iter()
+        .filter(|(_, packet)| matches!(packet, Packet::KeepAlive { device: DEVICE }))
+        .map(|(to, _)| *to)
+        .collect();
+    assert_eq!(kept_alive, vec![shard_address(0), shard_address(2)]);
+    gateway.handle_packet(Time(350), DEVICE, ack(1));
+    assert_eq!(
+        transmits(&drain_gateway(&mut gateway)).len(),
+        1,
+        "not again so soon"
+    );
+    gateway.handle_packet(Time(400), DEVICE, ack(2));
+    let sent = transmits(&drain_gateway(&mut gateway));
+    assert_eq!(
+        sent.len(),
+        3,
+        "shard 2's ack, keep-alives to 0 and 1: {sent:?}"
+    );
+}
+
+#[test]
+fn a_keep_alive_refreshes_the_session_and_route_without_an_answer() {
+    let (mut server, mut logic) = logged_in_through_g0(Variant::Correct);
+    let timeout_ms = ProtocolConfig::default().session_timeout_ms;
+    let keep_alive = Packet::KeepAlive { device: DEVICE };
+    logic.handle_packet(
+        &mut server,
+        Time(timeout_ms - 10),
+        gateway_address(0),
+        keep_alive,
+    );
+    assert!(
+        transmits(&drain_logic(&mut logic)).is_empty(),
+        "never answered"
+    );
+    logic.handle_timeout(&mut server, Time(timeout_ms + 500));
+    drain_logic(&mut logic);
+    assert_eq!(
+        server.session_count(),
+        1,
+        "heard through another shard: still alive"
+    );
+    assert_eq!(
+        logic.registry().route(DEVICE, Time(timeout_ms + 500)),
+        Some(gateway_address(0))
+    );
+}

@@ -204,6 +204,15 @@ impl Server {
         server
     }
 
+    /// VARIANT handover-restarts-seqs (`cluster::take_over`): the timelines read back from
+    /// storage are dropped, and with them every conversation's last seq.
+    pub(crate) fn forget_timelines(&mut self) {
+        for conversation in self.conversations.values_mut() {
+            conversation.messages.clear();
+            conversation.durable_head = Seq::ZERO;
+        }
+    }
+
     // ---- getters ----
 
     pub fn storage(&self) -> &Storage {
@@ -358,6 +367,14 @@ impl Server {
     pub fn close_unroutable(&mut self, now: Time, address: Address) {
         self.close_session(now, address, SessionEnd::Unroutable);
         self.rearm();
+    }
+
+    /// Sharded logic: the device at `address` was heard by another shard (its gateway says so),
+    /// so its session here is as alive as if it had sent this shard a packet. No answer.
+    pub fn handle_keep_alive(&mut self, now: Time, address: Address) {
+        if let Some(session) = self.sessions.get_mut(&address) {
+            session.last_heard = now;
+        }
     }
 
     /// The device whose session is held at `address`, if any.

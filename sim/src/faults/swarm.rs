@@ -8,7 +8,7 @@
 
 use imsim_history::faults::{
     ClockSkew, CrashFault, DelayFault, DeviceCrashFault, Direction, FaultClass, FaultProfile,
-    GatewayCrashFault, GatewayPartitionFault, LinkFault, PartitionFault,
+    GatewayCrashFault, GatewayPartitionFault, LinkFault, LogicCrashFault, PartitionFault,
 };
 use imsim_history::Topology;
 use imsim_model::DeviceId;
@@ -32,15 +32,20 @@ pub const LONG_SILENCE_MARGIN_MS: u64 = 5_000;
 /// may notice the silence and fail over, or not, depending on the draw.
 pub const GATEWAY_FAULT_MS_MAX: u64 = 8_000;
 
+/// The shortest drawn logic-node downtime. Its shards move at once, but the node stays down a
+/// while, so a second crash may find it gone and hand a shard on to a third node.
+pub const LOGIC_DOWNTIME_MS_MIN: u64 = 1_000;
+
 /// Swarm testing: each class in `classes` is on with probability 1/2; its parameters are
 /// drawn. Every fault ends before `duration_ms` (the end of the safety phase). The cluster
 /// classes are drawn only when there are `gateways` (without one, they take no draw at all, so
-/// the single-server runs draw exactly what they always drew).
+/// the single-server runs draw exactly what they always drew); `logic-crash` only when there is
+/// more than one `logic` node to hand a shard over to.
 pub fn draw(
     rng: &mut impl Rng,
     classes: &[FaultClass],
     devices: u32,
-    gateways: u32,
+    (gateways, logic): (u32, u32),
     duration_ms: u64,
 ) -> FaultProfile {
     let mut profile = FaultProfile::default();
@@ -63,6 +68,9 @@ pub fn draw(
         }
         // Placements take no draw here: they come from a stream of their own (`placement`).
         if *class == FaultClass::Placement {
+            continue;
+        }
+        if logic <= 1 && *class == FaultClass::LogicCrash {
             continue;
         }
         if !rng.gen_bool(0.5) {
@@ -156,6 +164,23 @@ pub fn draw(
                 }
             }
             FaultClass::Placement => {}
+            FaultClass::LogicCrash => {
+                for _ in 0..rng.gen_range(1..=2) {
+                    let logic = rng.gen_range(0..logic);
+                    let (at_ms, downtime_ms) = window(
+                        rng,
+                        duration_ms,
+                        LOGIC_DOWNTIME_MS_MIN,
+                        GATEWAY_FAULT_MS_MAX,
+                    );
+                    profile.logic_crashes.push(LogicCrashFault {
+                        logic,
+                        at_ms,
+                        downtime_ms,
+                    });
+                }
+                profile.logic_crashes.sort_by_key(|crash| crash.at_ms);
+            }
             FaultClass::ClockSkew => {
                 for device in &device_ids {
                     let offset_ms = rng.gen_range(-60_000..=60_000);

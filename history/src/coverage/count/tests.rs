@@ -593,3 +593,16 @@ fn a_stale_route_is_repaired_when_its_device_gets_a_session_again() {
     story.server(opened(D2));
     assert_eq!(story.count(Signal::StaleRouteRepaired), 1);
 }
+
+#[test]
+fn a_shard_handover_is_counted() {
+    let mut story = Story::new();
+    story.harness(HarnessEvent::LogicCrashed { logic: 0 });
+    assert_eq!(story.count(Signal::ShardHandedOver), 0, "a crash alone");
+    story.harness(HarnessEvent::ShardHandedOver {
+        shard: 0,
+        from: 0,
+        to: 1,
+    });
+    assert_eq!(story.count(Signal::ShardHandedOver), 1);
+}
