@@ -13,6 +13,7 @@
 
 pub mod ceiling;
 pub mod determinism;
+mod discovery;
 pub mod explicit;
 pub mod faults;
 pub mod features;
@@ -24,6 +25,7 @@ mod runaway;
 pub mod scenario;
 mod shards;
 pub mod shrink;
+mod sync;
 pub mod trace;
 pub mod workload;
 

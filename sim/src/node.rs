@@ -28,11 +28,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 const TAG: u64 = 0x1a5;
-pub(crate) const PORT: u16 = 7000;
+pub(crate) use crate::discovery::PORT;
 /// Device clocks start this far after true zero, so a negative skew never goes below zero.
 const CLOCK_BASE_MS: i64 = 1_000_000_000;
 /// A storage sync takes between these many milliseconds: long enough that a crash can fall
@@ -60,11 +60,7 @@ pub(crate) struct World {
     crash_requests: Mutex<Option<tokio::sync::mpsc::UnboundedSender<u64>>>,
 }
 
-/// Locks a mutex. The simulation runs on one thread and no lock is held across an `await`, so
-/// a lock is never contended and never poisoned unless a node already panicked.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().expect("a node panicked while holding a lock")
-}
+pub(crate) use crate::sync::lock;
 
 impl World {
     pub(crate) fn new(
@@ -206,7 +202,7 @@ pub(crate) fn socket_of(address: Address) -> SocketAddr {
 
 fn address_of(socket: SocketAddr) -> Address {
     // Sharded logic: each shard's server has a port of its own on the node running it.
-    if let (IpAddr::V4(ip), Some(shard)) = (socket.ip(), crate::shards::shard_of_port(socket)) {
+    if let (IpAddr::V4(ip), Some(shard)) = (socket.ip(), crate::discovery::shard_of_port(socket)) {
         if ip.octets()[1] == 0 {
             return cluster::shard_address(shard);
         }
@@ -674,7 +670,7 @@ pub(crate) struct GatewaySlot {
     pub tick_ms: u64,
     pub receivers: usize,
     /// Sharded logic: where each shard runs. `None`: the single logic.
-    pub shards: Option<Arc<crate::shards::ShardHosts>>,
+    pub shards: Option<Arc<crate::discovery::ShardHosts>>,
 }
 
 pub(crate) async fn run_gateway(world: Arc<World>, slot: Arc<GatewaySlot>) {

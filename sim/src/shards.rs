@@ -10,83 +10,19 @@
 //! node to restart. Gateways find a shard through [`ShardHosts`], the simulated service
 //! discovery: a packet to a shard on a dead node is lost like any packet to a dead node.
 
-use crate::node::{lock, socket_of, Driver, Input, Later, World, PORT, SYNC_MS_MAX, SYNC_MS_MIN};
+use crate::discovery::{logic_ip, shard_port, ShardHosts};
+use crate::node::{lock, socket_of, Driver, Input, Later, World, SYNC_MS_MAX, SYNC_MS_MIN};
 use imsim_history::faults::FaultProfile;
 use imsim_history::{Entry, HarnessEvent, Node};
 use imsim_model::cluster::{self, shard::SESSION_SHARD, Logic};
-use imsim_model::{Address, Directory, Event, Output, ProtocolConfig, Server, Storage, Time};
+use imsim_model::{Directory, Event, Output, ProtocolConfig, Server, Storage, Time};
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::time::Duration;
 use rand::Rng;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
-
-/// Logic node number `logic` (from 0) lives at 10.0.0.`logic + 1` (node 0 where the single
-/// server would be).
-pub(crate) fn logic_ip(logic: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, 0, logic as u8 + 1))
-}
-
-fn shard_port(shard: u32) -> u16 {
-    PORT + 1 + shard as u16
-}
-
-/// The shard whose server sent from `socket`, if its port is a shard's.
-pub(crate) fn shard_of_port(socket: SocketAddr) -> Option<u32> {
-    let shard = socket.port().checked_sub(PORT + 1)?;
-    (u32::from(shard) < cluster::LOGIC_SHARDS_MAX).then_some(u32::from(shard))
-}
-
-/// Which node runs each shard, and which nodes are up: the cluster's coordinator, as data.
-pub(crate) struct ShardHosts {
-    hosts: Mutex<Hosts>,
-}
-
-struct Hosts {
-    /// Per shard, the node running its server (`None`: no node up to run it).
-    host: Vec<Option<u32>>,
-    /// Per shard, the last node that ran it.
-    last: Vec<u32>,
-    up: Vec<bool>,
-    /// Per node, how to tell its current incarnation to start a shard's server. (A task
-    /// spawned from outside through a `NodeHandle` would land on the incarnation the handle
-    /// was made for, dead after a restart.)
-    starters: Vec<Option<UnboundedSender<u32>>>,
-}
-
-impl Hosts {
-    fn hosted_by(&self, node: u32) -> Vec<u32> {
-        (0..self.host.len() as u32)
-            .filter(|shard| self.host[*shard as usize] == Some(node))
-            .collect()
-    }
-}
-
-impl ShardHosts {
-    fn new(logic: u32) -> ShardHosts {
-        ShardHosts {
-            hosts: Mutex::new(Hosts {
-                host: (0..logic).map(Some).collect(),
-                last: (0..logic).collect(),
-                up: vec![true; logic as usize],
-                starters: vec![None; logic as usize],
-            }),
-        }
-    }
-
-    pub(crate) fn shards(&self) -> u32 {
-        lock(&self.hosts).host.len() as u32
-    }
-
-    /// Where the server of the shard at `address` listens now.
-    pub(crate) fn socket_of(&self, address: Address) -> Option<SocketAddr> {
-        let shard = cluster::shard_at(address)?;
-        let node = (*lock(&self.hosts).host.get(shard as usize)?)?;
-        Some(SocketAddr::new(logic_ip(node), shard_port(shard)))
-    }
-}
+use tokio::sync::mpsc::unbounded_channel;
 
 /// One shard's server and its routing; it outlives the nodes that run it.
 pub(crate) struct ShardSlot {
