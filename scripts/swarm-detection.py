@@ -33,6 +33,7 @@ PAIRS = [
     ("stale-route-counted-delivered", "cluster-swarm-only"),
     ("failover-without-resync", "cluster-swarm-only"),
     ("handover-restarts-seqs", "sharded-logic"),
+    ("audience-from-current-members", "group-membership-churn"),
 ]
 
 
