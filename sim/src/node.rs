@@ -94,10 +94,6 @@ impl World {
         Some(placement.downtime_ms)
     }
 
-    fn placement_armed(&self, kind: PlacementKind) -> bool {
-        lock(&self.placements).armed(kind, self.now_ms())
-    }
-
     /// Records that a placement fired at `conv` and, for the kinds that crash it, has the
     /// server killed now and restarted after `downtime_ms`.
     fn placement_fired(&self, kind: PlacementKind, conv: ConvId, downtime_ms: u64) {
@@ -547,7 +543,7 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
                         if crash.is_none() {
                             crash = world.place(kind).map(|downtime| (kind, conv, downtime));
                         }
-                        if held.conv == Some(conv) {
+                        if held.send.is_some_and(|(held_conv, ..)| held_conv == conv) {
                             let kind = PlacementKind::MembershipInSyncWindow;
                             world.placement_fired(kind, conv, 0);
                             held.release(&driver.inbox);
@@ -571,11 +567,7 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
                     continue;
                 }
                 let membership = PlacementKind::MembershipInSyncWindow;
-                if send.change
-                    && held.conv.is_none()
-                    && world.placement_armed(membership)
-                    && world.place(membership).is_some()
-                {
+                if send.change && held.send.is_none() && world.place(membership).is_some() {
                     held.hold(send, packet.clone(), *from);
                     driver.schedule(now.0 + HOLD_MS_MAX, Later::Release);
                     continue;
@@ -634,21 +626,20 @@ impl SendOf {
 /// of its group asks for a storage sync, with the device's retransmissions of it.
 #[derive(Default)]
 struct Held {
-    conv: Option<ConvId>,
-    send: Option<(Address, ClientMsgId)>,
+    /// The held send: its conversation, device and message id.
+    send: Option<(ConvId, Address, ClientMsgId)>,
     packets: Vec<(Packet, Address)>,
 }
 
 impl Held {
     fn hold(&mut self, send: SendOf, packet: Packet, from: Address) {
-        self.conv = Some(send.conv);
-        self.send = Some((send.device, send.client_msg_id));
+        self.send = Some((send.conv, send.device, send.client_msg_id));
         self.packets.push((packet, from));
     }
 
     /// A copy of the held send: a retransmission, or a duplicate.
     fn holds(&self, send: &SendOf) -> bool {
-        self.send == Some((send.device, send.client_msg_id))
+        self.send == Some((send.conv, send.device, send.client_msg_id))
     }
 
     /// Hands the held packets to the server next, ahead of anything else in the inbox.

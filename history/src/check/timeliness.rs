@@ -40,8 +40,9 @@ const HOP_ALLOWANCE_MS: u64 = 50;
 pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
     let mut findings = Findings::new();
     if let Some(start) = history.run_start() {
-        delivered_in_time(history, index, start, &mut findings);
-        read_shown_in_time(history, index, start, &mut findings);
+        let links = Links::of(history, start);
+        delivered_in_time(history, index, start, &links, &mut findings);
+        read_shown_in_time(history, index, start, &links, &mut findings);
     }
     findings.into_violations()
 }
@@ -77,28 +78,43 @@ pub fn read_bound_ms(protocol: &ProtocolConfig, in_flight_ms: u64) -> u64 {
     protocol.server_tick_ms + 2 * (HOP_ALLOWANCE_MS + in_flight_ms)
 }
 
-/// The profile's extra delay a packet may take (drawn delay plus hold), and the lossy devices.
-fn link_faults(start: &RunStart) -> (u64, BTreeSet<DeviceId>) {
-    let faults = &start.faults;
-    let in_flight_ms = faults.delay.as_ref().map_or(0, |d| d.delay_ms_max)
-        + faults.hold.as_ref().map_or(0, |h| h.delay_ms_max);
-    let lossy = faults
-        .loss
-        .iter()
-        .flat_map(|loss| loss.devices.iter().copied())
-        .collect();
-    (in_flight_ms, lossy)
+/// What both bounds read of the links: the profile's extra delay a packet may take (drawn delay
+/// plus hold), the lossy devices, and when each device was online with a healthy link.
+struct Links {
+    in_flight_ms: u64,
+    lossy: BTreeSet<DeviceId>,
+    healthy: Healthy,
+}
+
+impl Links {
+    fn of(history: &History, start: &RunStart) -> Links {
+        let faults = &start.faults;
+        Links {
+            in_flight_ms: faults.delay.as_ref().map_or(0, |d| d.delay_ms_max)
+                + faults.hold.as_ref().map_or(0, |h| h.delay_ms_max),
+            lossy: faults
+                .loss
+                .iter()
+                .flat_map(|loss| loss.devices.iter().copied())
+                .collect(),
+            healthy: healthy_intervals(history),
+        }
+    }
 }
 
 fn read_shown_in_time(
     history: &History,
     index: &HistoryIndex,
     start: &RunStart,
+    links: &Links,
     findings: &mut Findings,
 ) {
-    let (in_flight_ms, lossy) = link_faults(start);
-    let bound_ms = read_bound_ms(&start.protocol, in_flight_ms);
-    let healthy = healthy_intervals(history);
+    let Links {
+        in_flight_ms,
+        lossy,
+        healthy,
+    } = links;
+    let bound_ms = read_bound_ms(&start.protocol, *in_flight_ms);
     let end_ms = history.records.last().map_or(0, |r| r.t_ms);
     let devices_of: BTreeMap<UserId, &[DeviceId]> = start
         .topology
@@ -196,10 +212,15 @@ fn delivered_in_time(
     history: &History,
     index: &HistoryIndex,
     start: &RunStart,
+    links: &Links,
     findings: &mut Findings,
 ) {
-    let (in_flight_ms, lossy) = link_faults(start);
-    let healthy = healthy_intervals(history);
+    let Links {
+        in_flight_ms,
+        lossy,
+        healthy,
+    } = links;
+    let in_flight_ms = *in_flight_ms;
     let mut overflows: BTreeMap<(DeviceId, ConvId), BTreeSet<u64>> = BTreeMap::new();
     for (_, record, event) in history.protocol_events() {
         if let (Node::Device(device), Event::HoldBackOverflow { conv, seq }) = (record.node, event)

@@ -94,14 +94,6 @@ impl Placements {
         Some(placement)
     }
 
-    /// Whether a placement of `kind` is armed at `now_ms` (without taking it).
-    pub(crate) fn armed(&self, kind: PlacementKind, now_ms: u64) -> bool {
-        self.armed.iter().any(|placement| {
-            placement.kind == kind
-                && (placement.after_ms..placement.after_ms + PLACEMENT_ARMED_MS).contains(&now_ms)
-        })
-    }
-
     fn crash_fits(&self, now_ms: u64, downtime_ms: u64) -> bool {
         let end_ms = now_ms + downtime_ms + CRASH_CLEARANCE_MS;
         now_ms >= self.down_until_ms
@@ -167,7 +159,6 @@ mod tests {
         assert!(placements
             .fire(PlacementKind::DuplicateBeforeCrash, 1_000)
             .is_none());
-        assert!(placements.armed(PlacementKind::CrashInSyncWindow, 1_000));
         assert!(placements
             .fire(PlacementKind::CrashInSyncWindow, 1_200)
             .is_some());
