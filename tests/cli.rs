@@ -100,6 +100,7 @@ fn absurd_values_are_named() {
         ("users = 6", "users = 1", "topology.users"),
         ("messages = 60", "messages = 99999999", "workload.messages"),
         ("duration_ms = 30_000", "duration_ms = 0", "workload.duration_ms"),
+        ("messages = 60", "messages = 60\nedge_requests = 99999999", "workload.edge_requests"),
         ("", "[protocol]\nheartbeat_interval_ms = 0", "protocol.heartbeat_interval_ms"),
         ("", "[protocol]\nretransmit_initial_ms = 9000\nretransmit_max_ms = 10", "retransmit"),
         ("", "[faults.profile]\nloss = { probability = 1.5, devices = [1] }", "faults.profile.loss.probability"),

@@ -2,6 +2,7 @@
 //! sweeps (`imsim run --seeds 0..200`) are commands, not tests; these seeds keep `cargo test`
 //! fast while still crossing crashes, partitions and swarm faults.
 
+use imsim_history::coverage::Signal;
 use imsim_history::{Entry, HarnessEvent, Node};
 use imsim_model::{Event, PullReason, Rejection, SendFailure};
 use imsim_sim::{run, RunOutcome, Scenario};
@@ -123,6 +124,44 @@ fn scripted_workload_runs_exactly_its_actions() {
     let mixed = text.replace("messages = 0", "messages = 5");
     let error = Scenario::parse("mixed.toml", &mixed).unwrap_err();
     assert!(error.message.contains("workload.script"), "{error}");
+}
+
+#[test]
+fn a_scripted_add_of_a_user_nobody_owns_is_refused_and_the_run_passes() {
+    let text = r#"
+        name = "unknown-add"
+        [topology]
+        users = 3
+        conversations = [[1, 2]]
+        [[topology.groups]]
+        size = 3
+        members = [1, 2, 3]
+        [workload]
+        duration_ms = 3_000
+        messages = 0
+        script = [
+            { at_ms = 100, device = 1, action = "add", conv = 2, user = 6 },
+            { at_ms = 200, device = 1, action = "send", conv = 2, body = "still here" },
+        ]
+        [faults]
+        swarm = false
+    "#;
+    let scenario = Scenario::parse("unknown-add.toml", text).expect("valid");
+    let outcome = run(&scenario, 1);
+    assert!(
+        outcome.ok(),
+        "{}",
+        outcome.failure_report("unknown-add.toml")
+    );
+    let counts = imsim_history::coverage::signals(&outcome.history);
+    assert_eq!(counts[&Signal::UnknownUserAddRefused], 1);
+    // Only the next few ids are "nobody": further out is a typo, named as such.
+    let typo = text.replace("user = 6", "user = 7");
+    let error = Scenario::parse("typo.toml", &typo).unwrap_err();
+    assert!(error.message.contains("script[0].user"), "{error}");
+    let remove = text.replace("action = \"add\"", "action = \"remove\"");
+    let error = Scenario::parse("remove.toml", &remove).unwrap_err();
+    assert!(error.message.contains("script[0].user"), "{error}");
 }
 
 // ---- groups ----

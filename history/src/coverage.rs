@@ -54,6 +54,8 @@ pub enum Need {
     Groups,
     /// Devices installed mid-run (`workload.roaming_devices`).
     Roaming,
+    /// Requests at the protocol's limits (`workload.edge_requests`).
+    EdgeRequests,
 }
 
 /// The long silences some signals need; each names the direction cut and the protocol bound it
@@ -142,6 +144,15 @@ signals! {
     PartitionHealedWithPendingSends = "partition-healed-with-pending-sends",
         "a partition healed while its device had sends not yet acked",
         [Need::AnyFault(&[Partition])];
+    BodyAtLimitCommitted = "body-at-limit-committed",
+        "a message whose body is exactly body_bytes_max bytes long was committed",
+        [Need::EdgeRequests];
+    BodyTooLargeRefused = "body-too-large-refused",
+        "the server refused a send whose body is over body_bytes_max",
+        [Need::EdgeRequests];
+    UnknownUserAddRefused = "unknown-user-add-refused",
+        "the server refused a membership change that adds a user nobody knows",
+        [Need::EdgeRequests, Need::Groups];
     SendSurvivedDeviceRestart = "send-survived-device-restart",
         "a message requested before its device's app was killed was acked after the restart",
         [Need::AnyFault(&[DeviceRestart])];

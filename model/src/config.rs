@@ -246,3 +246,24 @@ impl ProtocolConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ProtocolConfig;
+
+    #[test]
+    fn a_backoff_may_be_constant_but_never_shrink() {
+        let constant = ProtocolConfig {
+            retransmit_initial_ms: 500,
+            retransmit_max_ms: 500,
+            ..ProtocolConfig::default()
+        };
+        assert_eq!(constant.validate(), Ok(()));
+        let shrinking = ProtocolConfig {
+            retransmit_max_ms: 499,
+            ..constant
+        };
+        let error = shrinking.validate().unwrap_err();
+        assert!(error.contains("retransmit_initial_ms (500)"), "{error}");
+    }
+}

@@ -68,6 +68,8 @@ pub enum Rejection {
     ServerFull,
     /// A message body longer than `body_bytes_max`.
     BodyTooLarge,
+    /// A membership change that adds a user the directory does not know.
+    UnknownUser,
     /// A membership change that changes nothing (adding a member, removing a non-member).
     NoEffect,
     /// A packet that makes no sense in this state (a server-bound kind sent to a device, a

@@ -103,6 +103,7 @@ pub fn explicit(scenario: &Scenario, seed: u64) -> Scenario {
             membership_changes: 0,
             reads: 0,
             roaming_devices: 0,
+            edge_requests: 0,
             script,
         },
         faults: FaultSpec {

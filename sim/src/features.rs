@@ -35,6 +35,7 @@ pub struct Drawn {
     pub notify_then_pull: bool,
     pub fanout_write: bool,
     pub storm: bool,
+    pub edge_requests: bool,
 }
 
 /// `scenario` with this seed's features drawn (unchanged without `[features] swarm = true`).
@@ -54,6 +55,7 @@ pub fn draw(scenario: &Scenario, seed: u64) -> (Scenario, Option<Drawn>) {
         notify_then_pull: rng.gen_bool(0.5),
         fanout_write: rng.gen_bool(0.5),
         storm: rng.gen_bool(0.25),
+        edge_requests: rng.gen_bool(0.5),
     };
     let (workload, topology) = (&mut drawn.workload, &mut drawn.topology);
     if !on.reads {
@@ -61,6 +63,9 @@ pub fn draw(scenario: &Scenario, seed: u64) -> (Scenario, Option<Drawn>) {
     }
     if !on.membership_churn {
         workload.membership_changes = 0;
+    }
+    if !on.edge_requests {
+        workload.edge_requests = 0;
     }
     if !on.multi_device {
         topology.devices_per_user = 1;

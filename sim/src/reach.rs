@@ -47,6 +47,7 @@ fn meets(scenario: &Scenario, need: Need) -> bool {
         Need::OneToOne => conversation_count(scenario) > 0,
         Need::Groups => !topology.groups.is_empty(),
         Need::Roaming => workload.roaming_devices > 0,
+        Need::EdgeRequests => workload.edge_requests > 0,
         Need::Pages => {
             let falls_behind =
                 meets(scenario, Need::Offline) || meets(scenario, Need::AnyFault(FALLS_BEHIND));

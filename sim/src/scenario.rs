@@ -183,6 +183,12 @@ pub struct WorkloadSpec {
     /// and pulls the history in pages. Needs `topology.devices_per_user` of 2 or more.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub roaming_devices: u32,
+    /// Requests at the protocol's limits, from random members at random times: a body of exactly
+    /// `protocol.body_bytes_max` bytes (the server must take it), one byte over (it must refuse
+    /// it), an add of a user nobody knows (refused), a send to a conversation its user is not in
+    /// (refused). What a careless or hostile client sends; V1 and G2 judge the answers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub edge_requests: u32,
     /// An explicit schedule. When given it is the whole workload (the random one above must be
     /// switched off: `messages = 0`, `offline_periods_per_device = 0`), so a shrunk or
     /// hand-written failure replays the same user actions whatever the seed.
@@ -456,6 +462,12 @@ impl Scenario {
             return Err("workload.membership_changes needs topology.groups".to_string());
         }
         check_range("workload.reads", w.reads.into(), 0, MESSAGES_MAX.into())?;
+        check_range(
+            "workload.edge_requests",
+            w.edge_requests.into(),
+            0,
+            MESSAGES_MAX.into(),
+        )?;
         if w.roaming_devices > 0 {
             let spare = u64::from(t.users) * u64::from(t.devices_per_user - 1);
             if spare == 0 {
@@ -591,10 +603,12 @@ impl Scenario {
             || w.offline_periods_per_device > 0
             || w.reads > 0
             || w.roaming_devices > 0
+            || w.edge_requests > 0
         {
             return Err(
                 "workload.script replaces the random workload: set workload.messages = 0 and \
-                        workload.offline_periods_per_device = 0 (and no reads or roaming_devices)"
+                        workload.offline_periods_per_device = 0 (and no reads, roaming_devices \
+                        or edge_requests)"
                     .to_string(),
             );
         }
@@ -644,12 +658,20 @@ impl Scenario {
                 matches!(action.action, Action::Add | Action::Remove),
                 action.user,
             ) {
-                (true, Some(user)) => check_range(
-                    &format!("{field}.user"),
-                    user.into(),
-                    1,
-                    self.topology.users.into(),
-                )?,
+                // An add may also name one of the few ids after the last user, whom nobody owns:
+                // an edge request the server must refuse (`workload.edge_requests`).
+                (true, Some(user)) => {
+                    let unknown = match action.action {
+                        Action::Add => crate::workload::UNKNOWN_USERS,
+                        _ => 0,
+                    };
+                    check_range(
+                        &format!("{field}.user"),
+                        user.into(),
+                        1,
+                        u64::from(self.topology.users + unknown),
+                    )?
+                }
                 (true, None) => return Err(format!("{field}: an add or remove needs a user")),
                 (false, Some(_)) => {
                     return Err(format!("{field}: only an add or remove has a user"))

@@ -195,6 +195,20 @@ pub fn plan(scenario: &Scenario, topology: &Topology, rng: &mut impl Rng) -> Pla
         rng,
         &mut commands,
     );
+    // Last, so a scenario without edge requests draws exactly what it drew before they existed.
+    if workload.edge_requests > 0 && !topology.conversations.is_empty() {
+        let body_max = scenario.protocol.body_bytes_max as usize;
+        let edge = Edge {
+            topology,
+            devices_of: &devices_of,
+            duration_ms,
+            body_max,
+        };
+        for k in 1..=workload.edge_requests {
+            let (device, at_ms, command) = edge.request(k, rng);
+            commands.entry(device).or_default().push((at_ms, command));
+        }
+    }
     // A stable sort keeps same-time commands in the order they were drawn (a burst stays in order).
     for device_commands in commands.values_mut() {
         device_commands.sort_by_key(|(at_ms, _)| *at_ms);
@@ -259,6 +273,74 @@ fn roaming(
         let device_commands = commands.entry(device).or_default();
         device_commands.retain(|(at_ms, _)| *at_ms > install_ms);
         device_commands.insert(0, (install_ms, Command::GoOnline));
+    }
+}
+
+/// How many user ids after the last user an edge request may add: ids nobody owns.
+pub const UNKNOWN_USERS: u32 = 3;
+
+/// Requests at the protocol's limits (`workload.edge_requests`).
+struct Edge<'a> {
+    topology: &'a Topology,
+    devices_of: &'a BTreeMap<UserId, &'a [DeviceId]>,
+    duration_ms: u64,
+    body_max: usize,
+}
+
+impl Edge<'_> {
+    /// The `k`th edge request: a body at the limit, a body one byte over it, an add of a user
+    /// nobody knows, or a send to a conversation its user is not in. Where the topology has no
+    /// group (for the add) or no user outside some conversation, the body at the limit instead.
+    fn request(&self, k: u32, rng: &mut impl Rng) -> (DeviceId, u64, Command) {
+        let conversations = &self.topology.conversations;
+        let at_ms = rng.gen_range(0..self.duration_ms);
+        let kind = rng.gen_range(0..4);
+        let groups: Vec<&ConversationSpec> = conversations.iter().filter(|c| c.group).collect();
+        if kind == 2 && !groups.is_empty() {
+            let group = groups[rng.gen_range(0..groups.len())];
+            let user = group.members[rng.gen_range(0..group.members.len())];
+            let nobody = self.topology.users.len() as u32 + rng.gen_range(1..=UNKNOWN_USERS);
+            let change = MembershipChange::Add(UserId(nobody));
+            let command = Command::ChangeMembership {
+                conv: group.conv,
+                change,
+            };
+            return (self.device_of(user, rng), at_ms, command);
+        }
+        if kind == 3 {
+            let user = self.topology.users[rng.gen_range(0..self.topology.users.len())].user;
+            let outside: Vec<&ConversationSpec> = conversations
+                .iter()
+                .filter(|c| !c.members.contains(&user))
+                .collect();
+            if !outside.is_empty() {
+                let conv = outside[rng.gen_range(0..outside.len())].conv;
+                let device = self.device_of(user, rng);
+                let body = format!("{user}/{device} edge #{k} (not a member)");
+                return (device, at_ms, Command::Send { conv, body });
+            }
+        }
+        let conversation = &conversations[rng.gen_range(0..conversations.len())];
+        let user = conversation.members[rng.gen_range(0..conversation.members.len())];
+        let device = self.device_of(user, rng);
+        let len = if kind == 1 {
+            self.body_max + 1
+        } else {
+            self.body_max
+        };
+        let mut body = format!("{user}/{device} edge #{k} ");
+        body.truncate(len);
+        body.extend(std::iter::repeat_n('.', len - body.len()));
+        let command = Command::Send {
+            conv: conversation.conv,
+            body,
+        };
+        (device, at_ms, command)
+    }
+
+    fn device_of(&self, user: UserId, rng: &mut impl Rng) -> DeviceId {
+        let devices = self.devices_of[&user];
+        devices[rng.gen_range(0..devices.len())]
     }
 }
 

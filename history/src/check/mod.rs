@@ -16,6 +16,7 @@ mod receipts;
 #[cfg(test)]
 mod testkit;
 mod timeliness;
+mod validity;
 
 pub use index::HistoryIndex;
 
@@ -45,6 +46,7 @@ pub enum Family {
     MultiDevice,
     Timeliness,
     Cost,
+    Validity,
 }
 
 /// `Variant = "code", "name", Family, Class, "one-line definition";` for each invariant, in
@@ -125,6 +127,8 @@ invariants! {
         "a device displays a group message only if its user was a member at its seq";
     G2MemberOnlySend = "G2", "member-only-send", Groups, Safety,
         "a send from a non-member is rejected and never committed";
+    V1LimitsEnforced = "V1", "limits-enforced", Validity, Safety,
+        "a send over the protocol's limits is refused, and one within them is not refused as too large";
     R1WatermarkMonotonic = "R1", "watermark-monotonic", Receipts, Safety,
         "read watermarks never decrease, at the server or at any observer";
     R2ReadLeDelivered = "R2", "read-le-delivered", Receipts, Safety,
@@ -192,6 +196,7 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     violations.extend(timeliness::check(history, &index));
     violations.extend(cost::check(history, &index));
     violations.extend(cluster::check(history, &index));
+    violations.extend(validity::check(history, &index));
     if !history.is_complete() {
         violations.retain(|violation| violation.class() == Class::Safety);
     }
@@ -224,6 +229,7 @@ mod table_tests {
                 Family::MultiDevice => 'M',
                 Family::Timeliness => 'T',
                 Family::Cost => 'C',
+                Family::Validity => 'V',
             };
             assert!(invariant.code().starts_with(letter), "{invariant}");
             assert!(!invariant.definition().is_empty());

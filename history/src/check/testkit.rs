@@ -486,8 +486,9 @@ impl Story {
         )
     }
 
+    /// The server refused the send for good (as from a non-member) and the device shows it failed.
     pub fn fail(&mut self, device: DeviceId, conv: ConvId, id: ClientMsgId) -> usize {
-        let reason = SendFailure::Rejected(Rejection::BodyTooLarge);
+        let reason = SendFailure::Rejected(Rejection::NotMember);
         self.device(
             device,
             Event::SendFailed {

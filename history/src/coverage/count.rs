@@ -55,6 +55,8 @@ struct Receiver {
 #[derive(Default)]
 struct Tracker {
     counts: BTreeMap<Signal, u64>,
+    /// The protocol's body limit, from the run's header.
+    body_bytes_max: Option<usize>,
     devices: Vec<DeviceId>,
     user_of: BTreeMap<DeviceId, UserId>,
     server_crashes: u64,
@@ -115,6 +117,7 @@ impl Tracker {
     fn harness(&mut self, event: &HarnessEvent) {
         match event {
             HarnessEvent::RunStarted(start) => {
+                self.body_bytes_max = Some(start.protocol.body_bytes_max as usize);
                 for user in &start.topology.users {
                     for device in &user.devices {
                         self.devices.push(*device);
@@ -390,8 +393,12 @@ impl Tracker {
                 sender_device,
                 client_msg_id,
                 change,
+                body,
                 ..
             } => {
+                if Some(body.len()) == self.body_bytes_max {
+                    self.hit(Signal::BodyAtLimitCommitted);
+                }
                 self.commit_time_ms.entry((*conv, *seq)).or_insert(t_ms);
                 self.committed_after_crashes
                     .entry((*sender_device, *client_msg_id))
@@ -414,6 +421,8 @@ impl Tracker {
             Event::Rejected { reason, .. } => match reason {
                 Rejection::NotMember => self.hit(Signal::SendRefusedNotMember),
                 Rejection::NoEffect => self.hit(Signal::MembershipChangeNoEffect),
+                Rejection::BodyTooLarge => self.hit(Signal::BodyTooLargeRefused),
+                Rejection::UnknownUser => self.hit(Signal::UnknownUserAddRefused),
                 _ => {}
             },
             Event::Recovered {

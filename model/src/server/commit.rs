@@ -120,7 +120,7 @@ impl Server {
         match send.change {
             Some(_) if !conversation.is_group => Some(Rejection::Unexpected),
             Some(MembershipChange::Add(added)) if !self.directory.exists(added) => {
-                Some(Rejection::Unexpected)
+                Some(Rejection::UnknownUser)
             }
             Some(change) => conversation.membership.check(user, change).err(),
             None => None,

@@ -4,7 +4,7 @@
 use super::*;
 use crate::faults::FaultProfile;
 use crate::{ConversationSpec, Direction, RunStart, Topology, UserSpec};
-use imsim_model::{ClientSeq, Event};
+use imsim_model::{ClientSeq, Event, ProtocolConfig};
 
 const U1: UserId = UserId(1);
 const U2: UserId = UserId(2);
@@ -388,6 +388,30 @@ fn membership_signals() {
     story.server(refused(Rejection::BodyTooLarge));
     assert_eq!(story.count(Signal::SendRefusedNotMember), 1);
     assert_eq!(story.count(Signal::MembershipChangeNoEffect), 1);
+    assert_eq!(story.count(Signal::BodyTooLargeRefused), 1);
+    assert_eq!(story.count(Signal::UnknownUserAddRefused), 0);
+    story.server(refused(Rejection::UnknownUser));
+    assert_eq!(story.count(Signal::UnknownUserAddRefused), 1);
+}
+
+#[test]
+fn a_body_at_the_limit_counts_only_at_the_limit() {
+    let mut story = Story::new();
+    let max = ProtocolConfig::default().body_bytes_max as usize;
+    let commit = |body: String| Event::Committed {
+        conv: C1,
+        seq: Seq(1),
+        sender_user: U1,
+        sender_device: D1,
+        client_msg_id: m(1),
+        client_seq: ClientSeq(1),
+        body,
+        change: None,
+    };
+    story.server(commit("x".repeat(max - 1)));
+    assert_eq!(story.count(Signal::BodyAtLimitCommitted), 0);
+    story.server(commit("x".repeat(max)));
+    assert_eq!(story.count(Signal::BodyAtLimitCommitted), 1);
 }
 
 #[test]
