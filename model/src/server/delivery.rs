@@ -232,7 +232,8 @@ impl Server {
                 .collect()
         } else {
             // Store once reads the shared timeline, filtered by membership.
-            (start.0 + 1..=cap.0)
+            // Saturating: a hostile `after` of u64::MAX asks for nothing, it must not wrap.
+            (start.0.saturating_add(1)..=cap.0)
                 .map(Seq)
                 .filter(|seq| conversation.membership.visible(user, *seq))
                 // VARIANT store-only-offline: what was pushed to the user is not kept for it.
