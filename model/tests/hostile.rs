@@ -5,12 +5,14 @@
 //!
 //! Mallory is user 3 with a valid token, talking to the server from a raw socket (`MALLORY`) in
 //! place of a client; a stranger with no session sends from `STRANGER`. Alice and Bob are honest.
+//! Carol shares a conversation with Alice only: Mallory must learn nothing of it, neither its
+//! messages, reads and readers, nor Carol's presence.
 
 mod support;
 
 use imsim_model::{
     Address, ClientMsgId, ClientSeq, Command, ConvId, DeviceId, Event, MembershipChange, Packet,
-    ProtocolConfig, Rejection, Seq, SessionId, UserId,
+    PresenceEntry, ProtocolConfig, Rejection, Seq, SessionId, UserId,
 };
 use proptest::prelude::*;
 use support::Net;
@@ -21,6 +23,9 @@ const MALLORY: Address = Address(9);
 const STRANGER: Address = Address(10);
 const ONE_TO_ONE: ConvId = ConvId(1);
 const GROUP: ConvId = ConvId(2);
+/// Alice and Carol's 1:1 conversation, and Carol.
+const SECRET: ConvId = ConvId(3);
+const CAROL: UserId = UserId(4);
 const BODY_MAX: u32 = 16;
 
 fn seq() -> impl Strategy<Value = Seq> {
@@ -97,6 +102,12 @@ fn packet() -> impl Strategy<Value = Packet> {
             reason: Rejection::Unexpected,
             refused: "login".to_string(),
         }),
+        // Cluster packets, sent to a server that is no logic node.
+        Just(Packet::Upstream {
+            device: Address(1),
+            packet: Box::new(Packet::SyncRequest),
+        }),
+        Just(Packet::KeepAlive { device: Address(2) }),
     ]
 }
 
@@ -126,15 +137,17 @@ fn setup() -> Net {
     let (alice, bob, mallory) = (UserId(1), UserId(2), UserId(3));
     let mut net = Net::with_groups(
         config,
-        &[alice, bob, mallory],
-        &[(ONE_TO_ONE, &[alice, bob])],
+        &[alice, bob, mallory, CAROL],
+        &[(ONE_TO_ONE, &[alice, bob]), (SECRET, &[alice, CAROL])],
         &[(GROUP, &[alice, bob, mallory])],
     );
     net.command(ALICE, Command::GoOnline);
     net.command(BOB, Command::GoOnline);
+    net.command(4, Command::GoOnline);
     net.run_until_quiet();
     net.send(ALICE, GROUP, "hi all");
     net.send(BOB, ONE_TO_ONE, "hi alice");
+    net.send(4, SECRET, "just us");
     let login = Packet::Login {
         user: mallory,
         device: DeviceId(3),
@@ -143,6 +156,34 @@ fn setup() -> Net {
     net.inject(MALLORY, support::SERVER, login);
     net.run_until_quiet();
     net
+}
+
+/// What a packet to Mallory tells of the secret conversation or of Carol, if anything. A
+/// refusal that names the conversation Mallory itself named tells nothing.
+fn leak(packet: &Packet) -> Option<&'static str> {
+    let about_carol = |entries: &[PresenceEntry]| entries.iter().any(|e| e.user == CAROL);
+    match packet {
+        Packet::Deliver { message } if message.conv == SECRET => Some("a message"),
+        Packet::Notify { conv, .. } if *conv == SECRET => Some("its head"),
+        Packet::PullResponse { conv, .. } if *conv == SECRET => Some("a pull"),
+        Packet::ReadUpdate { conv, .. } if *conv == SECRET => Some("a read"),
+        Packet::ReadCounts { conv, .. } if *conv == SECRET => Some("read counts"),
+        Packet::Readers { conv, .. } if *conv == SECRET => Some("its readers"),
+        Packet::SyncState { heads } | Packet::LoginOk { heads, .. }
+            if heads.iter().any(|head| head.conv == SECRET) =>
+        {
+            Some("its head in a sync")
+        }
+        Packet::ReceiptState { watermarks, counts }
+            if watermarks.iter().any(|mark| mark.conv == SECRET)
+                || counts.iter().any(|(conv, _)| *conv == SECRET) =>
+        {
+            Some("its receipts")
+        }
+        Packet::Presence(entry) if entry.user == CAROL => Some("Carol's presence"),
+        Packet::PresenceState { entries } if about_carol(entries) => Some("Carol's presence"),
+        _ => None,
+    }
 }
 
 fn displayed(net: &Net, d: u32, conv: ConvId, body: &str) -> bool {
@@ -167,12 +208,18 @@ proptest! {
             }
             net.run_until_quiet();
         }
+        // Mallory learnt nothing of the conversation it is not in.
+        for (_, flight, _) in &net.log {
+            if flight.to == MALLORY {
+                prop_assert!(leak(&flight.packet).is_none(), "leaked to Mallory: {:?}", flight.packet);
+            }
+        }
         // Nothing outside the limits was committed.
         for event in net.events_of(support::SERVER) {
             if let Event::Committed { body, change, sender_user, .. } = event {
                 prop_assert!(body.len() <= BODY_MAX as usize, "committed an over-long body");
                 if let Some(MembershipChange::Add(user)) = change {
-                    prop_assert!((1..=3).contains(&user.0), "{sender_user} added unknown {user}");
+                    prop_assert!((1..=4).contains(&user.0), "{sender_user} added unknown {user}");
                 }
             }
         }
