@@ -28,6 +28,13 @@ use std::time::Instant;
 /// Seeds when `IMSIM_MUTANTS_SEEDS` is not set.
 const SEEDS_DEFAULT: Range<u64> = 0..30;
 
+/// How far from the band's first seed a catalogue variant may be first caught: the promise the
+/// README's detection table measures ("each caught within 1,000 seeds"). The search stops at the
+/// first catch, so on the unmutated tree it costs each variant's first-detection seed (the
+/// slowest, `stale-route-counted-delivered`, about 255 runs of `cluster-failover`), and only a
+/// mutant that hides a bug pays for the whole band.
+const CATALOGUE_SEEDS: u64 = 1_000;
+
 fn seeds() -> Range<u64> {
     let Ok(text) = std::env::var("IMSIM_MUTANTS_SEEDS") else {
         return SEEDS_DEFAULT;
@@ -90,7 +97,8 @@ fn default_set_holds_every_invariant() {
 
 #[test]
 fn every_catalogue_variant_is_caught_by_its_invariant() {
-    let seeds = seeds();
+    let start = seeds().start;
+    let seeds = start..start + CATALOGUE_SEEDS;
     for entry in CATALOGUE {
         let mut scenario = Scenario::load(entry.scenario).expect("shipped, so valid");
         scenario.protocol.variant = entry.variant;
