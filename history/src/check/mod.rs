@@ -155,6 +155,8 @@ invariants! {
         "after failing over to another gateway, a device shows what it missed within the sync's bound";
     T3ReadShownInTime = "T3", "read-shown-in-time", Timeliness, Safety,
         "a device online with a healthy link shows a durable read within the read update's bound";
+    T4ReadCountShownInTime = "T4", "read-count-shown-in-time", Timeliness, Safety,
+        "a group message's sender's healthy devices show each new reader within the count's bound";
     C1WithinBudget = "C1", "within-budget", Cost, Safety,
         "packets, writes, notices, receipts and presence per unit of work stay within the budget";
 }

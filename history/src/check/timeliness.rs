@@ -22,8 +22,13 @@
 //!   watermark or a later one) within [`read_bound_ms`] on every device that must show it and
 //!   was online with a healthy link over that time: the reader's other devices and, in 1:1, the
 //!   peer's devices (the "read" tick). The receipt key in the heartbeat repairs a lost update
-//!   seconds later; on a healthy link it should not be needed. (Group read counts are batched
-//!   per window in large groups and are judged by R4 when the run ends.)
+//!   seconds later; on a healthy link it should not be needed.
+//! - **T4 read-count-shown-in-time**: when a durable read makes a member count as a reader of a
+//!   group message (its sender excluded, a member at its seq, not a membership entry: R4's
+//!   count), every device of the message's sender that was online with a healthy link shows a
+//!   count at least that high within [`read_count_bound_ms`]: the read's bound, plus one batch
+//!   window and a tick where the group can be above `notify_threshold_members` (large groups
+//!   merge a window's reads). R4 judges the exact count at the end of the run; this is when.
 
 use super::index::{device_name, Findings};
 use super::{HistoryIndex, Invariant, Violation};
@@ -43,6 +48,7 @@ pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
         let links = Links::of(history, start);
         delivered_in_time(history, index, start, &links, &mut findings);
         read_shown_in_time(history, index, start, &links, &mut findings);
+        read_count_shown_in_time(history, index, start, &links, &mut findings);
     }
     findings.into_violations()
 }
@@ -76,6 +82,18 @@ pub fn delivery_bound_ms(protocol: &ProtocolConfig, large_group: bool, in_flight
 /// and a second hop's allowance for the driver.
 pub fn read_bound_ms(protocol: &ProtocolConfig, in_flight_ms: u64) -> u64 {
     protocol.server_tick_ms + 2 * (HOP_ALLOWANCE_MS + in_flight_ms)
+}
+
+/// The longest a group message's read count may take to reach its sender's healthy devices:
+/// the read's own bound, plus, where the group can be large (counts batched per window), one
+/// `receipt_batch_ms` window and the tick that sends it.
+pub fn read_count_bound_ms(protocol: &ProtocolConfig, large_group: bool, in_flight_ms: u64) -> u64 {
+    let batch_ms = if large_group {
+        protocol.receipt_batch_ms + protocol.server_tick_ms
+    } else {
+        0
+    };
+    read_bound_ms(protocol, in_flight_ms) + batch_ms
 }
 
 /// What both bounds read of the links: the profile's extra delay a packet may take (drawn delay
@@ -179,7 +197,9 @@ fn read_shown_in_time(
                     None => "never".to_string(),
                 };
                 let text = format!(
-                    "{} was online with a healthy link from {user}'s read of {conv} up to #{}                      at {:.3}s until {:.3}s, but showed it {when}: a read update must arrive                      within {bound_ms} ms (a repair path showed it, or none did).",
+                    "{} was online with a healthy link from {user}'s read of {conv} up to #{} \
+                     at {:.3}s until {:.3}s, but showed it {when}: a read update must arrive \
+                     within {bound_ms} ms (a repair path showed it, or none did).",
                     device_name(device),
                     up_to.0,
                     record.t_ms as f64 / 1000.0,
@@ -192,6 +212,134 @@ fn read_shown_in_time(
         }
     }
 }
+
+fn read_count_shown_in_time(
+    history: &History,
+    index: &HistoryIndex,
+    start: &RunStart,
+    links: &Links,
+    findings: &mut Findings,
+) {
+    let end_ms = history.records.last().map_or(0, |r| r.t_ms);
+    let protocol = &start.protocol;
+    // Where a group may be above the notify threshold at some point (its founders plus every
+    // add), counts may wait for a batch window: the larger bound, never a false alarm.
+    let mut most_members: BTreeMap<ConvId, usize> = start
+        .topology
+        .conversations
+        .iter()
+        .filter(|c| c.group)
+        .map(|c| (c.conv, c.members.len()))
+        .collect();
+    // Per (device, conv, seq): each count the device showed, with its time and record.
+    let mut shown: BTreeMap<(DeviceId, ConvId, Seq), Vec<CountShown>> = BTreeMap::new();
+    for (i, record, event) in history.protocol_events() {
+        match (record.node, event) {
+            (Node::Device(device), Event::ReadCountSeen { conv, seq, readers }) => shown
+                .entry((device, *conv, *seq))
+                .or_default()
+                .push((record.t_ms, *readers, i)),
+            (
+                Node::Server,
+                Event::Committed {
+                    conv,
+                    change: Some(imsim_model::MembershipChange::Add(_)),
+                    ..
+                },
+            ) => *most_members.entry(*conv).or_default() += 1,
+            _ => {}
+        }
+    }
+    // Per group message: its sender, if it counts readers (not a membership entry).
+    let mut counted: BTreeMap<(ConvId, Seq), UserId> = BTreeMap::new();
+    let mut watermark: BTreeMap<(ConvId, UserId), Seq> = BTreeMap::new();
+    let mut readers: BTreeMap<(ConvId, Seq), BTreeSet<UserId>> = BTreeMap::new();
+    for (i, record, event) in history.protocol_events() {
+        match (record.node, event) {
+            (
+                Node::Server,
+                Event::Committed {
+                    conv,
+                    seq,
+                    sender_user,
+                    change: None,
+                    ..
+                },
+            ) if index.is_group(*conv) => {
+                counted.insert((*conv, *seq), *sender_user);
+            }
+            (
+                Node::Server,
+                Event::ReadAdvanced {
+                    conv, user, up_to, ..
+                },
+            ) if index.is_group(*conv) => {
+                let from = watermark.insert((*conv, *user), *up_to).unwrap_or_default();
+                let large = most_members.get(conv).copied().unwrap_or(0)
+                    > protocol.notify_threshold_members as usize;
+                let bound_ms = read_count_bound_ms(protocol, large, links.in_flight_ms);
+                let deadline_ms = record.t_ms + bound_ms;
+                if deadline_ms > end_ms {
+                    continue;
+                }
+                for seq in from.0 + 1..=up_to.0 {
+                    let seq = Seq(seq);
+                    let Some(sender) = counted.get(&(*conv, seq)) else {
+                        continue;
+                    };
+                    if sender == user || !index.periods(*conv, *user).visible(seq) {
+                        continue;
+                    }
+                    let count = readers.entry((*conv, seq)).or_default();
+                    count.insert(*user);
+                    let need = count.len() as u32;
+                    for device in index.devices_of(*sender) {
+                        let intervals = links.healthy.get(device).map_or(&[][..], Vec::as_slice);
+                        if links.lossy.contains(device)
+                            || !healthy_between(intervals, record.t_ms, deadline_ms)
+                        {
+                            continue;
+                        }
+                        let seen = shown
+                            .get(&(*device, *conv, seq))
+                            .map_or(&[][..], Vec::as_slice);
+                        if seen
+                            .iter()
+                            .any(|(at, readers, _)| *at <= deadline_ms && *readers >= need)
+                        {
+                            continue;
+                        }
+                        findings.report(Invariant::T4ReadCountShownInTime, || {
+                            let later = seen.iter().find(|(_, readers, _)| *readers >= need);
+                            let when = match later {
+                                Some((at, _, _)) => format!("only at {:.3}s", *at as f64 / 1000.0),
+                                None => "never".to_string(),
+                            };
+                            let text = format!(
+                                "{} was online with a healthy link from {user}'s read of {conv} \
+                                 up to #{} at {:.3}s until {:.3}s, but showed {need} reader(s) of \
+                                 its user's message #{} {when}: a read count must arrive within \
+                                 {bound_ms} ms (a repair path showed it, or none did).",
+                                device_name(*device),
+                                up_to.0,
+                                record.t_ms as f64 / 1000.0,
+                                deadline_ms as f64 / 1000.0,
+                                seq.0,
+                            );
+                            let mut witness = vec![i];
+                            witness.extend(later.map(|(_, _, record)| *record));
+                            (text, witness)
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A read count a device showed: when, how many readers, and its record.
+type CountShown = (u64, u32, usize);
 
 /// A watermark a device showed: when, up to which seq, and its record.
 type Shown = (u64, Seq, usize);
@@ -730,6 +878,114 @@ mod tests {
         read(&mut story, U3, D4, &[D5], 10);
         story.finish();
         assert_eq!(timeliness(&story), vec![]);
+    }
+
+    /// The team group (u1 on d1 and d2, u2 on d3), everyone logged in, u1's message #1
+    /// delivered, and u2's durable read of it. Returns the read's record.
+    fn group_read(protocol: ProtocolConfig) -> (Story, usize) {
+        let mut story = Story::team();
+        story.set_protocol(protocol);
+        for (session, (user, device)) in [(U1, D1), (U1, D2), (U2, D3)].into_iter().enumerate() {
+            login(&mut story, user, device, session as u64 + 1);
+        }
+        story.message(D1, C1, m(1));
+        let advanced = story.server(Event::ReadAdvanced {
+            conv: C1,
+            user: U2,
+            device: D3,
+            up_to: imsim_model::Seq(1),
+        });
+        (story, advanced)
+    }
+
+    fn count_seen(story: &mut Story, device: DeviceId, readers: u32) -> usize {
+        let seq = imsim_model::Seq(1);
+        story.device(
+            device,
+            Event::ReadCountSeen {
+                conv: C1,
+                seq,
+                readers,
+            },
+        )
+    }
+
+    #[test]
+    fn t4_a_read_count_shown_promptly_on_the_senders_devices_passes() {
+        let (mut story, _) = group_read(ProtocolConfig::default());
+        story.wait(20);
+        count_seen(&mut story, D1, 1);
+        count_seen(&mut story, D2, 1);
+        story.finish();
+        assert_eq!(timeliness(&story), vec![]);
+    }
+
+    #[test]
+    fn t4_a_read_count_left_to_the_receipt_key_fires() {
+        let (mut story, advanced) = group_read(ProtocolConfig::default());
+        story.wait(20);
+        count_seen(&mut story, D1, 1);
+        count_seen(&mut story, D2, 0); // an older count does not do
+        story.wait(8_000);
+        let late = count_seen(&mut story, D2, 1);
+        story.finish();
+        let violation = single(timeliness(&story), Invariant::T4ReadCountShownInTime);
+        assert_eq!(violation.witness, vec![advanced, late]);
+        assert!(
+            violation.explanation.starts_with("device-2 was online")
+                && violation
+                    .explanation
+                    .contains("showed 1 reader(s) of its user's message #1 only at"),
+            "{}",
+            violation.explanation
+        );
+    }
+
+    #[test]
+    fn t4_a_large_group_may_wait_one_batch_window() {
+        let protocol = ProtocolConfig {
+            notify_threshold_members: 1,
+            ..ProtocolConfig::default()
+        };
+        let late_ms = read_bound_ms(&protocol, 0) + protocol.receipt_batch_ms / 2;
+        let (mut story, _) = group_read(protocol.clone());
+        story.wait(late_ms);
+        count_seen(&mut story, D1, 1);
+        count_seen(&mut story, D2, 1);
+        story.finish();
+        assert_eq!(timeliness(&story), vec![]);
+        // The same delay in a small group is late.
+        let (mut story, _) = group_read(ProtocolConfig::default());
+        story.wait(late_ms);
+        count_seen(&mut story, D1, 1);
+        count_seen(&mut story, D2, 1);
+        story.finish();
+        assert_eq!(timeliness(&story).len(), 2);
+    }
+
+    #[test]
+    fn t4_own_reads_and_membership_entries_count_no_reader() {
+        let (mut story, _) = group_read(ProtocolConfig::default());
+        story.wait(20);
+        count_seen(&mut story, D1, 1);
+        count_seen(&mut story, D2, 1);
+        // u1 adds u3 (#2, a membership entry) and reads its own timeline: nobody new to count.
+        story.add(C1, D1, U3);
+        story.server(Event::ReadAdvanced {
+            conv: C1,
+            user: U1,
+            device: D1,
+            up_to: imsim_model::Seq(2),
+        });
+        story.wait(8_000);
+        story.finish();
+        let violations = timeliness(&story);
+        assert!(
+            violations
+                .iter()
+                .all(|v| v.invariant != Invariant::T4ReadCountShownInTime),
+            "{violations:#?}"
+        );
     }
 
     #[test]
