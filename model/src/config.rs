@@ -266,4 +266,19 @@ mod tests {
         let error = shrinking.validate().unwrap_err();
         assert!(error.contains("retransmit_initial_ms (500)"), "{error}");
     }
+
+    #[test]
+    fn a_timeout_may_last_an_hour_and_no_longer() {
+        let hour = ProtocolConfig {
+            session_timeout_ms: 3_600_000,
+            ..ProtocolConfig::default()
+        };
+        assert_eq!(hour.validate(), Ok(()));
+        let longer = ProtocolConfig {
+            session_timeout_ms: 3_600_001,
+            ..hour
+        };
+        let error = longer.validate().unwrap_err();
+        assert!(error.contains("protocol.session_timeout_ms = 3600001"), "{error}");
+    }
 }
