@@ -234,8 +234,10 @@ pub enum Packet {
         device: Address,
     },
     // The queue topology (`cluster::queue`), between the logic, the queue and its consumer.
-    /// Logic → queue: the record at `offset` of the logic's storage log.
+    /// Logic → queue: the record at `offset` of the logic's storage log, from the producer of
+    /// `epoch` (the server's incarnation: the queue refuses a fenced, older one).
     Enqueue {
+        epoch: u64,
         offset: u64,
         record: Record,
     },

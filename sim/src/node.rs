@@ -523,15 +523,18 @@ impl ServerSlot {
 }
 
 pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) {
+    let restarting = lock(&slot).started;
     let queue = lock(&slot).queue.as_ref().map(|(_, shared)| shared.clone());
-    if let Some(shared) = queue.filter(|_| lock(&slot).started) {
+    let queue = queue.filter(|_| restarting);
+    if let Some(shared) = &queue {
         // Queue topology: what the queue accepted will be stored; until it is, a server that
-        // read the store back would hand out its offsets and seqs again. So the restart waits
-        // for the queue to drain (while the consumer is down, it waits for it too).
+        // read the store back would hand out its offsets and seqs again. So the restart fences
+        // the crashed server's enqueues still in flight, then waits for the queue to drain
+        // (while the consumer is down, it waits for it too).
+        shared.fence(lock(&slot).server.incarnation() + 1);
         while !shared.drained() {
             madsim::time::sleep(Duration::from_millis(DRAIN_POLL_MS)).await;
         }
-        recover_from_queue(&world, &mut lock(&slot), &shared);
     }
     {
         let mut slot = lock(&slot);
@@ -555,6 +558,11 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
     }
     let receivers = lock(&slot).receivers;
     let mut driver = Driver::bind(world.clone(), server_ip(), receivers).await;
+    if let Some(shared) = &queue {
+        // After the last await before the loop: what the recovery publishes is recorded by the
+        // loop's first drain, so a crash cannot fall in between and lose it.
+        recover_from_queue(&world, &mut lock(&slot), shared);
+    }
     // Placements (`faults::placement`): the conversation of the send just handled, whose write
     // a sync asked for now would cover; a placed crash to ask for once the outputs are out; a
     // membership change held for a sync of its group.
@@ -691,12 +699,15 @@ fn queue_input(slot: &mut ServerSlot, now: Time, input: &Input) -> Option<Input>
 /// so it holds everything the queue accepted). What the crashed server wrote and the queue
 /// never accepted is lost, like unsynced writes.
 fn recover_from_queue(world: &World, slot: &mut ServerSlot, shared: &QueueShared) {
+    let incarnation = slot.server.incarnation() + 1;
+    // The fence first: an enqueue of the crashed server still in flight is refused from now on.
+    let accepted = shared.fence(incarnation) as usize;
     let durable = shared.durable_records();
     let old = slot.server.storage();
     // Offsets are log positions: the crashed server had heard `Stored` up to `published`; the
     // queue accepted up to `accepted`, all of it in the consumer's store now. (Bounded by the
     // store's length, which only a non-idempotent consumer makes differ.)
-    let accepted = (shared.end() as usize).min(durable.len());
+    let accepted = accepted.min(durable.len());
     let published = (old.synced() as usize).min(accepted);
     let mut storage = imsim_model::Storage::new();
     for record in &durable[..published] {
@@ -713,7 +724,6 @@ fn recover_from_queue(world: &World, slot: &mut ServerSlot, shared: &QueueShared
         storage.append(record);
     }
     let now = Time(world.now_ms());
-    let incarnation = slot.server.incarnation() + 1;
     let directory = slot.directory.clone();
     slot.server = Server::recover(slot.config.clone(), directory, &storage, incarnation, now);
     slot.server
@@ -723,7 +733,7 @@ fn recover_from_queue(world: &World, slot: &mut ServerSlot, shared: &QueueShared
     }
     let stored = slot.server.storage().written();
     if let Some((producer, _)) = &mut slot.queue {
-        *producer = Producer::new(stored);
+        *producer = Producer::new(stored, incarnation);
     }
     slot.started = true;
 }

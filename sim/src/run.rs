@@ -268,7 +268,7 @@ async fn control(setup: Setup) -> History {
         shards::play(&world, &setup.faults, sharded);
     }
     if let Some(queue) = &queue {
-        queue.play(&world, &setup.faults);
+        queue.play(&world, &setup.faults, safety_end_ms);
     }
 
     world.sleep_until_ms(safety_end_ms).await;
@@ -439,7 +439,7 @@ fn start_server(
         receivers: server_receivers(devices),
         started: false,
         logic: (setup.scenario.topology.gateways > 0).then(|| Logic::new(&setup.scenario.protocol)),
-        queue: queue.map(|queue| (Producer::new(0), queue.shared.clone())),
+        queue: queue.map(|queue| (Producer::new(0, 0), queue.shared.clone())),
     }));
     let (world, init_slot) = (world.clone(), slot.clone());
     let node = handle

@@ -28,7 +28,7 @@ use crate::storage::{Record, Storage};
 use crate::time::Time;
 use crate::variant::Variant;
 use crate::wire::Packet;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// The most records the queue holds that the consumer has not acked.
 pub const QUEUE_RECORDS_MAX: usize = 4_096;
@@ -79,6 +79,8 @@ pub enum QueueOutput {
 /// The logic's side: what it has enqueued and not yet seen stored.
 #[derive(Clone, Debug, Default)]
 pub struct Producer {
+    /// The server incarnation this producer enqueues for.
+    epoch: u64,
     /// Offsets below this are durable at the consumer (a `Stored` said so).
     stored: u64,
     /// The records of offsets `stored..stored + pending.len()`, enqueued and not yet stored.
@@ -88,9 +90,11 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// A producer whose log is durable up to `stored` (a recovered server's storage length).
-    pub fn new(stored: u64) -> Producer {
+    /// A producer whose log is durable up to `stored` (a recovered server's storage length),
+    /// for the server incarnation `epoch`.
+    pub fn new(stored: u64, epoch: u64) -> Producer {
         Producer {
+            epoch,
             stored,
             ..Producer::default()
         }
@@ -115,6 +119,7 @@ impl Producer {
             };
             self.pending.push_back(record.clone());
             let packet = Packet::Enqueue {
+                epoch: self.epoch,
                 offset,
                 record: record.clone(),
             };
@@ -151,6 +156,7 @@ impl Producer {
         self.resend_at = None;
         for (index, record) in self.pending.iter().enumerate() {
             let packet = Packet::Enqueue {
+                epoch: self.epoch,
                 offset: self.stored + index as u64,
                 record: record.clone(),
             };
@@ -177,10 +183,15 @@ impl Producer {
 /// The broker: durable, never crashes.
 #[derive(Clone, Debug, Default)]
 pub struct Queue {
+    /// The newest producer epoch: enqueues from an older one are refused (fenced).
+    epoch: u64,
     /// The consumer's cumulative ack: offsets below it are stored and dropped here.
     acked: u64,
     /// The records of offsets `acked..acked + records.len()`.
     records: VecDeque<Record>,
+    /// Enqueues that overtook an earlier one, within [`QUEUE_WINDOW_MAX`] of the end: held
+    /// until the offsets before them arrive.
+    ahead: BTreeMap<u64, Record>,
     /// The next offset to deliver.
     next_delivery: u64,
     /// When the deliveries beyond `acked` time out.
@@ -198,6 +209,17 @@ impl Queue {
         self.acked + self.records.len() as u64
     }
 
+    /// A restarting server's producer of `epoch` takes over: enqueues from older ones are
+    /// refused from now on. Returns [`Queue::end`], where the new producer goes on.
+    pub fn fence(&mut self, epoch: u64) -> u64 {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            // What overtook a gap was the old producer's: its successor writes those offsets.
+            self.ahead.clear();
+        }
+        self.end()
+    }
+
     /// The consumer's cumulative ack point.
     pub fn acked(&self) -> u64 {
         self.acked
@@ -206,7 +228,21 @@ impl Queue {
     /// An `Enqueue` from the logic or a `QueueAck` from the consumer; anything else is ignored.
     pub fn handle_packet(&mut self, now: Time, packet: Packet) {
         match packet {
-            Packet::Enqueue { offset, record } => self.handle_enqueue(now, offset, record),
+            Packet::Enqueue {
+                epoch,
+                offset,
+                record,
+            } => {
+                // A crashed server's enqueues still in flight must not take offsets its
+                // successor reads back and reuses.
+                if epoch < self.epoch {
+                    return;
+                }
+                if epoch > self.epoch {
+                    self.fence(epoch);
+                }
+                self.handle_enqueue(now, offset, record)
+            }
             Packet::QueueAck { through } => self.handle_ack(now, through),
             _ => {}
         }
@@ -225,9 +261,9 @@ impl Queue {
             });
             return;
         }
-        // Only the next offset is accepted: a copy is already held, and one beyond a gap waits
-        // for the producer's resend, so the queue holds the log in order.
-        if offset != self.end() {
+        // The log is held in order: a copy of a held offset is ignored, one beyond a gap waits
+        // in `ahead` (bounded; beyond it, for the producer's resend).
+        if offset < self.end() || offset >= self.end() + QUEUE_WINDOW_MAX {
             return;
         }
         if self.records.len() >= QUEUE_RECORDS_MAX {
@@ -235,7 +271,13 @@ impl Queue {
                 .push_back(QueueOutput::Note(QueueNote::Overflowed { offset }));
             return;
         }
-        self.records.push_back(record);
+        self.ahead.insert(offset, record);
+        while self.records.len() < QUEUE_RECORDS_MAX {
+            let Some(record) = self.ahead.remove(&self.end()) else {
+                break;
+            };
+            self.records.push_back(record);
+        }
         self.deliver(now);
     }
 

@@ -15,6 +15,7 @@ fn record(n: u32) -> Record {
 
 fn enqueue(offset: u64) -> Packet {
     Packet::Enqueue {
+        epoch: 0,
         offset,
         record: record(offset as u32),
     }
@@ -58,12 +59,16 @@ fn the_queue_delivers_in_order_and_redelivers_from_the_ack_point_after_the_timeo
     for offset in 0..3 {
         queue.handle_packet(Time(0), enqueue(offset));
     }
-    // A copy and an offset beyond a gap are not accepted.
+    // A copy is ignored; an offset beyond a gap waits for the gap to fill.
     queue.handle_packet(Time(0), enqueue(1));
-    queue.handle_packet(Time(0), enqueue(7));
+    queue.handle_packet(Time(0), enqueue(4));
     assert_eq!(queue.end(), 3);
     let outputs = drain(|| queue.poll_output());
     assert_eq!(delivered_offsets(&outputs), vec![0, 1, 2]);
+    queue.handle_packet(Time(0), enqueue(3));
+    assert_eq!(queue.end(), 5, "3 filled the gap before 4");
+    let outputs = drain(|| queue.poll_output());
+    assert_eq!(delivered_offsets(&outputs), vec![3, 4]);
     queue.handle_packet(Time(10), Packet::QueueAck { through: 1 });
     // An ack beyond what was delivered is refused.
     queue.handle_packet(Time(10), Packet::QueueAck { through: 9 });
@@ -75,9 +80,9 @@ fn the_queue_delivers_in_order_and_redelivers_from_the_ack_point_after_the_timeo
     let outputs = drain(|| queue.poll_output());
     assert!(outputs.contains(&QueueOutput::Note(QueueNote::Redelivered {
         from: 1,
-        through: 3
+        through: 5
     })));
-    assert_eq!(delivered_offsets(&outputs), vec![1, 2]);
+    assert_eq!(delivered_offsets(&outputs), vec![1, 2, 3, 4]);
 }
 
 #[test]
@@ -181,7 +186,7 @@ fn the_producer_enqueues_in_log_order_resends_and_passes_stored_on_once() {
     let mut storage = Storage::new();
     storage.append(record(0));
     storage.append(record(1));
-    let mut producer = Producer::new(0);
+    let mut producer = Producer::new(0, 0);
     producer.handle_sync_requested(Time(0), &storage, 2);
     producer.handle_sync_requested(Time(0), &storage, 2);
     let outputs = drain(|| producer.poll_output());
@@ -193,4 +198,29 @@ fn the_producer_enqueues_in_log_order_resends_and_passes_stored_on_once() {
     assert_eq!(producer.handle_stored(Time(300), 1), None, "a copy");
     assert_eq!(producer.handle_stored(Time(300), 5), None, "beyond the log");
     assert_eq!(producer.end(), 2);
+}
+
+#[test]
+fn a_fenced_producers_enqueues_are_refused() {
+    let mut queue = Queue::new();
+    queue.handle_packet(Time(0), enqueue(0));
+    queue.handle_packet(Time(0), enqueue(2));
+    assert_eq!(
+        queue.fence(1),
+        1,
+        "2 waits beyond the gap, and goes with the fence"
+    );
+    queue.handle_packet(Time(0), enqueue(1));
+    assert_eq!(queue.end(), 1, "the old producer's late enqueue is refused");
+    let packet = Packet::Enqueue {
+        epoch: 1,
+        offset: 1,
+        record: record(9),
+    };
+    queue.handle_packet(Time(0), packet);
+    assert_eq!(
+        queue.end(),
+        2,
+        "the old producer's 2 is not taken after the new 1"
+    );
 }
