@@ -153,7 +153,7 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         variant: Variant::NonIdempotentCommit,
         scenario: "lossy-network",
         invariant: "idempotent-commit",
-        also: &["no-duplicate-display", "sender-fifo"],
+        also: &["no-duplicate-display", "sender-fifo", "stored-once"],
         description: "a retransmit of a committed message is committed again with a new seq",
     },
     CatalogueEntry {

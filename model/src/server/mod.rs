@@ -367,6 +367,15 @@ impl Server {
             return;
         }
         for record in records {
+            if let crate::storage::Record::Committed(message) = record {
+                let timeline = self.conversations.get(&message.conv);
+                let at = message.seq.0.checked_sub(1);
+                let held = timeline.and_then(|c| at.and_then(|i| c.messages.get(i as usize)));
+                if held == Some(message) {
+                    // A row the store holds twice (a non-idempotent consumer): read once.
+                    continue;
+                }
+            }
             // Reads change state only once durable (`publish`); the others as they are written.
             if !matches!(record, crate::storage::Record::Read { .. }) {
                 self.apply(record, self.storage.written());
