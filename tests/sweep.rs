@@ -209,7 +209,7 @@ fn a_passing_sweep_prints_a_line_per_scenario_and_the_summary() {
         "no per-seed lines without -v: {text}"
     );
     let scenario_lines: Vec<&&str> = lines.iter().filter(|l| l.starts_with("ok ")).collect();
-    assert_eq!(scenario_lines.len(), 21, "{text}");
+    assert_eq!(scenario_lines.len(), 22, "{text}");
     let one_to_one = scenario_lines
         .iter()
         .find(|line| line.contains(" one-to-one "))
@@ -219,7 +219,7 @@ fn a_passing_sweep_prints_a_line_per_scenario_and_the_summary() {
         "{one_to_one}"
     );
     assert!(one_to_one.ends_with(" seeds/s"), "{one_to_one}");
-    assert!(text.contains("run: 42 runs (21 scenarios), 42 passed, 0 failed"));
+    assert!(text.contains("run: 44 runs (22 scenarios), 44 passed, 0 failed"));
 
     let verbose = imsim(&["run", "one-to-one", "--seeds", "0..2", "-v"], &[]);
     let text = String::from_utf8_lossy(&verbose.stdout);

@@ -92,6 +92,8 @@ detected! {
     failover_without_resync: FailoverWithoutResync,
     audience_from_current_members: AudienceFromCurrentMembers,
     handover_restarts_seqs: HandoverRestartsSeqs,
+    consumer_acks_before_durable: ConsumerAcksBeforeDurable,
+    non_idempotent_consumer: NonIdempotentConsumer,
 }
 
 #[test]

@@ -73,8 +73,9 @@ pub enum Silence {
 }
 
 use FaultClass::{
-    ClockSkew, Delay, DeviceRestart, Duplication, GatewayCrash, GatewayPartition, Hold, LogicCrash,
-    Loss, Partition, Placement, ServerCrash,
+    ClockSkew, ConsumerCrash, Delay, DeviceRestart, Duplication, GatewayCrash, GatewayPartition,
+    Hold, LogicCrash, Loss, Partition, Placement, QueueDelay, QueueDuplication, QueueLoss,
+    ServerCrash,
 };
 
 /// Faults that can keep an ack or an answer from arriving in time.
@@ -305,6 +306,14 @@ signals! {
     ShardHandedOver = "shard-handed-over",
         "a logic node crashed and another took its shard over, recovering it from storage",
         [Need::AnyFault(&[LogicCrash])];
+
+    // ---- queue ----
+    QueueRedeliveryDeduplicated = "queue-redelivery-deduplicated",
+        "the queue delivered an offset the consumer had already stored; it was skipped and acked again",
+        [Need::AnyFault(&[QueueLoss, QueueDuplication, QueueDelay, ConsumerCrash])];
+    QueueRedeliveredAfterConsumerCrash = "queue-redelivered-after-consumer-crash",
+        "the consumer crashed with deliveries unacked, and the queue redelivered them to it",
+        [Need::AnyFault(&[ConsumerCrash])];
 }
 
 impl Signal {

@@ -52,6 +52,29 @@ pub struct FaultProfile {
     /// shards over at once, and it restarts empty after `downtime_ms`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub logic_crashes: Vec<LogicCrashFault>,
+    /// Queue topology: packets on the queue's links (logic → queue, queue ↔ consumer, consumer
+    /// → logic) are lost with this probability. (Absent from the record when unset, like every
+    /// queue fault.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_loss: Option<QueueLinkFault>,
+    /// Queue topology: packets on the queue's links are delivered twice with this probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_duplication: Option<QueueLinkFault>,
+    /// Queue topology: packets on the queue's links are delayed by up to `delay_ms_max`, so they
+    /// overtake each other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_delay: Option<DelayFault>,
+    /// Queue topology: the queue's consumer crashes (losing its unsynced writes) and restarts
+    /// after `downtime_ms`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumer_crashes: Vec<CrashFault>,
+}
+
+/// A probability on every packet of the queue's links.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueLinkFault {
+    pub probability: f64,
 }
 
 /// A placement fires at the first matching moment within this long of being armed; a placement
@@ -203,6 +226,14 @@ pub enum FaultClass {
     Placement,
     /// Sharded logic only (`topology.logic` > 1).
     LogicCrash,
+    /// Queue topology only (`topology.queue`).
+    QueueLoss,
+    /// Queue topology only.
+    QueueDuplication,
+    /// Queue topology only.
+    QueueDelay,
+    /// Queue topology only.
+    ConsumerCrash,
 }
 
 impl FaultClass {
@@ -213,6 +244,17 @@ impl FaultClass {
             FaultClass::GatewayCrash,
             FaultClass::GatewayPartition,
             FaultClass::LogicCrash,
+        ]
+    }
+
+    /// The classes of the queue topology (`topology.queue`): a scenario without the queue
+    /// cannot have them, and they are not in [`FaultClass::all`].
+    pub fn queue() -> Vec<FaultClass> {
+        vec![
+            FaultClass::QueueLoss,
+            FaultClass::QueueDuplication,
+            FaultClass::QueueDelay,
+            FaultClass::ConsumerCrash,
         ]
     }
 
@@ -349,6 +391,22 @@ impl TimedFault for ClockSkew {
     }
 }
 
+/// A fault on every packet of some links, seen through what generic code needs of it: whether
+/// the profile has it, and dropping it.
+pub trait GlobalFault {
+    fn present(&self) -> bool;
+    fn clear(&mut self);
+}
+
+impl<T> GlobalFault for Option<T> {
+    fn present(&self) -> bool {
+        self.is_some()
+    }
+    fn clear(&mut self) {
+        *self = None;
+    }
+}
+
 /// A list of fault items seen through [`TimedFault`], so one table can hold lists of any item
 /// type.
 pub trait FaultList {
@@ -411,16 +469,19 @@ impl FaultProfile {
         ]
     }
 
-    /// The faults on every packet (a probability and a time), by class.
-    fn globals(&mut self) -> [(FaultClass, &mut Option<DelayFault>); 2] {
+    /// The faults on every packet of some links (a probability, perhaps a time), by class.
+    fn globals(&mut self) -> [(FaultClass, &mut dyn GlobalFault); 5] {
         [
             (FaultClass::Delay, &mut self.delay),
             (FaultClass::Hold, &mut self.hold),
+            (FaultClass::QueueLoss, &mut self.queue_loss),
+            (FaultClass::QueueDuplication, &mut self.queue_duplication),
+            (FaultClass::QueueDelay, &mut self.queue_delay),
         ]
     }
 
     /// The lists of faults that each have a device or a moment, by class.
-    fn items(&mut self) -> [(FaultClass, &mut dyn FaultList); 8] {
+    fn items(&mut self) -> [(FaultClass, &mut dyn FaultList); 9] {
         [
             (FaultClass::Partition, &mut self.partitions),
             (FaultClass::ServerCrash, &mut self.server_crashes),
@@ -430,6 +491,7 @@ impl FaultProfile {
             (FaultClass::GatewayPartition, &mut self.gateway_partitions),
             (FaultClass::Placement, &mut self.placements),
             (FaultClass::LogicCrash, &mut self.logic_crashes),
+            (FaultClass::ConsumerCrash, &mut self.consumer_crashes),
         ]
     }
 
@@ -443,7 +505,7 @@ impl FaultProfile {
         let mut profile = self.clone();
         let mut present: Vec<FaultClass> = Vec::new();
         let links = profile.links().map(|(class, f)| (class, f.is_some()));
-        let globals = profile.globals().map(|(class, f)| (class, f.is_some()));
+        let globals = profile.globals().map(|(class, f)| (class, f.present()));
         let items = profile
             .items()
             .map(|(class, list)| (class, !list.is_empty()));
@@ -466,7 +528,7 @@ impl FaultProfile {
             }
         }
         for (class, fault) in profile.globals() {
-            if fault.is_some() {
+            if fault.present() {
                 entries.push(FaultEntry::Global(class));
             }
         }
@@ -483,7 +545,7 @@ impl FaultProfile {
         let globals = profile
             .globals()
             .iter()
-            .filter(|(_, f)| f.is_some())
+            .filter(|(_, f)| f.present())
             .count();
         let items: usize = profile.items().iter().map(|(_, list)| list.len()).sum();
         links + globals + items
@@ -503,7 +565,7 @@ impl FaultProfile {
         }
         for (class, fault) in profile.globals() {
             if !kept.contains(&FaultEntry::Global(class)) {
-                *fault = None;
+                fault.clear();
             }
         }
         for (class, list) in profile.items() {
@@ -570,6 +632,15 @@ impl FaultProfile {
         self.logic_crashes
             .extend(other.logic_crashes.iter().cloned());
         self.logic_crashes.sort_by_key(|crash| crash.at_ms);
+        self.queue_loss = other.queue_loss.clone().or(self.queue_loss.take());
+        self.queue_duplication = other
+            .queue_duplication
+            .clone()
+            .or(self.queue_duplication.take());
+        self.queue_delay = other.queue_delay.clone().or(self.queue_delay.take());
+        self.consumer_crashes
+            .extend(other.consumer_crashes.iter().cloned());
+        self.consumer_crashes.sort_by_key(|crash| crash.at_ms);
         for skew in &other.clock_skew {
             self.clock_skew.retain(|s| s.device != skew.device);
             self.clock_skew.push(skew.clone());

@@ -10,7 +10,7 @@ use imsim_model::Event;
 use serde_json::{Map, Value};
 
 /// The event types the harness records (`HarnessEvent`), as they appear in `type`.
-pub const HARNESS_EVENT_TYPES: [&str; 17] = [
+pub const HARNESS_EVENT_TYPES: [&str; 22] = [
     "run_started",
     "partition_started",
     "partition_healed",
@@ -28,6 +28,11 @@ pub const HARNESS_EVENT_TYPES: [&str; 17] = [
     "logic_crashed",
     "logic_restarted",
     "shard_handed_over",
+    "consumer_crashed",
+    "consumer_restarted",
+    "queue_redelivered",
+    "queue_duplicate_skipped",
+    "queue_overflowed",
 ];
 
 /// Which kind of node reports an event.

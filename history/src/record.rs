@@ -186,6 +186,27 @@ pub enum HarnessEvent {
         from: u32,
         to: u32,
     },
+    /// Queue topology: the queue consumer (the storage writer) crashed, losing its unsynced
+    /// writes.
+    ConsumerCrashed,
+    /// The consumer restarted from its durable store; `lost_unsynced_writes` were lost.
+    ConsumerRestarted {
+        lost_unsynced_writes: u64,
+    },
+    /// No ack came in time: the queue delivers again from its ack point `from`; `through`
+    /// (exclusive) was the furthest it had delivered.
+    QueueRedelivered {
+        from: u64,
+        through: u64,
+    },
+    /// The consumer got an offset it had already stored, skipped it and acked again.
+    QueueDuplicateSkipped {
+        offset: u64,
+    },
+    /// The queue was full and refused `offset` (the logic enqueues it again later).
+    QueueOverflowed {
+        offset: u64,
+    },
 }
 
 /// A whole run's history.

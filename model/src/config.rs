@@ -279,6 +279,9 @@ mod tests {
             ..hour
         };
         let error = longer.validate().unwrap_err();
-        assert!(error.contains("protocol.session_timeout_ms = 3600001"), "{error}");
+        assert!(
+            error.contains("protocol.session_timeout_ms = 3600001"),
+            "{error}"
+        );
     }
 }

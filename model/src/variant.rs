@@ -33,6 +33,8 @@ pub enum Variant {
     FailoverWithoutResync,
     AudienceFromCurrentMembers,
     HandoverRestartsSeqs,
+    ConsumerAcksBeforeDurable,
+    NonIdempotentConsumer,
 }
 
 /// What the catalogue says about one broken variant.
@@ -50,7 +52,7 @@ pub struct CatalogueEntry {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 21] = [
+    pub const ALL: [Variant; 23] = [
         Variant::Correct,
         Variant::NoReceiverDedupe,
         Variant::AckBeforeStore,
@@ -72,6 +74,8 @@ impl Variant {
         Variant::FailoverWithoutResync,
         Variant::AudienceFromCurrentMembers,
         Variant::HandoverRestartsSeqs,
+        Variant::ConsumerAcksBeforeDurable,
+        Variant::NonIdempotentConsumer,
     ];
 
     /// The kebab-case name, as on the command line and in the history.
@@ -98,6 +102,8 @@ impl Variant {
             Variant::FailoverWithoutResync => "failover-without-resync",
             Variant::AudienceFromCurrentMembers => "audience-from-current-members",
             Variant::HandoverRestartsSeqs => "handover-restarts-seqs",
+            Variant::ConsumerAcksBeforeDurable => "consumer-acks-before-durable",
+            Variant::NonIdempotentConsumer => "non-idempotent-consumer",
         }
     }
 
@@ -147,7 +153,7 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
         variant: Variant::NonIdempotentCommit,
         scenario: "lossy-network",
         invariant: "idempotent-commit",
-        also: &["no-duplicate-display", "sender-fifo"],
+        also: &["no-duplicate-display", "sender-fifo", "stored-once"],
         description: "a retransmit of a committed message is committed again with a new seq",
     },
     CatalogueEntry {
@@ -275,6 +281,39 @@ pub const CATALOGUE: &[CatalogueEntry] = &[
             "within-budget",
         ],
         description: "a logic node that takes a crashed node's shard over starts handing out seqs without reading the last one stored, reusing durable seqs",
+    },
+    CatalogueEntry {
+        variant: Variant::ConsumerAcksBeforeDurable,
+        scenario: "queue-faults",
+        invariant: "acked-is-durable",
+        also: &[
+            "no-silent-loss",
+            "eventual-delivery",
+            "send-resolves",
+            "display-order",
+            "within-budget",
+        ],
+        description: "the queue consumer acks the queue and reports stored as soon as it appends, before the sync: a consumer crash loses records the queue will never redeliver and the sender was acked",
+    },
+    CatalogueEntry {
+        variant: Variant::NonIdempotentConsumer,
+        scenario: "queue-faults",
+        invariant: "stored-once",
+        also: &[
+            "acked-is-durable",
+            "seq-monotonic",
+            "idempotent-commit",
+            "no-duplicate-display",
+            "sender-fifo",
+            "display-order",
+            "agreement",
+            "eventual-delivery",
+            "no-silent-loss",
+            "send-resolves",
+            "devices-converge",
+            "within-budget",
+        ],
+        description: "the queue consumer appends every delivery, redeliveries included: storage holds a message twice (and a server recovering from that store reads a log whose positions no longer match the queue's offsets)",
     },
 ];
 

@@ -2,6 +2,7 @@
 //! can show them, and so the same model could later run over a real socket with any encoding.
 
 use crate::ids::{Address, ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, SessionId, UserId};
+use crate::storage::Record;
 use serde::{Deserialize, Serialize};
 
 /// A committed message as the server stores and delivers it.
@@ -234,6 +235,28 @@ pub enum Packet {
     KeepAlive {
         device: Address,
     },
+    // The queue topology (`cluster::queue`), between the logic, the queue and its consumer.
+    /// Logic → queue: the record at `offset` of the logic's storage log, from the producer of
+    /// `epoch` (the server's incarnation: the queue refuses a fenced, older one).
+    Enqueue {
+        epoch: u64,
+        offset: u64,
+        record: Record,
+    },
+    /// Queue → consumer: store this record at `offset` (a redelivery sends it again).
+    QueueDeliver {
+        offset: u64,
+        record: Record,
+    },
+    /// Consumer → queue: every offset below `through` is durable at the consumer.
+    QueueAck {
+        through: u64,
+    },
+    /// Consumer (or the queue, repeating the consumer's ack) → logic: every offset below
+    /// `through` is durable in storage.
+    Stored {
+        through: u64,
+    },
 }
 
 /// A user's read watermark in one conversation.
@@ -294,6 +317,10 @@ impl Packet {
             Packet::Downstream { .. } => "downstream",
             Packet::Unroutable { .. } => "unroutable",
             Packet::KeepAlive { .. } => "keep_alive",
+            Packet::Enqueue { .. } => "enqueue",
+            Packet::QueueDeliver { .. } => "queue_deliver",
+            Packet::QueueAck { .. } => "queue_ack",
+            Packet::Stored { .. } => "stored",
         }
     }
 }

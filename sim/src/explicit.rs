@@ -92,6 +92,7 @@ pub fn explicit(scenario: &Scenario, seed: u64) -> Scenario {
             groups,
             gateways: scenario.topology.gateways,
             logic: scenario.topology.logic,
+            queue: scenario.topology.queue,
         },
         workload: WorkloadSpec {
             duration_ms,

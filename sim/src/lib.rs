@@ -19,6 +19,7 @@ pub mod faults;
 pub mod features;
 mod fields;
 mod node;
+mod queue;
 pub mod reach;
 pub mod run;
 mod runaway;

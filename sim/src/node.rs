@@ -10,12 +10,13 @@
 use crate::faults::layer::FaultLayer;
 use crate::faults::placement::{Placements, HOLD_MS_MAX};
 use crate::faults::{PlacementKind, Rule};
+use crate::queue::{socket_of_role, QueueShared, DRAIN_POLL_MS};
 use crate::runaway::{self, Work};
 use crate::trace::{Link, NET};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use imsim_history::stats::PacketStats;
 use imsim_history::{Entry, HarnessEvent, History, Node};
-use imsim_model::cluster::{self, Failover, Gateway, Logic, LOGIC_ADDRESS};
+use imsim_model::cluster::{self, Failover, Gateway, Logic, Producer, QueueOutput, LOGIC_ADDRESS};
 use imsim_model::{
     Address, Client, ClientMsgId, Command, ConvId, DeviceId, Directory, Event, Output, Packet,
     ProtocolConfig, Server, Time,
@@ -164,6 +165,14 @@ impl World {
         verdict.copies_and_delay_ms(now_ms)
     }
 
+    /// The same for a packet on one of the queue's links (logic, queue, consumer).
+    fn verdict_queue(&self, packet: &Packet) -> Option<(u32, u64)> {
+        let now_ms = self.now_ms();
+        let verdict = lock(&self.faults).judge_queue(packet.kind(), now_ms);
+        tracing::trace!(target: NET, "transmit queue {verdict:?} {packet:?}");
+        verdict.copies_and_delay_ms(now_ms)
+    }
+
     /// The same for a packet between `gateway` and the logic, either way.
     fn verdict_internal(&self, gateway: u32, packet: &Packet) -> Option<(u32, u64)> {
         let now_ms = self.now_ms();
@@ -229,6 +238,8 @@ pub(crate) enum Input {
     Synced(u64),
     /// The server's held membership change (a placement) waited long enough: it goes on.
     Release,
+    /// Queue topology: the logic's producer timer (its resends) went off.
+    ProducerAlarm,
 }
 
 /// Work a node has scheduled for a later time on its own queue.
@@ -238,6 +249,7 @@ pub(crate) enum Later {
     /// A packet the fault layer delayed or held.
     Send(SocketAddr, Packet),
     Release,
+    ProducerAlarm,
 }
 
 /// A receive loop (never finishes) or a send.
@@ -310,7 +322,7 @@ impl Driver {
     /// simulated second. A server in front of thousands of devices needs many, or the harness
     /// itself, not the protocol, would congest it (seen: a 10,000-member group collapsing into
     /// timeouts and retries with no fault injected).
-    async fn bind(world: Arc<World>, ip: IpAddr, receivers: usize) -> Driver {
+    pub(crate) async fn bind(world: Arc<World>, ip: IpAddr, receivers: usize) -> Driver {
         Driver::bind_at(world, SocketAddr::new(ip, PORT), receivers).await
     }
 
@@ -375,6 +387,17 @@ impl Driver {
         self.send_after(delay_ms, to, packet);
     }
 
+    /// Sends `packet` on one of the queue's links through the fault layer.
+    pub(crate) fn transmit_queue(&mut self, to: SocketAddr, packet: Packet) {
+        let Some((copies, delay_ms)) = self.world.verdict_queue(&packet) else {
+            return;
+        };
+        for _ in 1..copies {
+            self.send_after(delay_ms, to, packet.clone());
+        }
+        self.send_after(delay_ms, to, packet);
+    }
+
     fn send_after(&mut self, delay_ms: u64, to: SocketAddr, packet: Packet) {
         if delay_ms == 0 {
             self.send(to, packet);
@@ -431,6 +454,7 @@ impl Driver {
                     Some(Later::Synced(through)) => return Poll::Ready(Input::Synced(through)),
                     Some(Later::Send(to, packet)) => self.send(to, packet),
                     Some(Later::Release) => return Poll::Ready(Input::Release),
+                    Some(Later::ProducerAlarm) => return Poll::Ready(Input::ProducerAlarm),
                     None => {}
                 }
                 continue;
@@ -467,6 +491,9 @@ pub(crate) struct ServerSlot {
     /// Cluster topology: the server is the logic node behind gateways, and this routes its
     /// packets through the session registry. `None`: devices talk to the server directly.
     pub logic: Option<Logic>,
+    /// Queue topology: the logic's producer and the queue it enqueues into. `None`: the server
+    /// syncs its own storage.
+    pub queue: Option<(Producer, Arc<QueueShared>)>,
 }
 
 impl ServerSlot {
@@ -490,15 +517,28 @@ impl ServerSlot {
                 logic.handle_storage_synced(server, now, through)
             }
             (Some(logic), Input::Alarm) => logic.handle_timeout(server, now),
-            (_, Input::Command(_) | Input::Release) => {}
+            (_, Input::Command(_) | Input::Release | Input::ProducerAlarm) => {}
         }
     }
 }
 
 pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) {
+    let restarting = lock(&slot).started;
+    let queue = lock(&slot).queue.as_ref().map(|(_, shared)| shared.clone());
+    let queue = queue.filter(|_| restarting);
+    if let Some(shared) = &queue {
+        // Queue topology: what the queue accepted will be stored; until it is, a server that
+        // read the store back would hand out its offsets and seqs again. So the restart fences
+        // the crashed server's enqueues still in flight, then waits for the queue to drain
+        // (while the consumer is down, it waits for it too).
+        shared.fence(lock(&slot).server.incarnation() + 1);
+        while !shared.drained() {
+            madsim::time::sleep(Duration::from_millis(DRAIN_POLL_MS)).await;
+        }
+    }
     {
         let mut slot = lock(&slot);
-        if slot.started {
+        if slot.started && slot.queue.is_none() {
             let now = Time(world.now_ms());
             let incarnation = slot.server.incarnation() + 1;
             let recovered = Server::recover(
@@ -518,6 +558,11 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
     }
     let receivers = lock(&slot).receivers;
     let mut driver = Driver::bind(world.clone(), server_ip(), receivers).await;
+    if let Some(shared) = &queue {
+        // After the last await before the loop: what the recovery publishes is recorded by the
+        // loop's first drain, so a crash cannot fall in between and lose it.
+        recover_from_queue(&world, &mut lock(&slot), shared);
+    }
     // Placements (`faults::placement`): the conversation of the send just handled, whose write
     // a sync asked for now would cover; a placed crash to ask for once the outputs are out; a
     // membership change held for a sync of its group.
@@ -534,10 +579,14 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
                 },
                 Output::ArmTimer { at } => driver.arm(at.0),
                 Output::SyncStorage { through } => {
-                    // madsim's generator, not rand's: madsim seeds it from the run seed
-                    // (`Setup::new`), so sync latencies replay like everything else.
-                    let sync_ms = madsim::rand::thread_rng().gen_range(SYNC_MS_MIN..=SYNC_MS_MAX);
-                    driver.schedule(world.now_ms() + sync_ms, Later::Synced(through));
+                    let queued = enqueue(&world, &mut lock(&slot), &mut driver, through);
+                    if !queued {
+                        // madsim's generator, not rand's: madsim seeds it from the run seed
+                        // (`Setup::new`), so sync latencies replay like everything else.
+                        let sync_ms =
+                            madsim::rand::thread_rng().gen_range(SYNC_MS_MIN..=SYNC_MS_MAX);
+                        driver.schedule(world.now_ms() + sync_ms, Later::Synced(through));
+                    }
                     if let Some(conv) = handled {
                         let kind = PlacementKind::CrashInSyncWindow;
                         if crash.is_none() {
@@ -559,6 +608,13 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
         let input = driver.next().await;
         let now = Time(world.now_ms());
         handled = None;
+        // (Bound first: a guard in the `if let` would live through its block.)
+        let for_producer = queue_input(&mut lock(&slot), now, &input);
+        if let Some(input) = for_producer {
+            lock(&slot).handle(now, input);
+            flush_producer(&mut lock(&slot), &mut driver);
+            continue;
+        }
         if let Input::Packet(packet, from) = &input {
             tracing::trace!(target: NET, "receive from {from} {packet:?}");
             if let Some(send) = SendOf::of(packet, *from) {
@@ -589,6 +645,97 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
         }
         lock(&slot).handle(now, input);
     }
+}
+
+/// Queue topology: the logic enqueues the records a sync through `through` covers, instead of
+/// syncing its own storage; false without a queue.
+fn enqueue(world: &World, slot: &mut ServerSlot, driver: &mut Driver, through: u64) -> bool {
+    let ServerSlot { server, queue, .. } = slot;
+    let Some((producer, _)) = queue else {
+        return false;
+    };
+    producer.handle_sync_requested(Time(world.now_ms()), server.storage(), through);
+    flush_producer(slot, driver);
+    true
+}
+
+/// Sends what the producer asks to the queue; its timer goes on the driver's own queue of
+/// timed work (the node's one timer is the server's).
+fn flush_producer(slot: &mut ServerSlot, driver: &mut Driver) {
+    let Some((producer, _)) = &mut slot.queue else {
+        return;
+    };
+    while let Some(output) = producer.poll_output() {
+        match output {
+            QueueOutput::Transmit { to, packet } => {
+                driver.transmit_queue(socket_of_role(to), packet)
+            }
+            QueueOutput::ArmTimer { at } => driver.schedule(at.0, Later::ProducerAlarm),
+            QueueOutput::SyncStorage { .. } | QueueOutput::Note(_) => {}
+        }
+    }
+}
+
+/// Queue topology: the producer's part of an input. `Stored` becomes the server's sync (when
+/// it moves the durable point); the producer's timer resends. `None`: not the producer's.
+fn queue_input(slot: &mut ServerSlot, now: Time, input: &Input) -> Option<Input> {
+    let (producer, _) = slot.queue.as_mut()?;
+    match input {
+        Input::Packet(Packet::Stored { through }, _) => {
+            Some(match producer.handle_stored(now, *through) {
+                Some(through) => Input::Synced(through),
+                None => Input::ProducerAlarm,
+            })
+        }
+        Input::ProducerAlarm => {
+            producer.handle_timeout(now);
+            Some(Input::ProducerAlarm)
+        }
+        _ => None,
+    }
+}
+
+/// Queue topology: a restarted server reads the consumer's store back (the queue has drained,
+/// so it holds everything the queue accepted). What the crashed server wrote and the queue
+/// never accepted is lost, like unsynced writes.
+fn recover_from_queue(world: &World, slot: &mut ServerSlot, shared: &QueueShared) {
+    let incarnation = slot.server.incarnation() + 1;
+    // The fence first: an enqueue of the crashed server still in flight is refused from now on.
+    let accepted = shared.fence(incarnation) as usize;
+    let durable = shared.durable_records();
+    let old = slot.server.storage();
+    // Offsets are log positions: the crashed server had heard `Stored` up to `published`; the
+    // queue accepted up to `accepted`, all of it in the consumer's store now. (Bounded by the
+    // store's length, which only a non-idempotent consumer makes differ.)
+    let accepted = accepted.min(durable.len());
+    let published = (old.synced() as usize).min(accepted);
+    let mut storage = imsim_model::Storage::new();
+    for record in &durable[..published] {
+        storage.append(record.clone());
+    }
+    storage.sync(storage.written());
+    let written: Vec<_> = old
+        .durable()
+        .iter()
+        .chain(old.unsynced())
+        .cloned()
+        .collect();
+    for record in written.into_iter().skip(accepted) {
+        storage.append(record);
+    }
+    let now = Time(world.now_ms());
+    let directory = slot.directory.clone();
+    slot.server = Server::recover(slot.config.clone(), directory, &storage, incarnation, now);
+    slot.server
+        .handle_recovered_stored(now, &durable[published..accepted]);
+    if slot.logic.is_some() {
+        slot.logic = Some(Logic::new(&slot.config));
+    }
+    let stored = slot.server.storage().written();
+    if let Some((producer, _)) = &mut slot.queue {
+        *producer = Producer::new(stored, incarnation);
+    }
+    slot.started = true;
 }
 
 /// What a placement needs of a send: whose it is, its conversation, whether it changes members.
@@ -703,7 +850,7 @@ pub(crate) async fn run_gateway(world: Arc<World>, slot: Arc<GatewaySlot>) {
                 machine.handle_packet(now, from, packet);
             }
             Input::Alarm => machine.handle_timeout(now),
-            Input::Command(_) | Input::Synced(_) | Input::Release => {}
+            Input::Command(_) | Input::Synced(_) | Input::Release | Input::ProducerAlarm => {}
         }
     }
 }
@@ -823,7 +970,7 @@ pub(crate) async fn run_device(world: Arc<World>, slot: Arc<Mutex<DeviceSlot>>) 
                 let command = slot.plan[index].1.clone();
                 slot.client.handle_command(now, command);
             }
-            Input::Command(_) | Input::Synced(_) | Input::Release => {}
+            Input::Command(_) | Input::Synced(_) | Input::Release | Input::ProducerAlarm => {}
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::node::{
     device_address, device_ip, gateway_ip, lock, run_device, run_gateway, run_server, server_ip,
     server_receivers, DeviceSlot, GatewaySlot, ServerSlot, World,
 };
+use crate::queue::QueueTier;
 use crate::scenario::Scenario;
 use crate::shards::{self, ShardedLogic};
 use crate::workload::{self, Plan};
@@ -23,7 +24,7 @@ use imsim_history::stats::RunStats;
 use imsim_history::{
     replay_command, Entry, HarnessEvent, History, Node, RunStart, TimelineEntry, Topology, Traffic,
 };
-use imsim_model::cluster::{Failover, Logic};
+use imsim_model::cluster::{Failover, Logic, Producer};
 use imsim_model::{Client, Command, DeviceId, DeviceIdentity, Directory, Server, Time};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use rand::{Rng, SeedableRng};
@@ -67,7 +68,11 @@ impl Setup {
                 &mut rng,
                 &scenario.faults.swarm_classes,
                 scenario.device_count(),
-                (scenario.topology.gateways, scenario.topology.logic),
+                faults::swarm::Shape {
+                    gateways: scenario.topology.gateways,
+                    logic: scenario.topology.logic,
+                    queue: scenario.topology.queue,
+                },
                 duration_ms,
             );
             faults::swarm::draw_long_silence(
@@ -242,7 +247,13 @@ async fn control(setup: Setup) -> History {
         }))),
     );
     let handle = Handle::current();
-    let logic = start_logic(&handle, &world, &setup);
+    // Queue topology: the queue's and the consumer's nodes (only then: a node more changes
+    // madsim's schedule, and a run without a queue must replay as it always did).
+    let queue = scenario
+        .topology
+        .queue
+        .then(|| QueueTier::start(&handle, &world, scenario.protocol.variant));
+    let logic = start_logic(&handle, &world, &setup, queue.as_ref());
     let gateway_nodes = start_gateways(&handle, &world, &setup, &logic);
     let device_nodes = start_devices(&handle, &world, &setup);
     schedule::play(
@@ -256,6 +267,9 @@ async fn control(setup: Setup) -> History {
     if let LogicTier::Sharded(sharded) = &logic {
         shards::play(&world, &setup.faults, sharded);
     }
+    if let Some(queue) = &queue {
+        queue.play(&world, &setup.faults, safety_end_ms);
+    }
 
     world.sleep_until_ms(safety_end_ms).await;
     let quiet_period_ms = scenario.quiet_period_ms();
@@ -266,16 +280,22 @@ async fn control(setup: Setup) -> History {
     world.sleep_until_ms(safety_end_ms + quiet_period_ms).await;
 
     for conversation in &setup.topology.conversations {
-        let entries = logic.with_owner(conversation.conv, |server| {
-            server
-                .durable_timeline(conversation.conv)
-                .iter()
-                .map(|m| TimelineEntry {
-                    seq: m.seq,
-                    sender_device: m.sender_device,
-                    client_msg_id: m.client_msg_id,
-                })
-                .collect()
+        // Queue topology: storage is the authority on what is durable.
+        let from_queue = queue
+            .as_ref()
+            .map(|q| q.durable_timeline(conversation.conv));
+        let entries = from_queue.unwrap_or_else(|| {
+            logic.with_owner(conversation.conv, |server| {
+                server
+                    .durable_timeline(conversation.conv)
+                    .iter()
+                    .map(|m| TimelineEntry {
+                        seq: m.seq,
+                        sender_device: m.sender_device,
+                        client_msg_id: m.client_msg_id,
+                    })
+                    .collect()
+            })
         });
         world.record(
             Node::Harness,
@@ -285,7 +305,10 @@ async fn control(setup: Setup) -> History {
             }),
         );
     }
-    let storages = logic.storages();
+    let storages = match &queue {
+        Some(queue) => vec![queue.storage()],
+        None => logic.storages(),
+    };
     let traffic = Traffic {
         packets: world.packet_stats(),
         synced_writes: storages.iter().map(|s| s.written()).sum(),
@@ -299,6 +322,9 @@ async fn control(setup: Setup) -> History {
     let history = world.take_history();
     world.end_placed_crashes();
     stop_nodes(&handle, &logic, &device_nodes, &gateway_nodes);
+    for node in queue.iter().flat_map(|queue| &queue.nodes) {
+        handle.kill(node.id());
+    }
     history
 }
 
@@ -340,10 +366,15 @@ impl LogicTier {
     }
 }
 
-fn start_logic(handle: &Handle, world: &Arc<World>, setup: &Setup) -> LogicTier {
+fn start_logic(
+    handle: &Handle,
+    world: &Arc<World>,
+    setup: &Setup,
+    queue: Option<&QueueTier>,
+) -> LogicTier {
     let logic = setup.scenario.topology.logic;
     if logic <= 1 {
-        let (node, slot) = start_server(handle, world, setup);
+        let (node, slot) = start_server(handle, world, setup, queue);
         return LogicTier::Single(node, slot);
     }
     let directory = directory(setup);
@@ -395,6 +426,7 @@ fn start_server(
     handle: &Handle,
     world: &Arc<World>,
     setup: &Setup,
+    queue: Option<&QueueTier>,
 ) -> (NodeHandle, Arc<Mutex<ServerSlot>>) {
     let directory = directory(setup);
     let config = setup.scenario.protocol.clone();
@@ -407,6 +439,7 @@ fn start_server(
         receivers: server_receivers(devices),
         started: false,
         logic: (setup.scenario.topology.gateways > 0).then(|| Logic::new(&setup.scenario.protocol)),
+        queue: queue.map(|queue| (Producer::new(0, 0), queue.shared.clone())),
     }));
     let (world, init_slot) = (world.clone(), slot.clone());
     let node = handle

@@ -44,6 +44,7 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "feature-swarm",
     "cluster-failover",
     "sharded-logic",
+    "queue-faults",
     "group-500",
     "group-2000",
     "group-10k",
@@ -124,6 +125,11 @@ pub struct TopologySpec {
     /// (`imsim_model::cluster::shard`).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub logic: u32,
+    /// The queue topology: the logic's commits reach storage through an at-least-once queue
+    /// and its consumer, each a node of its own (`imsim_model::cluster::queue`). One logic node
+    /// only; gateways are allowed. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub queue: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -516,6 +522,7 @@ impl Scenario {
             imsim_model::cluster::GATEWAYS_MAX.into(),
         )?;
         self.validate_logic()?;
+        self.validate_queue()?;
         if t.gateways == 0 {
             let cluster = FaultClass::cluster();
             let swarm = &self.faults.swarm_classes;
@@ -590,6 +597,40 @@ impl Scenario {
                     self.workload.duration_ms
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The queue topology: one logic node (the queue carries one storage log), and its fault
+    /// classes only with it.
+    fn validate_queue(&self) -> Result<(), String> {
+        let (t, faults) = (&self.topology, &self.faults);
+        if t.queue && t.logic > 1 {
+            return Err(format!(
+                "topology.queue = true needs a single logic node, but topology.logic = {} (the \
+                 queue carries one storage log; sharded logic with a queue is not supported)",
+                t.logic
+            ));
+        }
+        if t.queue {
+            return Ok(());
+        }
+        let queue_classes = FaultClass::queue();
+        if faults.swarm {
+            let swarm = &faults.swarm_classes;
+            if let Some(class) = swarm.iter().find(|class| queue_classes.contains(class)) {
+                return Err(format!(
+                    "faults.swarm_classes has {class:?}, a fault of the queue topology: set \
+                     topology.queue = true"
+                ));
+            }
+        }
+        let fixed = faults.profile.classes();
+        if let Some(class) = fixed.iter().find(|class| queue_classes.contains(class)) {
+            return Err(format!(
+                "faults.profile has {class:?}, a fault of the queue topology: set topology.queue \
+                 = true"
+            ));
         }
         Ok(())
     }

@@ -194,7 +194,7 @@ async fn run_shard(world: Arc<World>, slot: Arc<Mutex<ShardSlot>>, node: u32) {
             Input::Packet(packet, from) => logic.handle_packet(server, now, from, packet),
             Input::Synced(through) => logic.handle_storage_synced(server, now, through),
             Input::Alarm => logic.handle_timeout(server, now),
-            Input::Command(_) | Input::Release => {}
+            Input::Command(_) | Input::Release | Input::ProducerAlarm => {}
         }
     }
 }

@@ -20,7 +20,31 @@ pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
     cursor_contiguous(history, index, &mut findings);
     no_silent_loss(history, index, &mut findings);
     send_resolves(history, index, &mut findings);
+    stored_once(index, &mut findings);
     findings.into_violations()
+}
+
+/// D6: storage holds each message once and each seq once. A store that took a message twice
+/// (a queue consumer that appends a redelivery again) would read back a conversation with a
+/// message repeated, whatever the devices happened to display.
+fn stored_once(index: &HistoryIndex, findings: &mut Findings) {
+    for conv in index.conversations() {
+        let Some(timeline) = index.final_timeline(conv) else {
+            continue;
+        };
+        for (seq, message) in &timeline.repeated {
+            findings.report(Invariant::D6StoredOnce, || {
+                let first = match (timeline.seq_of(*message), timeline.at(*seq)) {
+                    (Some(first), _) => format!("{message} is already stored at {first}"),
+                    (None, Some(other)) => format!("{seq} already holds {other}"),
+                    (None, None) => "an earlier entry has the same place".to_string(),
+                };
+                let text =
+                    format!("the final timeline of {conv} holds {message} at {seq} again: {first}");
+                (text, vec![timeline.record])
+            });
+        }
+    }
 }
 
 /// One `SendAcked`: the server told `device` that its message is durable at `conv` `seq`.
@@ -484,6 +508,35 @@ mod tests {
             violation.explanation,
             "device-1 got an ack for m2 at c1 #2, but the final timeline has m1 from d3 at #2 and \
              no m2 from d1 at all."
+        );
+    }
+
+    #[test]
+    fn d6_a_message_stored_twice_fires_and_a_timeline_holding_each_once_passes() {
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(1));
+        story.message(D1, C1, m(2));
+        story.liveness_phase();
+        let timeline = story.final_timeline(C1, &[(1, D1, m(1)), (1, D1, m(1)), (2, D1, m(2))]);
+        story.finish();
+        let violation = single(durability(&story), Invariant::D6StoredOnce);
+        assert_eq!(violation.witness, vec![timeline]);
+        assert_eq!(
+            violation.explanation,
+            "the final timeline of c1 holds m1 from d1 at #1 again: m1 from d1 is already \
+             stored at #1"
+        );
+
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(1));
+        story.message(D1, C1, m(2));
+        story.liveness_phase();
+        story.final_timeline(C1, &[(1, D1, m(1)), (2, D1, m(2))]);
+        story.finish();
+        let found = durability(&story);
+        assert!(
+            found.iter().all(|v| v.invariant != Invariant::D6StoredOnce),
+            "{found:?}"
         );
     }
 

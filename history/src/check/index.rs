@@ -80,6 +80,8 @@ pub struct FinalTimeline {
     pub record: usize,
     by_seq: BTreeMap<Seq, MessageKey>,
     by_message: BTreeMap<MessageKey, Seq>,
+    /// Entries whose seq or message an earlier entry already had, in storage order (D6).
+    pub repeated: Vec<(Seq, MessageKey)>,
 }
 
 impl FinalTimeline {
@@ -90,8 +92,13 @@ impl FinalTimeline {
         };
         for entry in entries {
             let message = MessageKey::new(entry.sender_device, entry.client_msg_id);
-            // A duplicated seq or message in storage is not ours to judge here; keep the first
-            // so lookups are deterministic.
+            // A duplicated seq or message in storage is D6's to judge; keep the first so
+            // lookups are deterministic.
+            let seq_taken = timeline.by_seq.contains_key(&entry.seq);
+            let message_taken = timeline.by_message.contains_key(&message);
+            if seq_taken || message_taken {
+                timeline.repeated.push((entry.seq, message));
+            }
             timeline.by_seq.entry(entry.seq).or_insert(message);
             timeline.by_message.entry(message).or_insert(entry.seq);
         }

@@ -123,6 +123,8 @@ invariants! {
         "a message that never commits ends in a failure its sender saw";
     D5SendResolves = "D5", "send-resolves", Durability, Liveness,
         "every send ends acked or visibly failed on the device that sent it";
+    D6StoredOnce = "D6", "stored-once", Durability, Safety,
+        "the final durable timeline holds each message once, and each seq once";
     G1MemberOnlyDelivery = "G1", "member-only-delivery", Groups, Safety,
         "a device displays a group message only if its user was a member at its seq";
     G2MemberOnlySend = "G2", "member-only-send", Groups, Safety,

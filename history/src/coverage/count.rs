@@ -97,6 +97,8 @@ struct Tracker {
     placed_crash: Option<PlacementKind>,
     /// Groups where a placed membership change was let in during a sync, until it commits.
     placed_membership: BTreeSet<ConvId>,
+    /// Queue: the consumer crashed and the queue has not redelivered to it since.
+    consumer_crashed: bool,
 }
 
 impl Tracker {
@@ -136,6 +138,18 @@ impl Tracker {
                 crashed: Node::Server,
             } => self.server_crashes += 1,
             HarnessEvent::ShardHandedOver { .. } => self.hit(Signal::ShardHandedOver),
+            HarnessEvent::QueueDuplicateSkipped { .. } => {
+                self.hit(Signal::QueueRedeliveryDeduplicated)
+            }
+            HarnessEvent::ConsumerCrashed => self.consumer_crashed = true,
+            // A redelivery always covers deliveries not acked (`from < through`): after a
+            // consumer crash, those the crashed consumer took or would have taken.
+            HarnessEvent::QueueRedelivered { from, through }
+                if self.consumer_crashed && from < through =>
+            {
+                self.consumer_crashed = false;
+                self.hit(Signal::QueueRedeliveredAfterConsumerCrash);
+            }
             HarnessEvent::NodeCrashed {
                 crashed: Node::Device(device),
             } => {

@@ -30,12 +30,14 @@
 mod failover;
 mod gateway;
 mod logic;
+pub mod queue;
 mod registry;
 pub mod shard;
 
 pub use failover::Failover;
 pub use gateway::Gateway;
 pub use logic::Logic;
+pub use queue::{Consumer, Producer, Queue, QueueNote, QueueOutput, Role};
 pub use registry::Registry;
 pub use shard::{shard_address, shard_at, shard_of, take_over, Merge, LOGIC_SHARDS_MAX};
 

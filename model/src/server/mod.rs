@@ -357,6 +357,34 @@ impl Server {
         self.rearm();
     }
 
+    /// Queue topology, right after [`Server::recover`]: `records` are what the queue's consumer
+    /// stored after the last `Stored` the crashed server heard, in log order. They are written
+    /// again and published now, as if that `Stored` had come in: their commits are recorded,
+    /// and acks and pushes go to whoever is logged in (the devices' resume pulls repair the
+    /// rest).
+    pub fn handle_recovered_stored(&mut self, now: Time, records: &[crate::storage::Record]) {
+        if records.is_empty() {
+            return;
+        }
+        for record in records {
+            if let crate::storage::Record::Committed(message) = record {
+                let timeline = self.conversations.get(&message.conv);
+                let at = message.seq.0.checked_sub(1);
+                let held = timeline.and_then(|c| at.and_then(|i| c.messages.get(i as usize)));
+                if held == Some(message) {
+                    // A row the store holds twice (a non-idempotent consumer): read once.
+                    continue;
+                }
+            }
+            // Reads change state only once durable (`publish`); the others as they are written.
+            if !matches!(record, crate::storage::Record::Read { .. }) {
+                self.apply(record, self.storage.written());
+            }
+            self.storage.append(record.clone());
+        }
+        self.handle_storage_synced(now, self.storage.written());
+    }
+
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }

@@ -88,6 +88,30 @@ impl FaultLayer {
         verdict
     }
 
+    /// The verdict for one packet of kind `kind` on a queue link, counted.
+    pub fn judge_queue(&mut self, kind: &'static str, now_ms: u64) -> Verdict {
+        self.stats.sent += 1;
+        *self.by_kind.entry(kind).or_default() += 1;
+        if now_ms >= self.safety_end_ms {
+            return Verdict::Pass;
+        }
+        let rng = &mut self.rng;
+        let mut draw = || rng.gen::<f64>();
+        let verdict = self
+            .rules
+            .iter()
+            .map(|rule| rule.queue_verdict(&mut draw))
+            .find(|v| *v != Verdict::Pass)
+            .unwrap_or(Verdict::Pass);
+        match verdict {
+            Verdict::Drop => self.stats.dropped += 1,
+            Verdict::Duplicate => self.stats.duplicated += 1,
+            Verdict::Delay(_) => self.stats.delayed += 1,
+            Verdict::Pass | Verdict::Hold(_) => {}
+        }
+        verdict
+    }
+
     fn first_verdict(&mut self, device: DeviceId, to_server: bool, now_ms: u64) -> Verdict {
         let meta = PacketMeta {
             device,

@@ -128,6 +128,31 @@ pub fn validate(
             ));
         }
     }
+    for (name, fault) in [
+        ("queue_loss", &profile.queue_loss),
+        ("queue_duplication", &profile.queue_duplication),
+    ] {
+        if let Some(fault) = fault {
+            check_probability(&format!("{field}.{name}.probability"), fault.probability)?;
+        }
+    }
+    if let Some(fault) = &profile.queue_delay {
+        check_probability(
+            &format!("{field}.queue_delay.probability"),
+            fault.probability,
+        )?;
+        check_range(
+            &format!("{field}.queue_delay.delay_ms_max"),
+            fault.delay_ms_max,
+            1,
+            60_000,
+        )?;
+    }
+    for (i, c) in profile.consumer_crashes.iter().enumerate() {
+        let name = format!("{field}.consumer_crashes[{i}]");
+        check_range(&format!("{name}.downtime_ms"), c.downtime_ms, 1, 60_000)?;
+        ends_in_time(name, c.at_ms, c.downtime_ms)?;
+    }
     for (i, s) in profile.clock_skew.iter().enumerate() {
         device_ok(format!("{field}.clock_skew[{i}]"), s.device)?;
         check_range(
@@ -163,7 +188,8 @@ mod tests {
                 }
             }
             let fixed = scenario.faults.profile.classes();
-            for class in FaultClass::all().into_iter().chain(FaultClass::cluster()) {
+            let classes = FaultClass::all().into_iter().chain(FaultClass::cluster());
+            for class in classes.chain(FaultClass::queue()) {
                 let share = on.get(&class).copied().unwrap_or(0) as f64 / SEEDS as f64;
                 let drawn = scenario.faults.swarm && scenario.faults.swarm_classes.contains(&class);
                 let (low, high) = if fixed.contains(&class) {

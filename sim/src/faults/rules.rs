@@ -3,6 +3,7 @@
 
 use imsim_history::faults::{
     DelayFault, Direction, FaultProfile, GatewayPartitionFault, LinkFault, PartitionFault,
+    QueueLinkFault,
 };
 use imsim_model::DeviceId;
 
@@ -39,6 +40,11 @@ pub enum Rule {
     /// Cluster topology: cuts the links between gateways and the logic. It judges only those
     /// links (`Rule::internal_verdict`); the device rules above judge only devices' links.
     GatewayPartition(Vec<GatewayPartitionFault>),
+    /// Queue topology: the queue's links (logic → queue, queue ↔ consumer, consumer → logic).
+    /// These judge only those links (`Rule::queue_verdict`).
+    QueueLoss(QueueLinkFault),
+    QueueDuplication(QueueLinkFault),
+    QueueDelay(DelayFault),
 }
 
 impl Rule {
@@ -106,6 +112,21 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// The verdict for a packet on one of the queue's links at `now_ms`: lost, duplicated or
+    /// delayed (reordered) by the queue rules; every other rule passes it.
+    pub fn queue_verdict(&self, draw: &mut dyn FnMut() -> f64) -> Verdict {
+        match self {
+            Rule::QueueLoss(fault) if draw() < fault.probability => Verdict::Drop,
+            Rule::QueueDuplication(fault) if draw() < fault.probability => Verdict::Duplicate,
+            Rule::QueueDelay(fault) if draw() < fault.probability => {
+                Verdict::Delay(1 + (draw() * fault.delay_ms_max as f64) as u64)
+            }
+            _ => Verdict::Pass,
+        }
+    }
+}
+
 /// The packet rules of this profile, in the order they apply.
 pub fn rules(profile: &FaultProfile) -> Vec<Rule> {
     let mut rules = Vec::new();
@@ -119,5 +140,13 @@ pub fn rules(profile: &FaultProfile) -> Vec<Rule> {
     if !profile.gateway_partitions.is_empty() {
         rules.push(Rule::GatewayPartition(profile.gateway_partitions.clone()));
     }
+    rules.extend(profile.queue_loss.clone().map(Rule::QueueLoss));
+    rules.extend(
+        profile
+            .queue_duplication
+            .clone()
+            .map(Rule::QueueDuplication),
+    );
+    rules.extend(profile.queue_delay.clone().map(Rule::QueueDelay));
     rules
 }

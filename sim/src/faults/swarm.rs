@@ -9,6 +9,7 @@
 use imsim_history::faults::{
     ClockSkew, CrashFault, DelayFault, DeviceCrashFault, Direction, FaultClass, FaultProfile,
     GatewayCrashFault, GatewayPartitionFault, LinkFault, LogicCrashFault, PartitionFault,
+    QueueLinkFault,
 };
 use imsim_history::Topology;
 use imsim_model::DeviceId;
@@ -36,18 +37,35 @@ pub const GATEWAY_FAULT_MS_MAX: u64 = 8_000;
 /// while, so a second crash may find it gone and hand a shard on to a third node.
 pub const LOGIC_DOWNTIME_MS_MIN: u64 = 1_000;
 
+/// The longest drawn consumer downtime: long enough that the queue times out and redelivers
+/// several times, short enough that the senders' retransmissions keep being deduplicated.
+pub const CONSUMER_DOWNTIME_MS_MAX: u64 = 3_000;
+
+/// The cluster's shape as the swarm needs it: gateways, logic nodes, whether there is a queue.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub gateways: u32,
+    pub logic: u32,
+    pub queue: bool,
+}
+
 /// Swarm testing: each class in `classes` is on with probability 1/2; its parameters are
 /// drawn. Every fault ends before `duration_ms` (the end of the safety phase). The cluster
 /// classes are drawn only when there are `gateways` (without one, they take no draw at all, so
 /// the single-server runs draw exactly what they always drew); `logic-crash` only when there is
-/// more than one `logic` node to hand a shard over to.
+/// more than one `logic` node to hand a shard over to; the queue classes only with a `queue`.
 pub fn draw(
     rng: &mut impl Rng,
     classes: &[FaultClass],
     devices: u32,
-    (gateways, logic): (u32, u32),
+    shape: Shape,
     duration_ms: u64,
 ) -> FaultProfile {
+    let Shape {
+        gateways,
+        logic,
+        queue,
+    } = shape;
     let mut profile = FaultProfile::default();
     let device_ids: Vec<DeviceId> = (1..=devices).map(DeviceId).collect();
     let some_devices = |rng: &mut dyn RngCore| -> Vec<DeviceId> {
@@ -71,6 +89,9 @@ pub fn draw(
             continue;
         }
         if logic <= 1 && *class == FaultClass::LogicCrash {
+            continue;
+        }
+        if !queue && FaultClass::queue().contains(class) {
             continue;
         }
         if !rng.gen_bool(0.5) {
@@ -180,6 +201,31 @@ pub fn draw(
                     });
                 }
                 profile.logic_crashes.sort_by_key(|crash| crash.at_ms);
+            }
+            FaultClass::QueueLoss => {
+                let probability = round3(rng.gen_range(0.01..0.3));
+                profile.queue_loss = Some(QueueLinkFault { probability });
+            }
+            FaultClass::QueueDuplication => {
+                let probability = round3(rng.gen_range(0.01..0.2));
+                profile.queue_duplication = Some(QueueLinkFault { probability });
+            }
+            FaultClass::QueueDelay => {
+                let probability = round3(rng.gen_range(0.05..0.5));
+                profile.queue_delay = Some(DelayFault {
+                    probability,
+                    delay_ms_max: rng.gen_range(10..300),
+                });
+            }
+            FaultClass::ConsumerCrash => {
+                for _ in 0..rng.gen_range(1..=3) {
+                    let (at_ms, downtime_ms) =
+                        window(rng, duration_ms, 50, CONSUMER_DOWNTIME_MS_MAX);
+                    profile
+                        .consumer_crashes
+                        .push(CrashFault { at_ms, downtime_ms });
+                }
+                profile.consumer_crashes.sort_by_key(|crash| crash.at_ms);
             }
             FaultClass::ClockSkew => {
                 for device in &device_ids {

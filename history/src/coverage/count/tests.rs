@@ -630,3 +630,41 @@ fn a_shard_handover_is_counted() {
     });
     assert_eq!(story.count(Signal::ShardHandedOver), 1);
 }
+
+#[test]
+fn a_skipped_queue_redelivery_is_counted() {
+    let mut story = Story::new();
+    story.harness(HarnessEvent::QueueRedelivered {
+        from: 2,
+        through: 5,
+    });
+    assert_eq!(
+        story.count(Signal::QueueRedeliveryDeduplicated),
+        0,
+        "a redelivery alone"
+    );
+    story.harness(HarnessEvent::QueueDuplicateSkipped { offset: 2 });
+    assert_eq!(story.count(Signal::QueueRedeliveryDeduplicated), 1);
+}
+
+#[test]
+fn a_redelivery_after_a_consumer_crash_is_counted_once_per_crash() {
+    let mut story = Story::new();
+    let redelivered = HarnessEvent::QueueRedelivered {
+        from: 2,
+        through: 5,
+    };
+    story.harness(redelivered.clone());
+    assert_eq!(
+        story.count(Signal::QueueRedeliveredAfterConsumerCrash),
+        0,
+        "no crash before it"
+    );
+    story.harness(HarnessEvent::ConsumerCrashed);
+    story.harness(HarnessEvent::ConsumerRestarted {
+        lost_unsynced_writes: 1,
+    });
+    story.harness(redelivered.clone());
+    story.harness(redelivered);
+    assert_eq!(story.count(Signal::QueueRedeliveredAfterConsumerCrash), 1);
+}
