@@ -20,6 +20,7 @@ pub mod directory;
 pub mod event;
 pub mod ids;
 pub mod membership;
+pub mod message;
 mod output;
 pub mod server;
 pub mod storage;

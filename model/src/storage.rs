@@ -7,7 +7,7 @@
 //! a schedule the simulator can produce.
 
 use crate::ids::{ClientMsgId, ClientSeq, ConvId, DeviceId, Seq, UserId};
-use crate::wire::{Message, Rejection};
+use crate::message::{Message, Rejection};
 use serde::{Deserialize, Serialize};
 
 /// One durable fact.

@@ -77,3 +77,25 @@ impl ShardHosts {
         Some(SocketAddr::new(logic_ip(node), shard_port(shard)))
     }
 }
+
+pub(crate) fn server_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
+}
+
+pub(crate) fn queue_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 3, 0, 1))
+}
+
+pub(crate) fn consumer_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 3, 0, 2))
+}
+
+/// Where a queue-topology machine's output goes.
+pub(crate) fn socket_of_role(role: cluster::Role) -> SocketAddr {
+    let ip = match role {
+        cluster::Role::Logic => server_ip(),
+        cluster::Role::Queue => queue_ip(),
+        cluster::Role::Consumer => consumer_ip(),
+    };
+    SocketAddr::new(ip, PORT)
+}

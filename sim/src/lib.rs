@@ -20,6 +20,7 @@ pub mod features;
 mod fields;
 mod node;
 mod queue;
+mod queue_shared;
 pub mod reach;
 pub mod run;
 mod runaway;

@@ -7,10 +7,12 @@
 //! Each node is one madsim task: its `Driver` polls the node's receives, sends and timers itself
 //! (see `Driver`).
 
+pub(crate) use crate::discovery::server_ip;
+use crate::discovery::socket_of_role;
 use crate::faults::layer::FaultLayer;
 use crate::faults::placement::{Placements, HOLD_MS_MAX};
 use crate::faults::{PlacementKind, Rule};
-use crate::queue::{socket_of_role, QueueShared, DRAIN_POLL_MS};
+use crate::queue_shared::{QueueShared, DRAIN_POLL_MS};
 use crate::runaway::{self, Work};
 use crate::trace::{Link, NET};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -180,10 +182,6 @@ impl World {
         tracing::trace!(target: NET, "transmit gateway-{gateway} {verdict:?} {packet:?}");
         verdict.copies_and_delay_ms(now_ms)
     }
-}
-
-pub(crate) fn server_ip() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
 }
 
 pub(crate) fn device_ip(device: DeviceId) -> IpAddr {

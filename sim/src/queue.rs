@@ -7,16 +7,17 @@
 //! from it, and a restarted server recovers from it, once the queue has drained (see
 //! [`QueueShared::drained`]).
 
-use crate::node::{lock, server_ip, Driver, Input, Later, World, SYNC_MS_MAX, SYNC_MS_MIN};
+use crate::discovery::{consumer_ip, queue_ip, socket_of_role};
+use crate::node::{lock, Driver, Input, Later, World, SYNC_MS_MAX, SYNC_MS_MIN};
+use crate::queue_shared::{ConsumerSlot, QueueShared};
 use crate::trace::NET;
 use imsim_history::faults::FaultProfile;
 use imsim_history::{Entry, HarnessEvent, Node, TimelineEntry};
-use imsim_model::cluster::{Consumer, Queue, QueueNote, QueueOutput, Role};
+use imsim_model::cluster::{Consumer, Queue, QueueNote, QueueOutput};
 use imsim_model::{ConvId, Record, Storage, Time, Variant};
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::time::Duration;
 use rand::Rng;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 /// Receive loops of the queue's and the consumer's nodes (each takes in about a thousand
@@ -25,66 +26,6 @@ const RECEIVERS: usize = 16;
 
 /// The longest a consumer crash waits for a sync window to crash in.
 pub(crate) const CRASH_AIM_MS_MAX: u64 = 500;
-
-/// How often a restarting server looks whether the queue has drained.
-pub(crate) const DRAIN_POLL_MS: u64 = 10;
-
-fn queue_ip() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 3, 0, 1))
-}
-
-fn consumer_ip() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 3, 0, 2))
-}
-
-/// Where a queue-topology machine's output goes.
-pub(crate) fn socket_of_role(role: Role) -> SocketAddr {
-    let ip = match role {
-        Role::Logic => server_ip(),
-        Role::Queue => queue_ip(),
-        Role::Consumer => consumer_ip(),
-    };
-    SocketAddr::new(ip, crate::discovery::PORT)
-}
-
-/// The consumer outlives its node's incarnations: a crash drops the node's tasks, and the
-/// restarted node recovers a new `Consumer` from the old one's durable store.
-pub(crate) struct ConsumerSlot {
-    consumer: Consumer,
-    started: bool,
-}
-
-/// What the queue's node, the consumer's node and the server's driver share.
-pub(crate) struct QueueShared {
-    queue: Mutex<Queue>,
-    consumer: Mutex<ConsumerSlot>,
-}
-
-impl QueueShared {
-    /// Whether everything the queue accepted is durable at the consumer: a restarted server
-    /// may then read the store back and go on from its end without reusing an offset or a seq.
-    pub(crate) fn drained(&self) -> bool {
-        let end = lock(&self.queue).end();
-        lock(&self.consumer).consumer.durable_through() >= end
-    }
-
-    /// Whether the consumer holds writes not yet synced.
-    fn unsynced(&self) -> bool {
-        let slot = lock(&self.consumer);
-        slot.consumer.storage().written() > slot.consumer.storage().synced()
-    }
-
-    /// The consumer's durable records (what a server restarting now reads back).
-    pub(crate) fn durable_records(&self) -> Vec<Record> {
-        lock(&self.consumer).consumer.storage().durable().to_vec()
-    }
-
-    /// Fences the producers before `epoch` and returns one past the last offset the queue
-    /// accepted (see `Queue::fence`).
-    pub(crate) fn fence(&self, epoch: u64) -> u64 {
-        lock(&self.queue).fence(epoch)
-    }
-}
 
 pub(crate) struct QueueTier {
     pub shared: Arc<QueueShared>,

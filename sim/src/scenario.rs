@@ -703,7 +703,7 @@ impl Scenario {
                 // an edge request the server must refuse (`workload.edge_requests`).
                 (true, Some(user)) => {
                     let unknown = match action.action {
-                        Action::Add => crate::workload::UNKNOWN_USERS,
+                        Action::Add => UNKNOWN_USERS,
                         _ => 0,
                     };
                     check_range(
@@ -723,6 +723,10 @@ impl Scenario {
         Ok(())
     }
 }
+
+/// How many user ids after the last user an `add` may name (a script's, or an edge request's):
+/// ids nobody owns, which the server must refuse.
+pub const UNKNOWN_USERS: u32 = 3;
 
 fn one() -> u32 {
     1

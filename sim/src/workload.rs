@@ -276,9 +276,6 @@ fn roaming(
     }
 }
 
-/// How many user ids after the last user an edge request may add: ids nobody owns.
-pub const UNKNOWN_USERS: u32 = 3;
-
 /// Requests at the protocol's limits (`workload.edge_requests`).
 struct Edge<'a> {
     topology: &'a Topology,
@@ -299,7 +296,8 @@ impl Edge<'_> {
         if kind == 2 && !groups.is_empty() {
             let group = groups[rng.gen_range(0..groups.len())];
             let user = group.members[rng.gen_range(0..group.members.len())];
-            let nobody = self.topology.users.len() as u32 + rng.gen_range(1..=UNKNOWN_USERS);
+            let nobody = self.topology.users.len() as u32
+                + rng.gen_range(1..=crate::scenario::UNKNOWN_USERS);
             let change = MembershipChange::Add(UserId(nobody));
             let command = Command::ChangeMembership {
                 conv: group.conv,
