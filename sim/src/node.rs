@@ -365,29 +365,26 @@ impl Driver {
 
     /// Sends `packet` through the fault layer; `device` is the device end of the link.
     fn transmit(&mut self, device: DeviceId, to_server: bool, to: SocketAddr, packet: Packet) {
-        let Some((copies, delay_ms)) = self.world.verdict(device, to_server, &packet) else {
-            return;
-        };
-        for _ in 1..copies {
-            self.send_after(delay_ms, to, packet.clone());
-        }
-        self.send_after(delay_ms, to, packet);
+        let verdict = self.world.verdict(device, to_server, &packet);
+        self.send_judged(verdict, to, packet);
     }
 
     /// Sends `packet` between `gateway` and the logic through the fault layer.
     pub(crate) fn transmit_internal(&mut self, gateway: u32, to: SocketAddr, packet: Packet) {
-        let Some((copies, delay_ms)) = self.world.verdict_internal(gateway, &packet) else {
-            return;
-        };
-        for _ in 1..copies {
-            self.send_after(delay_ms, to, packet.clone());
-        }
-        self.send_after(delay_ms, to, packet);
+        let verdict = self.world.verdict_internal(gateway, &packet);
+        self.send_judged(verdict, to, packet);
     }
 
     /// Sends `packet` on one of the queue's links through the fault layer.
     pub(crate) fn transmit_queue(&mut self, to: SocketAddr, packet: Packet) {
-        let Some((copies, delay_ms)) = self.world.verdict_queue(&packet) else {
+        let verdict = self.world.verdict_queue(&packet);
+        self.send_judged(verdict, to, packet);
+    }
+
+    /// Sends what the fault layer's verdict says: nothing when dropped, else `copies` of the
+    /// packet after the delay.
+    fn send_judged(&mut self, verdict: Option<(u32, u64)>, to: SocketAddr, packet: Packet) {
+        let Some((copies, delay_ms)) = verdict else {
             return;
         };
         for _ in 1..copies {
@@ -523,6 +520,8 @@ impl ServerSlot {
 pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) {
     let restarting = lock(&slot).started;
     let queue = lock(&slot).queue.as_ref().map(|(_, shared)| shared.clone());
+    // Asked once: without a queue, the per-input path takes no extra lock.
+    let with_queue = queue.is_some();
     let queue = queue.filter(|_| restarting);
     if let Some(shared) = &queue {
         // Queue topology: what the queue accepted will be stored; until it is, a server that
@@ -607,7 +606,11 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
         let now = Time(world.now_ms());
         handled = None;
         // (Bound first: a guard in the `if let` would live through its block.)
-        let for_producer = queue_input(&mut lock(&slot), now, &input);
+        let for_producer = if with_queue {
+            queue_input(&mut lock(&slot), now, &input)
+        } else {
+            None
+        };
         if let Some(input) = for_producer {
             lock(&slot).handle(now, input);
             flush_producer(&mut lock(&slot), &mut driver);
