@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates tests/fixtures/shrunk/<variant>.toml, the 1-minimal witnesses `tests/minimal.rs`
-# checks: for each variant of `imsim variants`, the first few failing seeds of its scenario
-# (from 0) shrunk while the catalogue's invariant keeps failing, and the smallest witness run
-# kept (a shrink is a local search: another seed's failure often shrinks further). Needs jq and
+# checks: for each variant of `imsim variants`, the first few seeds of its scenario (from 0)
+# that violate the catalogue's invariant, shrunk while that invariant keeps failing, and the
+# smallest witness run kept (a shrink is a local search: another seed's failure often shrinks further). Needs jq and
 # a release build:
 #   cargo build --release && scripts/shrunk-fixtures.sh [VARIANT…]
 set -euo pipefail
@@ -23,7 +23,8 @@ mkdir -p "$out"
       if [[ -n "$seed" && ${#seeds[@]} -lt $tries ]]; then seeds+=("$seed"); fi
     done < <("$imsim" run "$scenario" --variant "$name" --seeds "$from..$((from + 10))" \
       --check-determinism-every 0 --format json 2>/dev/null \
-      | jq -r 'select(.seed != null and .ok == false) | .seed')
+      | jq -r --arg inv "$invariant" \
+        'select(.seed != null and any(.violations[]?; .name == $inv)) | .seed')
   done
   if [[ ${#seeds[@]} -eq 0 ]]; then
     echo "$name: not caught on $scenario in 1000 seeds" >&2

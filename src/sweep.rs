@@ -226,13 +226,9 @@ fn run_seed_caught(
     rerun: Rerun,
 ) -> Result<SeedRun, Panicked> {
     let run = std::panic::AssertUnwindSafe(|| run_seed(scenario, seed, every, rerun));
-    std::panic::catch_unwind(run).map_err(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_string());
-        Panicked { seed, message }
+    std::panic::catch_unwind(run).map_err(|payload| Panicked {
+        seed,
+        message: imsim_sim::shrink::panic_message(&*payload),
     })
 }
 

@@ -235,6 +235,27 @@ fn a_panicking_candidate_is_not_kept_and_the_shrink_goes_on() {
 }
 
 #[test]
+fn a_run_that_panics_is_an_error_not_a_crash() {
+    // Found shrinking non-idempotent-consumer's seed 2, whose server panics on the store the bug
+    // leaves: `imsim shrink` died with the panic instead of saying why it cannot shrink it.
+    let always = |_: &Scenario, _: u64| -> RunOutcome { panic!("a bug hit on every run") };
+    let scenario = Scenario::load("one-to-one").unwrap();
+    let error = shrink(
+        &scenario,
+        0,
+        &ShrinkOptions::default(),
+        &always,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert_eq!(
+        error,
+        ShrinkError::Panicked("a bug hit on every run".to_string())
+    );
+    assert!(error.to_string().contains("replay the seed"), "{error}");
+}
+
+#[test]
 fn a_cost_overrun_beside_another_failure_is_not_the_default_target() {
     // sync-off-by-one's repair loop both loses messages (D2) and wastes traffic (C1) at seed 0;
     // C1 needs 20 deliveries to be judged, so a shrink that kept it could not get small.

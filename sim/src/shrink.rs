@@ -90,6 +90,9 @@ pub enum ShrinkError {
     Fails(Vec<Invariant>),
     /// [`shrink_passing`] on a run that does not show what it should keep.
     NotShown,
+    /// The run (or its explicit form) panicked: a bug in the model or the harness, which a
+    /// shrink cannot aim at since no invariant names it. The panic's message.
+    Panicked(String),
 }
 
 impl fmt::Display for ShrinkError {
@@ -113,11 +116,31 @@ impl fmt::Display for ShrinkError {
             ),
             ShrinkError::Fails(failing) => write!(f, "the run violates {}", list(failing)),
             ShrinkError::NotShown => write!(f, "the run does not show the schedule to keep"),
+            ShrinkError::Panicked(message) => write!(
+                f,
+                "the run panicked ({message}): a bug in the model or the harness, not a \
+                 violation a shrink can keep; replay the seed to see where"
+            ),
         }
     }
 }
 
 impl std::error::Error for ShrinkError {}
+
+/// Runs `scenario` with `seed`, turning a panic into [`ShrinkError::Panicked`].
+fn run_caught(runner: Runner, scenario: &Scenario, seed: u64) -> Result<RunOutcome, ShrinkError> {
+    let run = std::panic::AssertUnwindSafe(|| runner(scenario, seed));
+    std::panic::catch_unwind(run).map_err(|payload| ShrinkError::Panicked(panic_message(&*payload)))
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
 
 /// Shrinks the failing run of `scenario` with `seed`. `progress` gets a line whenever a pass
 /// made the scenario smaller.
@@ -128,7 +151,7 @@ pub fn shrink(
     runner: Runner,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Shrunk, ShrinkError> {
-    let original = runner(scenario, seed);
+    let original = run_caught(runner, scenario, seed)?;
     let violated = failing(&original);
     let first = original.violations.first().ok_or(ShrinkError::Passes)?;
     // A cost overrun (C1) needs enough work to be judged at all, so it cannot shrink far: the
@@ -146,7 +169,7 @@ pub fn shrink(
         });
     }
     let form = explicit(scenario, seed);
-    let outcome = runner(&form, seed);
+    let outcome = run_caught(runner, &form, seed)?;
     let form_violated = failing(&outcome);
     if !form_violated.contains(&target) {
         return Err(ShrinkError::Unfaithful {
@@ -188,9 +211,9 @@ pub fn shrink_passing(
     runner: Runner,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Shrunk, ShrinkError> {
-    let original = runner(scenario, seed);
+    let original = run_caught(runner, scenario, seed)?;
     let form = explicit(scenario, seed);
-    let outcome = runner(&form, seed);
+    let outcome = run_caught(runner, &form, seed)?;
     for run in [&original, &outcome] {
         if !run.ok() {
             return Err(ShrinkError::Fails(failing(run).into_iter().collect()));
@@ -403,21 +426,16 @@ impl Shrinker<'_> {
         self.runs += 1;
         // A candidate whose run panics fails, but not the way being shrunk: it is not kept, and
         // the shrink goes on (a bug the cut uncovered is worth knowing, so it is reported).
-        let run = std::panic::AssertUnwindSafe(|| (self.runner)(&candidate, self.seed));
-        let outcome = match std::panic::catch_unwind(run) {
+        let outcome = match run_caught(self.runner, &candidate, self.seed) {
             Ok(outcome) => outcome,
-            Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".to_string());
+            Err(ShrinkError::Panicked(message)) => {
                 (self.progress)(&format!(
                     "[{:>5} runs] a candidate panicked ({message}); not kept",
                     self.runs
                 ));
                 return false;
             }
+            Err(error) => unreachable!("run_caught fails only with a panic: {error}"),
         };
         let violated = failing(&outcome);
         // Never more events either: every axis a shrink reports only goes down.
