@@ -34,6 +34,8 @@ PAIRS = [
     ("failover-without-resync", "cluster-swarm-only"),
     ("handover-restarts-seqs", "sharded-logic"),
     ("audience-from-current-members", "group-membership-churn"),
+    ("consumer-acks-before-durable", "queue-faults"),
+    ("non-idempotent-consumer", "queue-faults"),
 ]
 
 

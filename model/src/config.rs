@@ -137,6 +137,15 @@ impl ProtocolConfig {
         2 * (detect + reconnect + resend)
     }
 
+    /// The shortest a server may keep a push before giving it up: the first try's wait
+    /// (`push_retry_initial_ms`), then a backoff after each of the `push_attempts_max - 1`
+    /// retries, doubling from there and capped at `push_retry_max_ms`.
+    pub fn push_schedule_ms(&self) -> u64 {
+        (0..self.push_attempts_max)
+            .map(|k| (self.push_retry_initial_ms << k.min(16)).min(self.push_retry_max_ms))
+            .sum()
+    }
+
     /// The server's part of presence: a user whose devices all went silent is shown offline by
     /// the server at most this long after the server last heard from any of them (the session
     /// timeout, and one housekeeping tick to notice it).

@@ -89,12 +89,7 @@ fn can_be_silent(scenario: &Scenario, silence: Silence) -> bool {
         Silence::PushesLost => {
             // Abandoning needs the session to outlive every try: when the device's silence
             // timeout comes first it logs in again and the server drops the old session's pushes.
-            let retries_ms: u64 = (0..protocol.push_attempts_max)
-                .map(|k| {
-                    let backoff = protocol.push_retry_initial_ms << k.min(16);
-                    backoff.min(protocol.push_retry_max_ms)
-                })
-                .sum();
+            let retries_ms = protocol.push_schedule_ms();
             if retries_ms >= protocol.server_silence_timeout_ms {
                 return false;
             }

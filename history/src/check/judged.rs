@@ -30,6 +30,7 @@ struct Holds {
     presence: bool,
     logins: bool,
     sessions: bool,
+    pushes_abandoned: bool,
 }
 
 impl Holds {
@@ -64,6 +65,9 @@ impl Holds {
             Event::PresenceChanged { .. } => self.presence = true,
             Event::LoggedIn { .. } if matches!(node, Node::Device(_)) => self.logins = true,
             Event::SessionOpened { .. } => self.sessions = true,
+            Event::PushAbandoned { seq, .. } if *seq != imsim_model::Seq::ZERO => {
+                self.pushes_abandoned = true
+            }
             _ => {}
         }
     }
@@ -92,6 +96,12 @@ fn judge(holds: &Holds, invariant: Invariant) -> Judgement {
         }
         Invariant::T1DeliveredInTime if !(holds.logins && holds.sessions) => {
             NotJudged("no logged_in and session_opened records: nothing shows a device online")
+        }
+        Invariant::T5PushKeptToSchedule if !holds.run_started => {
+            NotJudged("no run_started record: the protocol settings that give the schedule")
+        }
+        Invariant::T5PushKeptToSchedule if !holds.pushes_abandoned => {
+            Vacuous("no push of a message was given up")
         }
         Invariant::C1WithinBudget if !(holds.run_started && holds.traffic) => {
             NotJudged("no run_started and traffic records: the budget and the run's packet counts")

@@ -159,6 +159,8 @@ invariants! {
         "a device online with a healthy link shows a durable read within the read update's bound";
     T4ReadCountShownInTime = "T4", "read-count-shown-in-time", Timeliness, Safety,
         "a group message's sender's healthy devices show each new reader within the count's bound";
+    T5PushKeptToSchedule = "T5", "push-kept-to-schedule", Timeliness, Safety,
+        "a push is given up only after its whole retry schedule has passed since the commit";
     C1WithinBudget = "C1", "within-budget", Cost, Safety,
         "packets, writes, notices, receipts and presence per unit of work stay within the budget";
 }

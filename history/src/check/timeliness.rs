@@ -29,6 +29,12 @@
 //!   count at least that high within [`read_count_bound_ms`]: the read's bound, plus one batch
 //!   window and a tick where the group can be above `notify_threshold_members` (large groups
 //!   merge a window's reads). R4 judges the exact count at the end of the run; this is when.
+//! - **T5 push-kept-to-schedule**: the server gives up a push of a message to a session
+//!   (`push_abandoned`) no sooner than its whole retry schedule after the message's commit
+//!   ([`ProtocolConfig::push_schedule_ms`]: `push_attempts_max` tries, backing off from
+//!   `push_retry_initial_ms` to `push_retry_max_ms`). Giving up early is repaired by the
+//!   heartbeat's sync key seconds later, so no eventual invariant sees it, and T1 does not judge
+//!   the lossy links where retries matter; this is the bound on the retry path itself.
 
 use super::index::{device_name, Findings};
 use super::{HistoryIndex, Invariant, Violation};
@@ -49,6 +55,7 @@ pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
         delivered_in_time(history, index, start, &links, &mut findings);
         read_shown_in_time(history, index, start, &links, &mut findings);
         read_count_shown_in_time(history, index, start, &links, &mut findings);
+        push_kept_to_schedule(history, &start.protocol, &mut findings);
     }
     findings.into_violations()
 }
@@ -94,6 +101,44 @@ pub fn read_count_bound_ms(protocol: &ProtocolConfig, large_group: bool, in_flig
         0
     };
     read_bound_ms(protocol, in_flight_ms) + batch_ms
+}
+
+/// T5: each `push_abandoned` of a message comes at least the push schedule after the
+/// message's first commit (a push starts at the commit, or later for a session that opened
+/// after it; a notice, `seq` 0, starts at a merge window the history does not show).
+fn push_kept_to_schedule(history: &History, protocol: &ProtocolConfig, findings: &mut Findings) {
+    let schedule_ms = protocol.push_schedule_ms();
+    let mut committed: BTreeMap<(ConvId, Seq), (u64, usize)> = BTreeMap::new();
+    for (index, record, event) in history.protocol_events() {
+        match event {
+            Event::Committed { conv, seq, .. } => {
+                committed
+                    .entry((*conv, *seq))
+                    .or_insert((record.t_ms, index));
+            }
+            Event::PushAbandoned { device, conv, seq } if *seq != Seq::ZERO => {
+                let Some(&(at_ms, commit)) = committed.get(&(*conv, *seq)) else {
+                    continue;
+                };
+                let kept_ms = record.t_ms.saturating_sub(at_ms);
+                if kept_ms < schedule_ms {
+                    findings.report(Invariant::T5PushKeptToSchedule, || {
+                        let text = format!(
+                            "The server gave up pushing {conv} {seq} to {} {kept_ms} ms after \
+                             the commit; its {} tries take at least {schedule_ms} ms \
+                             (push_retry_initial_ms {}, push_retry_max_ms {}).",
+                            device_name(*device),
+                            protocol.push_attempts_max,
+                            protocol.push_retry_initial_ms,
+                            protocol.push_retry_max_ms
+                        );
+                        (text, vec![commit, index])
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What both bounds read of the links: the profile's extra delay a packet may take (drawn delay
@@ -691,6 +736,72 @@ mod tests {
         story.wait(late_ms);
         story.deliver(C1, seq);
         (commit, seq)
+    }
+
+    /// A message from D1 committed, then D3's push of it given up `after_ms` later.
+    fn abandoned_after(after_ms: u64) -> (Story, usize, usize) {
+        let mut story = online();
+        story.send(D1, C1, m(1));
+        let commit = story.commit(C1, D1, m(1));
+        story.wait(after_ms - 10);
+        let abandoned = story.server(Event::PushAbandoned {
+            device: D3,
+            conv: C1,
+            seq: Seq(1),
+        });
+        story.deliver(C1, 1);
+        story.finish();
+        (story, commit, abandoned)
+    }
+
+    fn of(violations: Vec<Violation>, invariant: Invariant) -> Vec<Violation> {
+        violations
+            .into_iter()
+            .filter(|violation| violation.invariant == invariant)
+            .collect()
+    }
+
+    #[test]
+    fn t5_a_push_given_up_before_its_schedule_fires() {
+        // Found by cargo-mutants: `attempts += 1` as `-= 1` wraps the counter, and the server
+        // gave up after two tries; the heartbeat repaired it, so nothing else fired.
+        let schedule_ms = ProtocolConfig::default().push_schedule_ms();
+        assert_eq!(schedule_ms, 31_000, "1 + 2 + 4 + 8 + 8 + 8 s");
+        let (story, commit, abandoned) = abandoned_after(4_000);
+        let violation = single(
+            of(timeliness(&story), Invariant::T5PushKeptToSchedule),
+            Invariant::T5PushKeptToSchedule,
+        );
+        assert_eq!(violation.witness, vec![commit, abandoned]);
+        assert!(
+            violation
+                .explanation
+                .contains("gave up pushing c1 #1 to device-3 4000 ms after the commit"),
+            "{}",
+            violation.explanation
+        );
+    }
+
+    #[test]
+    fn t5_a_push_given_up_after_its_schedule_passes() {
+        let (story, _, _) = abandoned_after(31_000);
+        assert_eq!(
+            of(timeliness(&story), Invariant::T5PushKeptToSchedule),
+            vec![]
+        );
+        // A notice (seq 0) starts at a merge window the history does not show: not judged.
+        let mut story = online();
+        story.message(D1, C1, m(1));
+        story.server(Event::PushAbandoned {
+            device: D3,
+            conv: C1,
+            seq: Seq::ZERO,
+        });
+        story.finish();
+        assert_eq!(
+            of(timeliness(&story), Invariant::T5PushKeptToSchedule),
+            vec![]
+        );
     }
 
     #[test]
