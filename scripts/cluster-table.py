@@ -2,7 +2,7 @@
 """The README's single server vs cluster table: the same workload on each topology.
 
 Each row is a scenario written here in full (the workload of `cluster-failover`, or of
-`group-2000`), run over a band of seeds with the release binary; the figures come from the runs'
+`group-2000`; with a queue, the queue's own packets count too), run over a band of seeds with the release binary; the figures come from the runs'
 JSON: packets per delivery (every packet sent, gateway and shard hops included, over deliveries),
 storage writes per committed message, and the median over runs of each run's send->display p50
 and p99. Prints the Markdown table; the README pastes it under "Cost against the single server".
@@ -68,6 +68,8 @@ def swarm(classes):
 NO_FAULTS = "[faults]\nswarm = false\n"
 GATEWAYS = "gateways = 3\n"
 SHARDED = "gateways = 3\nlogic = 3\n"
+QUEUE = "queue = true\n"
+QUEUE_FAULTS = ', "queue-loss", "queue-duplication", "queue-delay", "consumer-crash"'
 
 ROWS = [
     ("single server", "none", scenario("t-single", "", NO_FAULTS)),
@@ -96,6 +98,17 @@ ROWS = [
             "t-sharded-lf",
             SHARDED,
             swarm(DEVICE_FAULTS + ', "gateway-crash", "gateway-partition", "logic-crash"'),
+        ),
+    ),
+    ("logic + queue + consumer", "none", scenario("t-queue", QUEUE, NO_FAULTS)),
+    ("3 gateways + logic + queue", "none", scenario("t-gw-q", GATEWAYS + QUEUE, NO_FAULTS)),
+    (
+        "3 gateways + logic + queue",
+        "device + gateway + queue faults (consumer crashes)",
+        scenario(
+            "t-gw-qf",
+            GATEWAYS + QUEUE,
+            swarm(DEVICE_FAULTS + ', "gateway-crash", "gateway-partition"' + QUEUE_FAULTS),
         ),
     ),
 ]
