@@ -9,7 +9,7 @@ use crate::output::{outcome_json, print_outcome_text, say};
 use imsim_live::clock::{monotonic_ns, Clock};
 use imsim_live::directory::directory_of;
 use imsim_live::run::{run_live, LiveOptions, LiveOutcome};
-use imsim_live::server::{serve, ServeOptions};
+use imsim_live::server::{serve, ServeClock, ServeOptions};
 use imsim_sim::Setup;
 use serde_json::json;
 use std::io::Write;
@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// The monotonic-clock reading (ns) that is scenario time zero (set by `imsim live`).
     #[arg(long, default_value_t = 0, hide = true)]
     pub clock_origin_ns: u64,
+    /// Print `started` once the data directory is open, then read the clock origin (ns) from a
+    /// line of stdin (`imsim live`'s first server: scenario time starts once the process is up).
+    #[arg(long, hide = true, conflicts_with = "clock_origin_ns")]
+    pub clock_origin_stdin: bool,
     /// Append the server's events to this file as JSON lines.
     #[arg(long)]
     pub events_out: Option<PathBuf>,
@@ -83,12 +87,20 @@ pub fn command_serve(args: ServeArgs) -> Result<bool, String> {
         .try_init();
     let scenario = crate::args::load(&args.scenario, args.variant)?;
     let setup = Setup::new(&scenario, args.seed);
+    let clock = if args.clock_origin_stdin {
+        ServeClock::Deferred {
+            scale: args.time_scale,
+            origin_ns: Box::new(clock_origin_from_stdin),
+        }
+    } else {
+        ServeClock::Fixed(Clock::new(args.clock_origin_ns, args.time_scale))
+    };
     let options = ServeOptions {
         listen: args.listen,
         data: args.data,
         config: scenario.protocol.clone(),
         directory: directory_of(&setup.topology),
-        clock: Clock::new(args.clock_origin_ns, args.time_scale),
+        clock,
         events_out: args.events_out,
     };
     serve(options, |address| {
@@ -99,6 +111,23 @@ pub fn command_serve(args: ServeArgs) -> Result<bool, String> {
     })
     .map_err(|error| error.to_string())?;
     Ok(true)
+}
+
+/// Says `started` on stdout and reads the clock origin from the next line of stdin.
+fn clock_origin_from_stdin() -> Result<u64, String> {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "started");
+    let _ = stdout.flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|error| format!("--clock-origin-stdin: cannot read stdin: {error}"))?;
+    line.trim().parse().map_err(|_| {
+        format!(
+            "--clock-origin-stdin: expected a clock reading in nanoseconds on stdin, got `{}`",
+            line.trim()
+        )
+    })
 }
 
 pub fn command_live(args: LiveArgs) -> Result<bool, String> {

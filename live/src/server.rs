@@ -32,9 +32,21 @@ pub struct ServeOptions {
     pub data: PathBuf,
     pub config: ProtocolConfig,
     pub directory: Directory,
-    pub clock: Clock,
+    pub clock: ServeClock,
     /// Where to append the server's events (JSON lines of [`ServerLine`]).
     pub events_out: Option<PathBuf>,
+}
+
+/// Where the server's clock origin comes from.
+pub enum ServeClock {
+    /// Known when the server starts.
+    Fixed(Clock),
+    /// Asked for once the data directory is open and the runtime built, so that scenario time
+    /// zero comes after the process's start-up work (`imsim live`'s first server).
+    Deferred {
+        scale: f64,
+        origin_ns: Box<dyn FnOnce() -> Result<u64, String>>,
+    },
 }
 
 /// One line of a server's events file.
@@ -105,13 +117,15 @@ pub enum ServeError {
     /// The data directory cannot be used (locked, corrupt, unreadable): bad input.
     Storage(StorageError),
     Socket(String),
+    /// The deferred clock origin could not be read.
+    Clock(String),
 }
 
 impl std::fmt::Display for ServeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServeError::Storage(error) => write!(f, "{error}"),
-            ServeError::Socket(message) => f.write_str(message),
+            ServeError::Socket(message) | ServeError::Clock(message) => f.write_str(message),
         }
     }
 }
@@ -203,11 +217,36 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()
         .enable_all()
         .build()
         .map_err(|error| ServeError::Socket(format!("cannot start the runtime: {error}")))?;
-    runtime.block_on(run(options, data, ready))
+    let clock = match options.clock {
+        ServeClock::Fixed(clock) => clock,
+        ServeClock::Deferred { scale, origin_ns } => {
+            Clock::new(origin_ns().map_err(ServeError::Clock)?, scale)
+        }
+    };
+    runtime.block_on(run(
+        Started {
+            listen: options.listen,
+            config: options.config,
+            directory: options.directory,
+            clock,
+            events_out: options.events_out,
+        },
+        data,
+        ready,
+    ))
+}
+
+/// [`ServeOptions`] with the clock known.
+struct Started {
+    listen: SocketAddr,
+    config: ProtocolConfig,
+    directory: Directory,
+    clock: Clock,
+    events_out: Option<PathBuf>,
 }
 
 async fn run(
-    options: ServeOptions,
+    options: Started,
     data: DataDir,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
