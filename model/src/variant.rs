@@ -338,6 +338,9 @@ mod tests {
             let entries = CATALOGUE.iter().filter(|e| e.variant == variant).count();
             let expected = usize::from(variant != Variant::Correct);
             assert_eq!(entries, expected, "{variant}");
+            // ...and finds it: the CLI, the shrink fixtures and `imsim variants` look it up.
+            let found = variant.catalogue_entry().map(|entry| entry.variant);
+            assert_eq!(found, (variant != Variant::Correct).then_some(variant));
         }
     }
 }

