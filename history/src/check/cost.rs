@@ -10,22 +10,31 @@
 //!   judged once the run did enough of its work ([`WORK_MIN`]) for a ratio to mean something.
 //!   In pull mode the presence traffic follows `presence_poll_ms` and the open conversations,
 //!   not the status changes, so the presence figure is judged in push mode only.
+//! - **C2 fanout-by-size**: a group above `notify_threshold_members` gets notify-then-pull, and
+//!   a smaller conversation gets pushes (DESIGN.md's fan-out by group size). Judged where the
+//!   size cannot have crossed the threshold during the run, whatever was written and lost: a
+//!   group whose founders minus every remove and leave a device asked for are still above it
+//!   shows no message by push on any device, and a conversation whose founders plus every add
+//!   asked for stay at or below it shows none by a notified pull. Pushing a large group costs
+//!   the burst notify-then-pull exists to avoid, and every other invariant passes it.
 
+use super::index::{device_name, Findings};
 use super::{HistoryIndex, Invariant, Violation};
 use crate::stats::RunStats;
-use crate::{Entry, HarnessEvent, History, RunStart};
-use imsim_model::PresenceMode;
+use crate::{Entry, HarnessEvent, History, Node, RunStart};
+use imsim_model::{ConvId, Event, MembershipChange, PresenceMode, PullReason, Via};
+use std::collections::BTreeMap;
 
 /// A ratio is judged only when its denominator (deliveries, committed entries, status changes)
 /// reaches this: two deliveries after a dozen logins say nothing about the protocol's cost.
 pub const WORK_MIN: u64 = 20;
 
 pub(super) fn check(history: &History, _: &HistoryIndex) -> Vec<Violation> {
+    let mut violations = fanout_by_size(history);
     let (Some(start), Some(traffic_at)) = (history.run_start(), traffic_record(history)) else {
-        return Vec::new();
+        return violations;
     };
     let stats = RunStats::of(history);
-    let mut violations = Vec::new();
     for figure in figures(start, &stats) {
         if figure.work < WORK_MIN || figure.value <= figure.budget {
             continue;
@@ -48,6 +57,74 @@ pub(super) fn check(history: &History, _: &HistoryIndex) -> Vec<Violation> {
         });
     }
     violations
+}
+
+/// C2: the fan-out mode each conversation's size allows, where the size stayed on one side of
+/// the threshold (see the module's documentation).
+fn fanout_by_size(history: &History) -> Vec<Violation> {
+    let mut findings = Findings::new();
+    let Some(start) = history.run_start() else {
+        return findings.into_violations();
+    };
+    let threshold = start.protocol.notify_threshold_members as usize;
+    // Per conversation: (is a group, fewest members it can have had, most).
+    let mut sizes: BTreeMap<ConvId, (bool, usize, usize)> = start
+        .topology
+        .conversations
+        .iter()
+        .map(|spec| {
+            let founders = spec.members.len();
+            (spec.conv, (spec.group, founders, founders))
+        })
+        .collect();
+    for (_, record, event) in history.protocol_events() {
+        if let (
+            Node::Device(_),
+            Event::SendRequested {
+                conv,
+                change: Some(change),
+                ..
+            },
+        ) = (record.node, event)
+        {
+            if let Some((_, fewest, most)) = sizes.get_mut(conv) {
+                match change {
+                    MembershipChange::Add(_) => *most += 1,
+                    MembershipChange::Remove(_) | MembershipChange::Leave => {
+                        *fewest = fewest.saturating_sub(1)
+                    }
+                }
+            }
+        }
+    }
+    for (index, record, event) in history.protocol_events() {
+        let (Node::Device(device), Event::Displayed { conv, seq, via, .. }) = (record.node, event)
+        else {
+            continue;
+        };
+        let Some(&(group, fewest, most)) = sizes.get(conv) else {
+            continue;
+        };
+        let large = group && fewest > threshold;
+        let small = !group || most <= threshold;
+        let wrong = match via {
+            Some(Via::Push) if large => "by push, though the group had more than",
+            Some(Via::Pull(PullReason::Notified)) if small => {
+                "by a notice and its pull, though the conversation never had more than"
+            }
+            _ => continue,
+        };
+        findings.report(Invariant::C2FanoutBySize, || {
+            let text = format!(
+                "{conv} {seq} reached {} {wrong} notify_threshold_members ({threshold}) members: \
+                 groups above the threshold are notified and pull, smaller conversations are \
+                 pushed.",
+                device_name(device)
+            );
+            (text, vec![index])
+        });
+    }
+    findings.into_violations()
 }
 
 /// One judged ratio: `spent / work` against `budget`.
@@ -313,5 +390,73 @@ mod tests {
         }
         story.finish();
         assert_eq!(run(&story, check), vec![]);
+    }
+
+    fn threshold(story: &mut Story, notify_threshold_members: u32) {
+        story.set_protocol(imsim_model::ProtocolConfig {
+            notify_threshold_members,
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn c2_a_group_above_the_threshold_all_run_that_is_pushed_fires() {
+        // Found by cargo-mutants: `member_count > threshold` as `==` pushes every group above
+        // the threshold; pushes are cheaper per delivery in small groups, so C1 stayed quiet.
+        let mut story = Story::team();
+        threshold(&mut story, 1);
+        story.message(D1, C1, m(1));
+        story.finish();
+        let violations = run(&story, check);
+        // The story shows it by push everywhere, the sender's own device too.
+        assert_eq!(violations.len(), 3, "{violations:#?}");
+        assert!(violations
+            .iter()
+            .all(|v| v.invariant == Invariant::C2FanoutBySize));
+        assert!(
+            violations[2]
+                .explanation
+                .starts_with("c1 #1 reached device-3 by push, though the group had more than"),
+            "{}",
+            violations[2].explanation
+        );
+    }
+
+    #[test]
+    fn c2_a_group_that_may_have_shrunk_to_the_threshold_is_not_judged() {
+        let mut story = Story::team();
+        threshold(&mut story, 1);
+        story.remove(C1, D1, U2);
+        story.message(D1, C1, m(1));
+        story.finish();
+        assert_eq!(run(&story, check), vec![]);
+    }
+
+    #[test]
+    fn c2_a_small_conversation_announced_by_a_notice_fires_and_a_pushed_one_passes() {
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(1));
+        story.send(D1, C1, m(2));
+        story.commit(C1, D1, m(2));
+        let notified = story.device(
+            D3,
+            Event::Displayed {
+                conv: C1,
+                seq: imsim_model::Seq(2),
+                sender_user: U1,
+                sender_device: D1,
+                client_msg_id: m(2),
+                body: body_of(D1, m(2)),
+                via: Some(Via::Pull(PullReason::Notified)),
+            },
+        );
+        story.finish();
+        let violation = single(run(&story, check), Invariant::C2FanoutBySize);
+        assert_eq!(violation.witness, vec![notified]);
+        assert!(
+            violation.explanation.contains("by a notice and its pull"),
+            "{}",
+            violation.explanation
+        );
     }
 }

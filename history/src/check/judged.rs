@@ -103,6 +103,9 @@ fn judge(holds: &Holds, invariant: Invariant) -> Judgement {
         Invariant::T5PushKeptToSchedule if !holds.pushes_abandoned => {
             Vacuous("no push of a message was given up")
         }
+        Invariant::C2FanoutBySize if !holds.run_started => {
+            NotJudged("no run_started record: the threshold and the conversations' founders")
+        }
         Invariant::C1WithinBudget if !(holds.run_started && holds.traffic) => {
             NotJudged("no run_started and traffic records: the budget and the run's packet counts")
         }

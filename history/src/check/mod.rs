@@ -163,6 +163,8 @@ invariants! {
         "a push is given up only after its whole retry schedule has passed since the commit";
     C1WithinBudget = "C1", "within-budget", Cost, Safety,
         "packets, writes, notices, receipts and presence per unit of work stay within the budget";
+    C2FanoutBySize = "C2", "fanout-by-size", Cost, Safety,
+        "a group above the notify threshold is notified, never pushed; a smaller one is pushed, never notified";
 }
 
 impl fmt::Display for Invariant {
