@@ -175,8 +175,9 @@ mod tests {
                 user: UserId(1),
                 device: DeviceId(2),
                 token: 0x5eed_0000_0002,
+                connection: 3,
             },
-            Packet::Logout,
+            Packet::Logout { connection: 3 },
             Packet::Heartbeat,
             Packet::Send {
                 conv: ConvId(3),

@@ -21,12 +21,19 @@ pub struct Head {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Packet {
     // Device → server.
+    /// `connection` numbers the device's connections: its login retries share one, and the
+    /// next login after a logout or a lost session takes the next.
     Login {
         user: UserId,
         device: DeviceId,
         token: u64,
+        connection: u64,
     },
-    Logout,
+    /// Ends the session of `connection` only: a logout overtaken by the next login (the
+    /// network reorders them) must not end the new session.
+    Logout {
+        connection: u64,
+    },
     Heartbeat,
     Send {
         conv: ConvId,
@@ -226,7 +233,7 @@ impl Packet {
     pub fn kind(&self) -> &'static str {
         match self {
             Packet::Login { .. } => "login",
-            Packet::Logout => "logout",
+            Packet::Logout { .. } => "logout",
             Packet::Heartbeat => "heartbeat",
             Packet::Send { .. } => "send",
             Packet::Ack { .. } => "ack",

@@ -60,14 +60,16 @@ fn packet() -> impl Strategy<Value = Packet> {
         (
             user(),
             0..5u32,
-            prop_oneof![Just(0u64), Just(1003), Just(9999)]
+            prop_oneof![Just(0u64), Just(1003), Just(9999)],
+            0..3u64,
         )
-            .prop_map(|(user, device, token)| Packet::Login {
+            .prop_map(|(user, device, token, connection)| Packet::Login {
                 user,
                 device: DeviceId(device),
                 token,
+                connection,
             }),
-        Just(Packet::Logout),
+        (0..3u64).prop_map(|connection| Packet::Logout { connection }),
         Just(Packet::Heartbeat),
         (conv(), user(), 0..4u64, 0..4u64, body(), change()).prop_map(
             |(conv, sender, id, client_seq, body, change)| Packet::Send {
@@ -152,6 +154,7 @@ fn setup() -> Net {
         user: mallory,
         device: DeviceId(3),
         token: 1003,
+        connection: 0,
     };
     net.inject(MALLORY, support::SERVER, login);
     net.run_until_quiet();

@@ -44,6 +44,7 @@ fn login(server: &mut Server, now: Time, device: u32) -> Vec<Output> {
         user: UserId(device),
         device: DeviceId(device),
         token: TOKEN,
+        connection: 0,
     };
     server.handle_packet(now, Address(device), login);
     drain(server)

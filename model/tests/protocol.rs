@@ -955,3 +955,44 @@ fn app_restart_keeps_cursor_and_outbox_and_resends_unacked_messages_once() {
     );
     assert_eq!(displayed(&net, BOB, CONV), bodies("m", 3));
 }
+
+// A logout the network holds back until after the device's next login must not end that
+// login's session. Found with a 2,000-member group behind 4 gateways and 3 logic nodes
+// (tests/fixtures/group-2000-cluster.toml): a device logged out and at once back in, a shard
+// got the two the wrong way round, and the device got no news of the group until its next
+// heartbeat was refused 15 s later.
+#[test]
+fn a_logout_overtaken_by_the_next_login_ends_nothing() {
+    let mut net = online(ProtocolConfig::default());
+    net.hold_all(|f| f.from == Address(ALICE) && matches!(f.packet, Packet::Logout { .. }));
+    net.command(ALICE, Command::GoOffline);
+    net.command(ALICE, Command::GoOnline);
+    net.advance(1_000);
+    assert!(net.client(ALICE).is_online());
+    net.clear_rules();
+    net.release_held();
+    net.run_until_quiet();
+    let logouts = |net: &Net| {
+        net.count(SERVER, |e| {
+            matches!(
+                e,
+                Event::SessionClosed {
+                    reason: SessionEnd::Logout,
+                    ..
+                }
+            )
+        })
+    };
+    assert_eq!(logouts(&net), 0, "the stale logout ended the new session");
+    net.send(BOB, CONV, "still there?");
+    net.advance(1_000);
+    let shown = displayed(&net, ALICE, CONV);
+    assert_eq!(
+        shown.last().map(|(_, body)| body.as_str()),
+        Some("still there?")
+    );
+    // The logout of the session it names still ends it.
+    net.command(ALICE, Command::GoOffline);
+    net.run_until_quiet();
+    assert_eq!(logouts(&net), 1);
+}

@@ -28,10 +28,12 @@ impl Client {
                     token,
                     ..
                 } = self.identity;
+                let connection = self.store.connection;
                 self.transmit(Packet::Login {
                     user,
                     device,
                     token,
+                    connection,
                 });
                 let deadline = now.plus_ms(self.config.login_timeout_ms);
                 self.link = Link::LoggingIn {
@@ -114,6 +116,7 @@ impl Client {
 
     pub(super) fn lose_session(&mut self, now: Time, reason: SessionEnd) {
         self.emit(Event::SessionLost { reason });
+        self.store.connection += 1;
         self.pull_deadline.clear();
         self.retransmit.clear();
         self.read_deadline.clear();

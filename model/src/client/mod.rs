@@ -111,6 +111,10 @@ pub struct Client {
 #[serde(deny_unknown_fields)]
 pub struct LocalStore {
     online_wanted: bool,
+    /// The number of the device's current connection (`Packet::Login`): it moves on when a
+    /// session ends or the app restarts, and survives a restart so that it never repeats.
+    #[serde(default)]
+    connection: u64,
     next_client_msg_id: u64,
     conversations: BTreeMap<ConvId, Conversation>,
     /// The conversation the user has open (the last one read).
@@ -205,6 +209,7 @@ impl Client {
     /// The app was killed and started again: the local database survives, nothing else does.
     pub fn restart(&mut self, now: Time) {
         self.link = Link::Offline;
+        self.store.connection += 1;
         self.hold_back.clear();
         self.gap_since.clear();
         self.pull_deadline.clear();
@@ -293,7 +298,8 @@ impl Client {
             Command::GoOffline => {
                 self.store.online_wanted = false;
                 if self.is_online() {
-                    self.transmit(Packet::Logout);
+                    let connection = self.store.connection;
+                    self.transmit(Packet::Logout { connection });
                     self.lose_session(now, SessionEnd::Logout);
                 }
                 self.link = Link::Offline;

@@ -11,8 +11,9 @@ use crate::wire::{Packet, Rejection};
 use std::collections::{BTreeMap, VecDeque};
 
 pub struct Gateway {
-    /// The devices whose connections this gateway holds, with when each was last heard.
-    connections: BTreeMap<Address, Time>,
+    /// The devices whose connections this gateway holds: when each was last heard, and the
+    /// device's connection number its login gave (a logout of another one is stale).
+    connections: BTreeMap<Address, (Time, u64)>,
     /// A connection silent this long is closed (the logic's session expires after as long).
     connection_timeout_ms: u64,
     /// The most connections one gateway holds; a login beyond them is refused `ServerFull`.
@@ -84,7 +85,7 @@ impl Gateway {
         if self.next_tick.is_some_and(|tick| now >= tick) {
             let timeout_ms = self.connection_timeout_ms;
             self.connections
-                .retain(|_, heard| now.since_ms(*heard) < timeout_ms);
+                .retain(|_, (heard, _)| now.since_ms(*heard) < timeout_ms);
             let connections = &self.connections;
             self.merge
                 .retain_devices(|device| connections.contains_key(&device));
@@ -125,16 +126,19 @@ impl Gateway {
     }
 
     fn handle_from_device(&mut self, now: Time, device: Address, packet: Packet) {
-        let logout = matches!(packet, Packet::Logout);
+        let logout = match packet {
+            Packet::Logout { connection } => Some(connection),
+            _ => None,
+        };
         match &packet {
-            Packet::Login { .. } => {
+            Packet::Login { connection, .. } => {
                 if !self.holds(device) && self.connections.len() >= self.connections_max {
                     let refused = packet.kind().to_string();
                     let reason = Rejection::ServerFull;
                     self.transmit(device, Packet::Error { reason, refused });
                     return;
                 }
-                self.connections.insert(device, now);
+                self.connections.insert(device, (now, *connection));
                 self.arm(now);
             }
             // Gateway-to-logic packets never come from a device.
@@ -148,7 +152,7 @@ impl Gateway {
                 return;
             }
             _ => match self.connections.get_mut(&device) {
-                Some(heard) => *heard = now,
+                Some((heard, _)) => *heard = now,
                 // No connection here (this gateway restarted, or it expired): like a reset
                 // connection, the device must log in again.
                 None => {
@@ -172,7 +176,8 @@ impl Gateway {
                 }
             }
         }
-        if logout {
+        // A logout overtaken by the device's next login ends nothing here either.
+        if logout.is_some() && self.connections.get(&device).map(|(_, c)| *c) == logout {
             self.connections.remove(&device);
         }
     }

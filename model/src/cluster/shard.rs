@@ -17,7 +17,9 @@
 //!    each conversation taken from its owner and the keys summed (each shard's sync and receipt
 //!    keys cover its own conversations only). A packet that goes to one shard also keeps the
 //!    device alive at the others (`KeepAlive`, at most once per shard per gateway tick), since
-//!    each expires its sessions on its own.
+//!    each expires its sessions on its own. Each shard's link reorders on its own, so a logout
+//!    names the connection it ends (`Packet::Logout`): one overtaken by the next login ends
+//!    nothing.
 //! 4. **Presence belongs to the session shard** (shard 0): presence queries go there, and only
 //!    its presence pushes and its presence key reach devices. Its sessions are the ones the
 //!    history shows (`session_opened`, `presence_changed` are recorded from it alone); the other

@@ -38,6 +38,7 @@ fn login() -> Packet {
         user: UserId(1),
         device: DeviceId(1),
         token: TOKEN,
+        connection: 0,
     }
 }
 
@@ -256,6 +257,7 @@ fn peer_sends_one(server: &mut Server, logic: &mut Logic) {
         user: UserId(2),
         device: DeviceId(2),
         token: TOKEN + 1,
+        connection: 0,
     };
     let send = Packet::Send {
         conv: ConvId(1),

@@ -105,6 +105,8 @@ struct Session {
     id: SessionId,
     user: UserId,
     device: DeviceId,
+    /// The device's connection number the login gave (`Packet::Login`).
+    connection: u64,
     last_heard: Time,
     /// Pushes not yet covered by the device's cumulative ack.
     pushes: BTreeMap<(ConvId, Seq), Retry>,
@@ -245,9 +247,10 @@ impl Server {
             user,
             device,
             token,
+            connection,
         } = packet
         {
-            self.handle_login(now, from, user, device, token);
+            self.handle_login(now, from, user, device, token, connection);
             self.rearm();
             return;
         }
@@ -259,7 +262,13 @@ impl Server {
         session.last_heard = now;
         let (user, device) = (session.user, session.device);
         match packet {
-            Packet::Logout => self.close_session(now, from, SessionEnd::Logout),
+            Packet::Logout { connection } => {
+                // A logout of an earlier connection, overtaken by this session's login, is
+                // stale: the device is logged in.
+                if self.sessions[&from].connection == connection {
+                    self.close_session(now, from, SessionEnd::Logout);
+                }
+            }
             Packet::Heartbeat => {
                 let ack = Packet::HeartbeatAck {
                     sync_key: self.sync_key(user),
@@ -424,6 +433,7 @@ impl Server {
         user: UserId,
         device: DeviceId,
         token: u64,
+        connection: u64,
     ) {
         if self.directory.token(user, device) != Some(token) {
             self.refuse(from, Some(device), Rejection::BadCredentials, "login");
@@ -445,6 +455,7 @@ impl Server {
             id: session,
             user,
             device,
+            connection,
             last_heard: now,
             pushes: BTreeMap::new(),
             notices: BTreeMap::new(),
