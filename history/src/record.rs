@@ -6,7 +6,7 @@
 pub use crate::faults::Direction;
 use crate::faults::{FaultProfile, PlacementKind};
 pub use crate::traffic::{CostBudget, PacketStats, Traffic};
-use imsim_model::{ClientMsgId, ConvId, DeviceId, Event, ProtocolConfig, Seq, UserId};
+use imsim_model::{ClientMsgId, ConvId, DeviceId, Event, Message, ProtocolConfig, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -96,6 +96,16 @@ pub struct TimelineEntry {
     pub seq: Seq,
     pub sender_device: DeviceId,
     pub client_msg_id: ClientMsgId,
+}
+
+impl From<&Message> for TimelineEntry {
+    fn from(message: &Message) -> TimelineEntry {
+        TimelineEntry {
+            seq: message.seq,
+            sender_device: message.sender_device,
+            client_msg_id: message.client_msg_id,
+        }
+    }
 }
 
 /// The first record of every run: what was run, who is in it and which faults it has.

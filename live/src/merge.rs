@@ -203,11 +203,7 @@ pub fn merge(
         let entries = server
             .durable_timeline(conversation.conv)
             .iter()
-            .map(|m| TimelineEntry {
-                seq: m.seq,
-                sender_device: m.sender_device,
-                client_msg_id: m.client_msg_id,
-            })
+            .map(TimelineEntry::from)
             .collect();
         let conv = conversation.conv;
         let event = HarnessEvent::FinalTimeline { conv, entries };

@@ -112,11 +112,7 @@ impl QueueTier {
         let records = slot.consumer.storage().durable().iter();
         records
             .filter_map(|record| match record {
-                Record::Committed(m) if m.conv == conv => Some(TimelineEntry {
-                    seq: m.seq,
-                    sender_device: m.sender_device,
-                    client_msg_id: m.client_msg_id,
-                }),
+                Record::Committed(m) if m.conv == conv => Some(TimelineEntry::from(m)),
                 _ => None,
             })
             .collect()

@@ -289,11 +289,7 @@ async fn control(setup: Setup) -> History {
                 server
                     .durable_timeline(conversation.conv)
                     .iter()
-                    .map(|m| TimelineEntry {
-                        seq: m.seq,
-                        sender_device: m.sender_device,
-                        client_msg_id: m.client_msg_id,
-                    })
+                    .map(TimelineEntry::from)
                     .collect()
             })
         });
