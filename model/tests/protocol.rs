@@ -958,7 +958,7 @@ fn app_restart_keeps_cursor_and_outbox_and_resends_unacked_messages_once() {
 
 // A logout the network holds back until after the device's next login must not end that
 // login's session. Found with a 2,000-member group behind 4 gateways and 3 logic nodes
-// (tests/fixtures/group-2000-cluster.toml): a device logged out and at once back in, a shard
+// (scenarios/group-2000-cluster.toml): a device logged out and at once back in, a shard
 // got the two the wrong way round, and the device got no news of the group until its next
 // heartbeat was refused 15 s later.
 #[test]
@@ -995,4 +995,51 @@ fn a_logout_overtaken_by_the_next_login_ends_nothing() {
     net.command(ALICE, Command::GoOffline);
     net.run_until_quiet();
     assert_eq!(logouts(&net), 1);
+}
+
+// Notify-then-pull (a group above `notify_threshold_members`): one notice is outstanding per
+// device and group, and news merges into it, unless it was already sent again unanswered. Found
+// with a 2,000-member group behind 4 gateways and 3 logic nodes (seed 136 of
+// scenarios/group-2000-cluster.toml): a notice lost in a partition had backed off to seconds,
+// and the news after the heal waited for it.
+#[test]
+fn news_merges_into_a_fresh_notice_and_goes_out_again_after_a_retried_one() {
+    const GROUP: ConvId = ConvId(9);
+    const CAROL: u32 = 3;
+    let config = ProtocolConfig {
+        notify_threshold_members: 2,
+        ..ProtocolConfig::default()
+    };
+    let users = [UserId(1), UserId(2), UserId(3)];
+    let mut net = Net::with_groups(config, &users, &[], &[(GROUP, &users)]);
+    for d in [ALICE, BOB, CAROL] {
+        net.command(d, Command::GoOnline);
+    }
+    net.run_until_quiet();
+    let notice_to =
+        |d: u32| move |f: &Flight| f.to == Address(d) && matches!(f.packet, Packet::Notify { .. });
+    // Fresh: the second message's news merges into the notice still outstanding.
+    net.hold_all(notice_to(CAROL));
+    net.send(BOB, GROUP, "first");
+    net.send(BOB, GROUP, "second");
+    net.advance(500);
+    assert_eq!(net.packets(Fate::Held, notice_to(CAROL)).len(), 1);
+    net.clear_rules();
+    net.release_held();
+    net.run_until_quiet();
+    let shown = |net: &Net| -> Vec<String> {
+        let displayed = displayed(net, CAROL, GROUP).into_iter();
+        displayed.map(|(_, body)| body).collect()
+    };
+    assert_eq!(shown(&net), ["first", "second"]);
+    // Retried: the notice and its first retry (1 s later) are lost; the next news goes out at
+    // once rather than at the second retry, 2 s after the first.
+    net.drop_all(notice_to(CAROL));
+    net.send(BOB, GROUP, "third");
+    net.advance(1_500);
+    assert_eq!(net.packets(Fate::Dropped, notice_to(CAROL)).len(), 2);
+    net.clear_rules();
+    net.send(BOB, GROUP, "fourth");
+    net.advance(100);
+    assert_eq!(shown(&net), ["first", "second", "third", "fourth"]);
 }
