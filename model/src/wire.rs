@@ -180,6 +180,10 @@ pub enum Packet {
     KeepAlive {
         device: Address,
     },
+    /// Logic → gateway: the logic (the sending shard) started again, after a crash or on a new
+    /// node after a handover, and holds no sessions. The gateway tells the devices it holds to
+    /// log in again, so none waits for a refused heartbeat to learn it. Never answered.
+    Restarted,
     // The queue topology (`cluster::queue`), between the logic, the queue and its consumer.
     /// Logic → queue: the record at `offset` of the logic's storage log, from the producer of
     /// `epoch` (the server's incarnation: the queue refuses a fenced, older one).
@@ -262,6 +266,7 @@ impl Packet {
             Packet::Downstream { .. } => "downstream",
             Packet::Unroutable { .. } => "unroutable",
             Packet::KeepAlive { .. } => "keep_alive",
+            Packet::Restarted => "restarted",
             Packet::Enqueue { .. } => "enqueue",
             Packet::QueueDeliver { .. } => "queue_deliver",
             Packet::QueueAck { .. } => "queue_ack",

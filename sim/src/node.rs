@@ -547,9 +547,7 @@ pub(crate) async fn run_server(world: Arc<World>, slot: Arc<Mutex<ServerSlot>>) 
             );
             slot.server = recovered;
             // The registry was the crashed node's memory, like the sessions.
-            if slot.logic.is_some() {
-                slot.logic = Some(Logic::new(&slot.config));
-            }
+            slot.logic = slot.logic.as_ref().map(|old| old.restarted(&slot.config));
         }
         slot.started = true;
     }
@@ -729,9 +727,7 @@ fn recover_from_queue(world: &World, slot: &mut ServerSlot, shared: &QueueShared
     slot.server = Server::recover(slot.config.clone(), directory, &storage, incarnation, now);
     slot.server
         .handle_recovered_stored(now, &durable[published..accepted]);
-    if slot.logic.is_some() {
-        slot.logic = Some(Logic::new(&slot.config));
-    }
+    slot.logic = slot.logic.as_ref().map(|old| old.restarted(&slot.config));
     let stored = slot.server.storage().written();
     if let Some((producer, _)) = &mut slot.queue {
         *producer = Producer::new(stored, incarnation);

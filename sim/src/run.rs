@@ -379,6 +379,7 @@ fn start_logic(
         handle,
         world,
         logic,
+        setup.scenario.topology.gateways,
         &setup.scenario.protocol,
         &directory,
         server_receivers(devices),
@@ -428,13 +429,14 @@ fn start_server(
     let config = setup.scenario.protocol.clone();
     let server = Server::new(config.clone(), directory.clone(), Time(0));
     let devices: usize = setup.topology.users.iter().map(|u| u.devices.len()).sum();
+    let gateways = setup.scenario.topology.gateways;
     let slot = Arc::new(Mutex::new(ServerSlot {
         server,
         config,
         directory,
         receivers: server_receivers(devices),
         started: false,
-        logic: (setup.scenario.topology.gateways > 0).then(|| Logic::new(&setup.scenario.protocol)),
+        logic: (gateways > 0).then(|| Logic::new(&setup.scenario.protocol, gateways)),
         queue: queue.map(|queue| (Producer::new(0, 0), queue.shared.clone())),
     }));
     let (world, init_slot) = (world.clone(), slot.clone());

@@ -43,11 +43,12 @@ pub(crate) struct ShardedLogic {
 }
 
 impl ShardedLogic {
-    /// Starts `logic` nodes, node `s` running shard `s`.
+    /// Starts `logic` nodes behind `gateways` gateways, node `s` running shard `s`.
     pub(crate) fn start(
         handle: &Handle,
         world: &Arc<World>,
         logic: u32,
+        gateways: u32,
         config: &ProtocolConfig,
         directory: &Directory,
         receivers: usize,
@@ -58,7 +59,7 @@ impl ShardedLogic {
                 Arc::new(Mutex::new(ShardSlot {
                     shard,
                     server: Server::new(config.clone(), directory.clone(), Time(0)),
-                    logic: Logic::new(config),
+                    logic: Logic::new(config, gateways),
                     config: config.clone(),
                     directory: directory.clone(),
                     receivers,
@@ -158,7 +159,7 @@ async fn run_shard(world: Arc<World>, slot: Arc<Mutex<ShardSlot>>, node: u32) {
             let (config, directory) = (slot.config.clone(), slot.directory.clone());
             slot.server =
                 cluster::take_over(config, directory, slot.server.storage(), incarnation, now);
-            slot.logic = Logic::new(&slot.config);
+            slot.logic = slot.logic.restarted(&slot.config);
         }
         slot.started = true;
         (slot.shard, slot.receivers)

@@ -120,6 +120,17 @@ impl Gateway {
                     self.transmit(shard_address(shard), Packet::Unroutable { device });
                 }
             }
+            // The logic (or one shard) lost every session: each device held here had one there,
+            // and must log in again, as if its next packet had been refused. Its connection stays:
+            // packets still in flight to it are delivered, and its login may come back here.
+            Packet::Restarted => {
+                let devices: Vec<Address> = self.connections.keys().copied().collect();
+                for device in devices {
+                    let refused = Packet::Restarted.kind().to_string();
+                    let reason = Rejection::NotLoggedIn;
+                    self.transmit(device, Packet::Error { reason, refused });
+                }
+            }
             // Nothing else is meant for a gateway; a peer's packet is never a reason to panic.
             _ => {}
         }

@@ -29,7 +29,8 @@
 //! 5. **Handover.** A shard's storage is shared and durable; the node that takes a shard over
 //!    recovers its server from that storage (the last durable seq of every conversation
 //!    included), so its seqs continue where the old owner's durable ones stopped. Its sessions
-//!    start empty: a device that reaches it is answered `NotLoggedIn` and logs in again.
+//!    start empty, so it tells every gateway (`Packet::Restarted`), and each has the devices it
+//!    holds log in again; a device whose packet reaches it first is answered `NotLoggedIn`.
 
 use super::LOGIC_ADDRESS;
 use crate::config::ProtocolConfig;

@@ -110,6 +110,40 @@ fn a_gateway_forwards_for_the_devices_it_holds_and_resets_the_others() {
 }
 
 #[test]
+fn a_restarted_logic_has_every_gateway_send_its_devices_to_log_in_again() {
+    let config = ProtocolConfig::default();
+    let mut logic = Logic::new(&config, 3).restarted(&config);
+    assert_eq!(
+        transmits(&drain_logic(&mut logic)),
+        (0..3)
+            .map(|gateway| (gateway_address(gateway), Packet::Restarted))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        logic.restarted(&config).poll_output().is_some(),
+        "every restart tells the gateways again"
+    );
+    let mut gateway = Gateway::new(1_000, 10, 100).with_shards(2);
+    gateway.handle_packet(Time(0), DEVICE, login());
+    gateway.handle_packet(Time(0), Address(2), login());
+    drain_gateway(&mut gateway);
+    gateway.handle_packet(Time(5), shard_address(1), Packet::Restarted);
+    let told = transmits(&drain_gateway(&mut gateway));
+    assert_eq!(told.len(), 2, "{told:?}");
+    for (device, (to, packet)) in [DEVICE, Address(2)].into_iter().zip(told) {
+        assert_eq!(to, device);
+        assert!(matches!(
+            packet,
+            Packet::Error {
+                reason: Rejection::NotLoggedIn,
+                ..
+            }
+        ));
+    }
+    assert!(gateway.holds(DEVICE), "the connection itself stays");
+}
+
+#[test]
 fn a_device_fails_over_after_a_lost_session_or_an_unanswered_login_only() {
     let mut failover = Failover::new(4, 3);
     assert_eq!(failover.gateway(), 1);
@@ -156,7 +190,7 @@ fn server(variant: Variant) -> (Server, Logic) {
         variant,
         ..ProtocolConfig::default()
     };
-    let logic = Logic::new(&config);
+    let logic = Logic::new(&config, 2);
     (Server::new(config, directory, Time(0)), logic)
 }
 
