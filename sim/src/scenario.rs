@@ -47,6 +47,7 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "queue-faults",
     "group-500",
     "group-2000",
+    "group-2000-cluster",
     "group-10k",
 ];
 
@@ -59,7 +60,13 @@ pub fn default_set() -> impl Iterator<Item = &'static str> {
         .filter(|name| !LARGE.contains(name))
 }
 
-const LARGE: [&str; 4] = ["group-500", "group-2000", "group-10k", "receipts-group"];
+const LARGE: [&str; 5] = [
+    "group-500",
+    "group-2000",
+    "group-2000-cluster",
+    "group-10k",
+    "receipts-group",
+];
 
 /// Limits that keep a run within this machine's means; a scenario beyond them is refused.
 pub const USERS_MAX: u32 = 100_000;
