@@ -121,6 +121,21 @@ if [ -n "$shard" ]; then
 fi
 [ -z "$seeds" ] || export IMSIM_MUTANTS_SEEDS="$seeds"
 
+# Each entry of the equivalent list names a mutant by its line and column, which move with edits:
+# an entry that no longer names a mutant would let its mutant count as a survivor after hours
+# of work. Say so now.
+listed=$(mktemp)
+# shellcheck disable=SC2064
+trap "rm -f '$listed'" EXIT
+cargo mutants --package imsim-model --list >"$listed"
+moved=$(equivalent_names | grep -vxF -f "$listed" || true)
+if [ -n "$moved" ]; then
+  echo "$equivalent_file names mutants that cargo mutants no longer lists (the code moved:" >&2
+  echo "find each one's new line and column in \`cargo mutants --package imsim-model --list\`):" >&2
+  echo "$moved" | sed 's/^/  /' >&2
+  exit 2
+fi
+
 # cargo-mutants' baseline builds and tests the mutated package alone (imsim-model), so it
 # neither proves that the sweep passes unmutated nor times it: do both here first, with the
 # oracle's own command. A failing oracle would count every mutant as caught.
