@@ -44,7 +44,7 @@ fn meets(scenario: &Scenario, need: Need) -> bool {
         Need::Bursts => workload.burst_max > 1,
         Need::Silence(silence) => can_be_silent(scenario, silence),
         Need::Reads => workload.reads > 0 || scripted(&[Action::Read]),
-        Need::OneToOne => conversation_count(scenario) > 0,
+        Need::OneToOne => one_to_one_count(scenario) > 0,
         Need::Groups => !topology.groups.is_empty(),
         Need::Roaming => workload.roaming_devices > 0,
         Need::EdgeRequests => workload.edge_requests > 0,
@@ -116,16 +116,21 @@ fn can_be_silent(scenario: &Scenario, silence: Silence) -> bool {
 }
 
 /// 1:1 conversations and groups of the scenario's topology.
-fn conversation_count(scenario: &Scenario) -> u64 {
+/// The 1:1 conversations of `scenario`.
+fn one_to_one_count(scenario: &Scenario) -> u64 {
     let topology = &scenario.topology;
     let users = u64::from(topology.users);
-    let pairs = match &topology.conversations {
-        Conversations::AllPairs => users * (users - 1) / 2,
+    match &topology.conversations {
+        Conversations::AllPairs => users * users.saturating_sub(1) / 2,
         Conversations::Pairs(pairs) => u64::from(*pairs),
         Conversations::List(lists) => lists.len() as u64,
-    };
-    let groups: u64 = topology.groups.iter().map(|g| u64::from(g.count)).sum();
-    (pairs + groups).max(1)
+    }
+}
+
+fn conversation_count(scenario: &Scenario) -> u64 {
+    let groups = &scenario.topology.groups;
+    let groups: u64 = groups.iter().map(|g| u64::from(g.count)).sum();
+    (one_to_one_count(scenario) + groups).max(1)
 }
 
 /// The signals `scenario` can reach that no run of `coverage` hit, in list order.
@@ -160,6 +165,10 @@ mod tests {
         assert!(!applies(Signal::NotifyThenPull, &below));
         below.protocol.notify_threshold_members = 9;
         assert!(applies(Signal::NotifyThenPull, &below));
+        // Presence goes to 1:1 contacts: a scenario of groups alone has none to see offline
+        // (it counted its group as a 1:1 conversation, and group-2000-cluster never hit it).
+        assert!(applies(Signal::ContactSeenOffline, &one_to_one));
+        assert!(!applies(Signal::ContactSeenOffline, &group_2000));
         // Long silences: a drawn partition (at most 10 s) never outlasts a 30 s timeout; a
         // fixed one may.
         assert!(!applies(Signal::SessionExpiredByServer, &one_to_one));
