@@ -65,6 +65,8 @@ impl Category {
             Event::PullSent { .. } => Category::Pull,
             Event::LoggedIn { .. }
             | Event::SessionLost { .. }
+            | Event::LoginSent { .. }
+            | Event::LoginFailed { .. }
             | Event::SessionOpened { .. }
             | Event::SessionClosed { .. }
             | Event::Recovered { .. }

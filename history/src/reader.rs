@@ -49,6 +49,8 @@ pub fn reporter_of(event: &Event) -> Reporter {
     match event {
         Event::LoggedIn { .. }
         | Event::SessionLost { .. }
+        | Event::LoginSent { .. }
+        | Event::LoginFailed { .. }
         | Event::SendRequested { .. }
         | Event::SendRefused { .. }
         | Event::SendFailed { .. }

@@ -146,6 +146,15 @@ impl ProtocolConfig {
             .sum()
     }
 
+    /// The shortest a device waits after its `failures`-th failed login in a row (1 or more)
+    /// before the next: `reconnect_backoff_initial_ms`, doubling with each further failure,
+    /// capped at `reconnect_backoff_max_ms`. (After a lost session the first wait is already
+    /// the initial one, so the waits there are one step longer.)
+    pub fn reconnect_backoff_ms(&self, failures: u32) -> u64 {
+        let doublings = failures.saturating_sub(1).min(16);
+        (self.reconnect_backoff_initial_ms << doublings).min(self.reconnect_backoff_max_ms)
+    }
+
     /// The server's part of presence: a user whose devices all went silent is shown offline by
     /// the server at most this long after the server last heard from any of them (the session
     /// timeout, and one housekeeping tick to notice it).

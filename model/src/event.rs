@@ -74,6 +74,17 @@ pub enum Event {
     SessionLost {
         reason: SessionEnd,
     },
+    /// The device sent a login. `attempt` counts the logins that failed since it started
+    /// trying (going online, an app restart, a lost session): 0 is a first try, and each later
+    /// one waits the reconnect backoff after the failure before it.
+    LoginSent {
+        attempt: u32,
+    },
+    /// A login went unanswered for `login_timeout_ms`, or was `refused`: the next one waits the
+    /// reconnect backoff.
+    LoginFailed {
+        refused: bool,
+    },
     /// The user pressed send and the message entered the outbox with its identity.
     SendRequested {
         conv: ConvId,
@@ -288,6 +299,8 @@ impl Event {
         match self {
             Event::LoggedIn { .. } => "logged_in",
             Event::SessionLost { .. } => "session_lost",
+            Event::LoginSent { .. } => "login_sent",
+            Event::LoginFailed { .. } => "login_failed",
             Event::SendRequested { .. } => "send_requested",
             Event::SendRefused { .. } => "send_refused",
             Event::SendFailed { .. } => "send_failed",

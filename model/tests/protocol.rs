@@ -733,6 +733,21 @@ fn silence_expires_the_session_on_both_sides_and_the_device_reconnects_with_back
             || g[1] == net.config.reconnect_backoff_max_ms + net.config.login_timeout_ms),
         "gaps {gaps:?}"
     );
+    // The device's own record of it: the first login on going online, then one per try after
+    // the loss, each counting the failures before it (what C3 judges the waits by).
+    let attempts: Vec<u32> = net
+        .events_of(Address(ALICE))
+        .filter_map(|event| match event {
+            Event::LoginSent { attempt } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    let after_loss = (0..logins.len() as u32).collect::<Vec<_>>();
+    assert_eq!(attempts, [&[0][..], &after_loss].concat());
+    let failures = net.count(Address(ALICE), |e| {
+        matches!(e, Event::LoginFailed { refused: false })
+    });
+    assert_eq!(failures, logins.len());
 
     net.clear_rules();
     net.advance(net.config.reconnect_backoff_max_ms + net.config.login_timeout_ms);

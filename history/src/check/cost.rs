@@ -17,12 +17,20 @@
 //!   shows no message by push on any device, and a conversation whose founders plus every add
 //!   asked for stay at or below it shows none by a notified pull. Pushing a large group costs
 //!   the burst notify-then-pull exists to avoid, and every other invariant passes it.
+//! - **C3 login-backs-off**: a device whose login failed (`login_failed`: unanswered within
+//!   `login_timeout_ms`, or refused) waits before the next (`login_sent` with `attempt` n > 0)
+//!   at least the reconnect backoff of n failures in a row: `reconnect_backoff_initial_ms`,
+//!   doubling, capped at `reconnect_backoff_max_ms` (`ProtocolConfig::reconnect_backoff_ms`).
+//!   Devices that retry faster hammer a server that is down or overloaded (a reconnect storm,
+//!   all its devices at once after a crash), and nothing else notices: the logins fail either
+//!   way. The wait may fall short by a tenth of the backoff, for a clock that reads the time
+//!   after the client did (a live run's scheduler); a simulated run is exact.
 
 use super::index::{device_name, Findings};
 use super::{HistoryIndex, Invariant, Violation};
 use crate::stats::RunStats;
 use crate::{Entry, HarnessEvent, History, Node, RunStart};
-use imsim_model::{ConvId, Event, MembershipChange, PresenceMode, PullReason, Via};
+use imsim_model::{ConvId, DeviceId, Event, MembershipChange, PresenceMode, PullReason, Via};
 use std::collections::BTreeMap;
 
 /// A ratio is judged only when its denominator (deliveries, committed entries, status changes)
@@ -31,6 +39,7 @@ pub const WORK_MIN: u64 = 20;
 
 pub(super) fn check(history: &History, _: &HistoryIndex) -> Vec<Violation> {
     let mut violations = fanout_by_size(history);
+    violations.extend(login_backs_off(history));
     let (Some(start), Some(traffic_at)) = (history.run_start(), traffic_record(history)) else {
         return violations;
     };
@@ -123,6 +132,53 @@ fn fanout_by_size(history: &History) -> Vec<Violation> {
             );
             (text, vec![index])
         });
+    }
+    findings.into_violations()
+}
+
+/// C3: the wait from each failed login to the device's next (see the module's documentation).
+fn login_backs_off(history: &History) -> Vec<Violation> {
+    let mut findings = Findings::new();
+    let Some(start) = history.run_start() else {
+        return findings.into_violations();
+    };
+    let protocol = &start.protocol;
+    // Per device: when its last login failed, and that record.
+    let mut failed: BTreeMap<DeviceId, (u64, usize)> = BTreeMap::new();
+    for (index, record, event) in history.protocol_events() {
+        let Node::Device(device) = record.node else {
+            continue;
+        };
+        match event {
+            Event::LoginFailed { .. } => {
+                failed.insert(device, (record.t_ms, index));
+            }
+            Event::LoginSent { attempt } => {
+                let Some((failed_ms, failure)) = failed.remove(&device) else {
+                    continue;
+                };
+                if *attempt == 0 {
+                    continue; // a fresh start (going online, an app restart): no wait owed
+                }
+                let backoff_ms = protocol.reconnect_backoff_ms(*attempt);
+                let waited_ms = record.t_ms.saturating_sub(failed_ms);
+                if waited_ms < backoff_ms - backoff_ms / 10 {
+                    findings.report(Invariant::C3LoginBacksOff, || {
+                        let text = format!(
+                            "{} sent login attempt {attempt} {waited_ms} ms after its previous \
+                             login failed; after {attempt} failed logins in a row it waits at \
+                             least {backoff_ms} ms (reconnect_backoff_initial_ms {}, doubling, \
+                             reconnect_backoff_max_ms {}).",
+                            device_name(device),
+                            protocol.reconnect_backoff_initial_ms,
+                            protocol.reconnect_backoff_max_ms
+                        );
+                        (text, vec![failure, index])
+                    });
+                }
+            }
+            _ => {}
+        }
     }
     findings.into_violations()
 }
@@ -458,5 +514,63 @@ mod tests {
             "{}",
             violation.explanation
         );
+    }
+
+    /// D1 fails `failures` logins in a row (the first sent on going online), each next login
+    /// sent `waits_ms[n]` after the n-th failure; then a fresh start after going offline and
+    /// online again, whose first login follows a failure at once. Returns the story and the
+    /// records of each failure and each login.
+    fn logins(waits_ms: &[u64]) -> (Story, Vec<usize>, Vec<usize>) {
+        let mut story = Story::one_to_one();
+        let (mut failures, mut sent) = (Vec::new(), Vec::new());
+        sent.push(story.device(D1, Event::LoginSent { attempt: 0 }));
+        for (n, wait_ms) in (1..).zip(waits_ms) {
+            story.wait(2_000);
+            failures.push(story.device(D1, Event::LoginFailed { refused: n == 2 }));
+            story.wait(wait_ms - 10); // each record moves the story's clock 10 ms on
+            sent.push(story.device(D1, Event::LoginSent { attempt: n }));
+        }
+        story.wait(2_000);
+        story.device(D1, Event::LoginFailed { refused: false });
+        story.wait(1);
+        story.device(D1, Event::LoginSent { attempt: 0 });
+        story.finish();
+        (story, failures, sent)
+    }
+
+    #[test]
+    fn c3_a_login_retried_sooner_than_its_backoff_fires() {
+        // cargo-mutants' survivor `backoff_ms * 2` as `backoff_ms + 2`: the wait stays at the
+        // initial 250 ms, so the device retries four times a second for as long as the server
+        // is down, and every other invariant passes (the logins fail either way).
+        let (story, failures, sent) = logins(&[250, 252, 254]);
+        let violations = run(&story, check);
+        assert_eq!(violations.len(), 2, "{violations:#?}");
+        assert!(violations
+            .iter()
+            .all(|v| v.invariant == Invariant::C3LoginBacksOff));
+        assert_eq!(violations[0].witness, vec![failures[1], sent[2]]);
+        assert!(
+            violations[0].explanation.starts_with(
+                "device-1 sent login attempt 2 252 ms after its previous login failed; after 2 \
+                 failed logins in a row it waits at least 500 ms"
+            ),
+            "{}",
+            violations[0].explanation
+        );
+        assert!(violations[1].explanation.contains("at least 1000 ms"));
+    }
+
+    #[test]
+    fn c3_logins_that_keep_to_the_backoff_pass() {
+        // The schedule from going online: 250, 500, 1000, ... capped at 8 s; a fresh start
+        // (attempt 0) owes no wait.
+        let (story, _, _) = logins(&[250, 500, 1_000, 2_000, 4_000, 8_000, 8_000]);
+        assert_eq!(run(&story, check), vec![]);
+        // A tenth of the backoff short is still on time (a live clock reads late); more is not.
+        let (story, _, _) = logins(&[250, 450]);
+        assert_eq!(run(&story, check), vec![]);
+        let (story, _, _) = logins(&[250, 449]);
+        single(run(&story, check), Invariant::C3LoginBacksOff);
     }
 }

@@ -31,6 +31,7 @@ struct Holds {
     logins: bool,
     sessions: bool,
     pushes_abandoned: bool,
+    logins_failed: bool,
 }
 
 impl Holds {
@@ -65,6 +66,7 @@ impl Holds {
             Event::PresenceChanged { .. } => self.presence = true,
             Event::LoggedIn { .. } if matches!(node, Node::Device(_)) => self.logins = true,
             Event::SessionOpened { .. } => self.sessions = true,
+            Event::LoginFailed { .. } => self.logins_failed = true,
             Event::PushAbandoned { seq, .. } if *seq != imsim_model::Seq::ZERO => {
                 self.pushes_abandoned = true
             }
@@ -106,6 +108,10 @@ fn judge(holds: &Holds, invariant: Invariant) -> Judgement {
         Invariant::C2FanoutBySize if !holds.run_started => {
             NotJudged("no run_started record: the threshold and the conversations' founders")
         }
+        Invariant::C3LoginBacksOff if !holds.run_started => {
+            NotJudged("no run_started record: the protocol settings that give the backoff")
+        }
+        Invariant::C3LoginBacksOff if !holds.logins_failed => Vacuous("no login failed"),
         Invariant::C1WithinBudget if !(holds.run_started && holds.traffic) => {
             NotJudged("no run_started and traffic records: the budget and the run's packet counts")
         }

@@ -165,6 +165,8 @@ invariants! {
         "packets, writes, notices, receipts and presence per unit of work stay within the budget";
     C2FanoutBySize = "C2", "fanout-by-size", Cost, Safety,
         "a group above the notify threshold is notified, never pushed; a smaller one is pushed, never notified";
+    C3LoginBacksOff = "C3", "login-backs-off", Cost, Safety,
+        "after a failed login a device waits its reconnect backoff, doubling up to the cap, before the next";
 }
 
 impl fmt::Display for Invariant {

@@ -4,7 +4,8 @@
 use super::*;
 
 impl Client {
-    pub(super) fn waiting(&self, now: Time, backoff_ms: u64) -> Link {
+    /// Waits `backoff_ms` before the next login, after `attempt` failed ones (0: a fresh start).
+    pub(super) fn waiting(&self, now: Time, backoff_ms: u64, attempt: u32) -> Link {
         let next_backoff_ms = (backoff_ms * 2).clamp(
             self.config.reconnect_backoff_initial_ms,
             self.config.reconnect_backoff_max_ms,
@@ -12,7 +13,15 @@ impl Client {
         Link::Waiting {
             retry_at: now.plus_ms(backoff_ms),
             backoff_ms: next_backoff_ms,
+            attempt,
         }
+    }
+
+    /// Login number `attempt` went unanswered, or was `refused`: the next one waits the backoff,
+    /// which doubles with each failure up to `reconnect_backoff_max_ms`.
+    fn login_failed(&mut self, now: Time, backoff_ms: u64, attempt: u32, refused: bool) {
+        self.emit(Event::LoginFailed { refused });
+        self.link = self.waiting(now, backoff_ms, attempt.saturating_add(1));
     }
 
     pub(super) fn link_timeouts(&mut self, now: Time) {
@@ -21,6 +30,7 @@ impl Client {
             Link::Waiting {
                 retry_at,
                 backoff_ms,
+                attempt,
             } if now >= retry_at => {
                 let DeviceIdentity {
                     user,
@@ -35,18 +45,19 @@ impl Client {
                     token,
                     connection,
                 });
+                self.emit(Event::LoginSent { attempt });
                 let deadline = now.plus_ms(self.config.login_timeout_ms);
                 self.link = Link::LoggingIn {
                     deadline,
                     backoff_ms,
+                    attempt,
                 };
             }
             Link::LoggingIn {
                 deadline,
                 backoff_ms,
-            } if now >= deadline => {
-                self.link = self.waiting(now, backoff_ms);
-            }
+                attempt,
+            } if now >= deadline => self.login_failed(now, backoff_ms, attempt, false),
             Link::Online {
                 last_heard,
                 next_heartbeat,
@@ -102,9 +113,14 @@ impl Client {
             (Rejection::NotLoggedIn, Link::Online { .. }) => {
                 self.lose_session(now, SessionEnd::ServerForgot)
             }
-            (_, Link::LoggingIn { backoff_ms, .. }) if refused == "login" => {
-                self.link = self.waiting(now, backoff_ms);
-            }
+            (
+                _,
+                Link::LoggingIn {
+                    backoff_ms,
+                    attempt,
+                    ..
+                },
+            ) if refused == "login" => self.login_failed(now, backoff_ms, attempt, true),
             // A refused read is not sent again before the next login: resending it every
             // timeout would be refused every time.
             (_, Link::Online { .. }) if refused == "read" => self.read_deadline.clear(),
@@ -128,7 +144,7 @@ impl Client {
                 .for_each(|outgoing| outgoing.sent = false);
         }
         self.link = if self.store.online_wanted && reason != SessionEnd::Logout {
-            self.waiting(now, self.config.reconnect_backoff_initial_ms)
+            self.waiting(now, self.config.reconnect_backoff_initial_ms, 0)
         } else {
             Link::Offline
         };

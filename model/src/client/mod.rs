@@ -165,14 +165,18 @@ struct Retransmit {
 enum Link {
     /// The user does not want to be online.
     Offline,
-    /// Will try to log in at `retry_at`.
+    /// Will try to log in at `retry_at`; `attempt` logins failed since the device started
+    /// trying (going online, an app restart, a lost session), and `backoff_ms` is the wait after
+    /// the next failure.
     Waiting {
         retry_at: Time,
         backoff_ms: u64,
+        attempt: u32,
     },
     LoggingIn {
         deadline: Time,
         backoff_ms: u64,
+        attempt: u32,
     },
     /// `next_heartbeat` is `heartbeat_interval_ms` after the last heartbeat while the server
     /// answers, and `heartbeat_probe_ms` after it while the last one is unanswered.
@@ -226,7 +230,7 @@ impl Client {
                 .for_each(|outgoing| outgoing.sent = false);
         }
         if self.store.online_wanted {
-            self.link = self.waiting(now, 0);
+            self.link = self.waiting(now, 0, 0);
         }
         self.rearm();
     }
@@ -292,7 +296,7 @@ impl Client {
             Command::GoOnline => {
                 self.store.online_wanted = true;
                 if self.link == Link::Offline {
-                    self.link = self.waiting(now, 0);
+                    self.link = self.waiting(now, 0, 0);
                 }
             }
             Command::GoOffline => {
