@@ -110,6 +110,36 @@ fn a_gateway_forwards_for_the_devices_it_holds_and_resets_the_others() {
 }
 
 #[test]
+fn a_gateway_closes_a_connection_on_its_own_logout_only() {
+    // A device logs out and at once in again; each shard's link reorders on its own, and so may
+    // the device's: a logout that comes after the next login names the connection it ended.
+    let mut gateway = Gateway::new(1_000, 10, 100);
+    let login_as = |connection| Packet::Login {
+        user: UserId(1),
+        device: DeviceId(1),
+        token: TOKEN,
+        connection,
+    };
+    gateway.handle_packet(Time(0), DEVICE, login_as(1));
+    gateway.handle_packet(Time(1), DEVICE, Packet::Logout { connection: 0 });
+    assert!(
+        gateway.holds(DEVICE),
+        "a stale logout closed the new connection"
+    );
+    gateway.handle_packet(Time(2), DEVICE, Packet::Logout { connection: 1 });
+    assert!(!gateway.holds(DEVICE), "its own logout closes it");
+    let forwarded = transmits(&drain_gateway(&mut gateway));
+    let logouts = forwarded
+        .iter()
+        .filter(|(to, packet)| *to == LOGIC_ADDRESS && matches!(packet, Packet::Upstream { .. }))
+        .count();
+    assert_eq!(
+        logouts, 3,
+        "the login and both logouts reach the logic: {forwarded:?}"
+    );
+}
+
+#[test]
 fn a_restarted_logic_has_every_gateway_send_its_devices_to_log_in_again() {
     let config = ProtocolConfig::default();
     let mut logic = Logic::new(&config, 3).restarted(&config);
