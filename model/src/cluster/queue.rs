@@ -20,9 +20,12 @@
 //!   [`QUEUE_ACK_TIMEOUT_MS`] without progress redelivers everything from the ack point
 //!   (go-back-N).
 //! - The [`Consumer`] (the storage writer, which can crash) stores records strictly in offset
-//!   order: a redelivered offset it already has is skipped and acked again, one ahead of its log
-//!   waits for redelivery. It acks the queue and tells the logic `Stored` only once a sync made
-//!   the records durable.
+//!   order: a redelivered offset it already has is skipped and acked again, and one that
+//!   overtook an earlier (lost or delayed) delivery is held in memory, within the window, until
+//!   the hole fills. Without that hold every reordered delivery stalled the log until the
+//!   queue's timeout and went back N (measured on `queue-faults`: 25.5 queue packets per
+//!   committed entry instead of 4.2). It acks the queue and tells the logic `Stored` only once
+//!   a sync made the records durable.
 
 use crate::storage::{Record, Storage};
 use crate::time::Time;
@@ -343,6 +346,9 @@ pub struct Consumer {
     /// The queue offset of each record in `storage`, as a real consumer keeps the offset with
     /// the row. With the correct protocol record n has offset n.
     offsets: Vec<u64>,
+    /// Deliveries that overtook an earlier one, within [`QUEUE_WINDOW_MAX`] of the next
+    /// offset: held in memory until the offsets before them arrive (lost in a crash).
+    ahead: BTreeMap<u64, Record>,
     /// A sync is in flight.
     syncing: bool,
     variant: Variant,
@@ -354,6 +360,7 @@ impl Consumer {
         Consumer {
             storage: Storage::new(),
             offsets: Vec::new(),
+            ahead: BTreeMap::new(),
             syncing: false,
             variant,
             outputs: VecDeque::new(),
@@ -369,6 +376,7 @@ impl Consumer {
         let consumer = Consumer {
             storage,
             offsets,
+            ahead: BTreeMap::new(),
             syncing: false,
             variant: crashed.variant,
             outputs: VecDeque::new(),
@@ -408,19 +416,30 @@ impl Consumer {
         }
         // VARIANT non-idempotent-consumer: a redelivered offset is stored again.
         if offset > next {
-            // A hole before it (a lost delivery): it waits for the queue's redelivery.
+            // A hole before it (a delivery lost or delayed): held until the hole fills.
+            if offset < next + QUEUE_WINDOW_MAX {
+                self.ahead.insert(offset, record);
+            }
             return;
         }
-        self.storage.append(record);
-        self.offsets.push(offset);
-        if self.variant == Variant::ConsumerAcksBeforeDurable {
-            // VARIANT consumer-acks-before-durable: acked and reported stored on append.
-            self.report(self.next_offset());
+        self.store(offset, record);
+        while let Some(record) = self.ahead.remove(&self.next_offset()) {
+            self.store(self.next_offset(), record);
         }
         if !self.syncing {
             self.syncing = true;
             let through = self.storage.written();
             self.outputs.push_back(QueueOutput::SyncStorage { through });
+        }
+    }
+
+    /// Appends the record of `offset` to the store (not yet durable).
+    fn store(&mut self, offset: u64, record: Record) {
+        self.storage.append(record);
+        self.offsets.push(offset);
+        if self.variant == Variant::ConsumerAcksBeforeDurable {
+            // VARIANT consumer-acks-before-durable: acked and reported stored on append.
+            self.report(self.next_offset());
         }
     }
 

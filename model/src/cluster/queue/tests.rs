@@ -113,7 +113,7 @@ fn the_consumer_acks_only_after_the_sync_and_skips_a_redelivery() {
     let mut consumer = Consumer::new(Variant::Correct);
     consumer.handle_packet(Time(0), deliver(0));
     consumer.handle_packet(Time(0), deliver(1));
-    // Ahead of its log: not stored, it waits for redelivery.
+    // Ahead of its log: not stored, it waits for the hole to fill.
     consumer.handle_packet(Time(0), deliver(3));
     let outputs = drain(|| consumer.poll_output());
     assert_eq!(outputs, vec![QueueOutput::SyncStorage { through: 1 }]);
@@ -144,6 +144,35 @@ fn the_consumer_acks_only_after_the_sync_and_skips_a_redelivery() {
         "a redelivery is acked again"
     );
     assert_eq!(consumer.storage().written(), 2, "and not stored twice");
+}
+
+#[test]
+fn deliveries_that_overtook_a_delayed_one_are_stored_in_order_when_it_comes() {
+    let mut consumer = Consumer::new(Variant::Correct);
+    consumer.handle_packet(Time(0), deliver(0));
+    // 1 is delayed: 3 and 2 overtake it, and one beyond the window is not held.
+    for offset in [3, 2, 1 + QUEUE_WINDOW_MAX] {
+        consumer.handle_packet(Time(1), deliver(offset));
+    }
+    assert_eq!(consumer.next_offset(), 1, "nothing is stored past the hole");
+    consumer.handle_packet(Time(2), deliver(1));
+    assert_eq!(
+        consumer.next_offset(),
+        4,
+        "the hole filled: 1, 2 and 3 are stored"
+    );
+    assert_eq!(consumer.offsets, vec![0, 1, 2, 3], "in offset order");
+    let records: Vec<&Record> = consumer.storage().unsynced().iter().collect();
+    assert_eq!(
+        records,
+        vec![&record(0), &record(1), &record(2), &record(3)]
+    );
+    // What was held is lost in a crash, like the unsynced writes: the queue redelivers it.
+    let mut consumer = Consumer::new(Variant::Correct);
+    consumer.handle_packet(Time(0), deliver(1));
+    let (mut recovered, _) = Consumer::recover(&consumer);
+    recovered.handle_packet(Time(1), deliver(0));
+    assert_eq!(recovered.next_offset(), 1);
 }
 
 #[test]
