@@ -58,9 +58,17 @@ pub fn print_outcome_text(scenario: &str, outcome: &RunOutcome, harness_failure:
                 imsim_history::Invariant::ALL.len(),
     );
     let latency = &stats.latency_ms;
+    let queue = match stats.packets.queue_path() {
+        0 => String::new(),
+        _ => format!(
+            " | queue packets/msg {:.2}",
+            stats.queue_packets_per_message()
+        ),
+    };
     say!(
         "   cost: message writes/msg {:.2} | packets/delivery {:.2} | notices/msg {:.2} | \
-         presence packets/change {:.2} | send->display p50 {} ms p90 {} ms p99 {} ms max {} ms",
+         presence packets/change {:.2}{queue} | send->display p50 {} ms p90 {} ms p99 {} ms \
+         max {} ms",
         stats.writes_per_message(),
         stats.packets_per_delivery(),
         stats.notices_per_message(),

@@ -22,6 +22,7 @@ fn loose_budget() -> CostBudget {
         notices_per_delivery: 2.0 * default.notices_per_delivery,
         presence_packets_per_change: 2.0 * default.presence_packets_per_change,
         receipt_packets_per_read: 2.0 * default.receipt_packets_per_read,
+        queue_packets_per_message: 2.0 * default.queue_packets_per_message,
     }
 }
 

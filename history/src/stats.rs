@@ -138,6 +138,12 @@ impl RunStats {
         self.packets.receipt_path() as f64 / self.counts.reads.max(1) as f64
     }
 
+    /// Queue packets (enqueues, deliveries to the consumer, its acks and `stored`) per
+    /// committed entry; 0 outside the queue topology.
+    pub fn queue_packets_per_message(&self) -> f64 {
+        self.packets.queue_path() as f64 / self.counts.committed.max(1) as f64
+    }
+
     /// Notices sent per message displayed on a recipient's device (below 1 when notices merge).
     pub fn notices_per_delivery(&self) -> f64 {
         self.packets.of_kind("notify") as f64 / self.counts.delivered.max(1) as f64

@@ -36,6 +36,11 @@ impl PacketStats {
     pub fn receipt_path(&self) -> u64 {
         RECEIPT_PATH.iter().map(|kind| self.of_kind(kind)).sum()
     }
+
+    /// Packets of the queue between the logic and storage ([`QUEUE_PATH`]).
+    pub fn queue_path(&self) -> u64 {
+        QUEUE_PATH.iter().map(|kind| self.of_kind(kind)).sum()
+    }
 }
 
 /// The packet kinds [`PacketStats::message_path`] counts (`imsim_model::Packet::kind`).
@@ -63,6 +68,10 @@ pub const RECEIPT_PATH: [&str; 7] = [
     "readers_query",
     "readers",
 ];
+
+/// The packet kinds of the queue topology: the logic's enqueues, the queue's deliveries to the
+/// consumer and its acks, and the consumer's `stored` to the logic.
+pub const QUEUE_PATH: [&str; 4] = ["enqueue", "queue_deliver", "queue_ack", "stored"];
 
 /// The `traffic` record: the driver's counts at the end of the run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +106,9 @@ pub struct CostBudget {
     pub presence_packets_per_change: f64,
     /// Receipt packets ([`RECEIPT_PATH`]) per read the users made.
     pub receipt_packets_per_read: f64,
+    /// Queue packets ([`QUEUE_PATH`]) per committed entry, in the queue topology: an enqueue,
+    /// a delivery, an ack and a `stored` each, plus what loss, redelivery and resends add.
+    pub queue_packets_per_message: f64,
 }
 
 impl Default for CostBudget {
@@ -107,6 +119,7 @@ impl Default for CostBudget {
             notices_per_delivery: 1.0,
             presence_packets_per_change: 10.5,
             receipt_packets_per_read: 12.0,
+            queue_packets_per_message: 16.0,
         }
     }
 }
@@ -125,6 +138,10 @@ impl CostBudget {
             (
                 "receipt_packets_per_read",
                 Some(self.receipt_packets_per_read),
+            ),
+            (
+                "queue_packets_per_message",
+                Some(self.queue_packets_per_message),
             ),
         ];
         for (field, value) in fields {

@@ -4,8 +4,8 @@
 //! every other invariant. C1 bounds the cost per unit of work:
 //!
 //! - **C1 within-budget**: message-path packets per delivery, storage writes per committed
-//!   entry, notices per delivery, receipt packets per read and (in push mode) presence
-//!   packets per status change stay within the budget the scenario declares (`[budget]`, recorded in `run_started`). The figures are
+//!   entry, notices per delivery, receipt packets per read, (in push mode) presence packets
+//!   per status change and (in the queue topology) queue packets per committed entry stay within the budget the scenario declares (`[budget]`, recorded in `run_started`). The figures are
 //!   those of [`crate::stats::RunStats`], read from the driver's `traffic` record; a figure is
 //!   judged once the run did enough of its work ([`WORK_MIN`]) for a ratio to mean something.
 //!   In pull mode the presence traffic follows `presence_poll_ms` and the open conversations,
@@ -248,6 +248,17 @@ fn figures(start: &RunStart, stats: &RunStats) -> Vec<Figure> {
         budget: budget.receipt_packets_per_read,
         kinds: &crate::traffic::RECEIPT_PATH,
     });
+    // Outside the queue topology no queue packet is sent: the figure is 0.
+    figures.push(Figure {
+        field: "queue_packets_per_message",
+        what: "queue packets per committed entry",
+        unit: "committed entries",
+        value: stats.queue_packets_per_message(),
+        spent: packets.queue_path(),
+        work: counts.committed,
+        budget: budget.queue_packets_per_message,
+        kinds: &crate::traffic::QUEUE_PATH,
+    });
     if start.protocol.presence == PresenceMode::Push {
         figures.push(Figure {
             field: "presence_packets_per_change",
@@ -429,6 +440,37 @@ mod tests {
         );
         // A sync now and then (after a lost update) is what the key is for.
         assert_eq!(run(&story_with(10), check), vec![]);
+    }
+
+    #[test]
+    fn a_queue_that_redelivers_what_was_stored_breaks_the_budget() {
+        // 30 committed entries, each enqueued, acked and reported stored once; the queue
+        // delivers each `deliveries` times (an ack it refused, a reordering that stalls it).
+        let story_with = |deliveries: u64| {
+            let mut story = Story::one_to_one();
+            for n in 1..=30 {
+                story.message(D1, C1, m(n));
+            }
+            let kinds = [
+                ("enqueue", 30),
+                ("queue_deliver", 30 * deliveries),
+                ("queue_ack", 30),
+                ("stored", 30),
+            ];
+            finish_with_traffic(story, &kinds, 30)
+        };
+        let violation = single(run(&story_with(20), check), Invariant::C1WithinBudget);
+        assert!(
+            violation.explanation.starts_with(
+                "23.00 queue packets per committed entry (690 for 30 committed entries), over \
+                 the budget of 16.00 ([budget] queue_packets_per_message); busiest: \
+                 queue_deliver 600, enqueue 30, queue_ack 30"
+            ),
+            "{}",
+            violation.explanation
+        );
+        // A redelivery now and then (a consumer crash, a lost ack) is what the queue is for.
+        assert_eq!(run(&story_with(2), check), vec![]);
     }
 
     #[test]
