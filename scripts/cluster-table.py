@@ -7,7 +7,8 @@ JSON: packets per delivery (every packet sent, gateway and shard hops included, 
 storage writes per committed message, and the median over runs of each run's send->display p50
 and p99. Prints the Markdown table; the README pastes it under "Cost against the single server".
 
-Usage: python3 scripts/cluster-table.py [--seeds N] [--big-seeds N]
+Usage: python3 scripts/cluster-table.py [--seeds N] [--big-seeds N] [--only TEXT]
+(`--only queue` runs only the rows whose topology names the queue, to refresh them.)
 """
 
 import argparse
@@ -161,6 +162,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--big-seeds", type=int, default=5)
+    parser.add_argument("--only", default="", help="run only rows whose topology contains this")
     args = parser.parse_args()
     if not IMSIM.exists():
         sys.exit(f"{IMSIM} is missing: run `cargo build --release` first")
@@ -169,6 +171,8 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         for rows, seeds in ((ROWS, args.seeds), (BIG_ROWS, args.big_seeds)):
             for topology, faults, text in rows:
+                if args.only not in topology:
+                    continue
                 per_delivery, per_message, p50, p99, passed = figures(run(text, seeds, folder))
                 print(
                     f"| {topology} | {faults} | 0..{seeds} | {passed} | {per_delivery:.2f} "
