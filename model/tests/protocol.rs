@@ -1058,3 +1058,44 @@ fn news_merges_into_a_fresh_notice_and_goes_out_again_after_a_retried_one() {
     net.advance(100);
     assert_eq!(shown(&net), ["first", "second", "third", "fourth"]);
 }
+
+#[test]
+fn messages_that_overtook_a_devices_join_are_shown_when_the_join_arrives() {
+    const GROUP: ConvId = ConvId(9);
+    const CAROL: u32 = 3;
+    let users = [UserId(1), UserId(2), UserId(3)];
+    let founders = [UserId(1), UserId(2)];
+    let config = ProtocolConfig::default();
+    let mut net = Net::with_groups(config, &users, &[], &[(GROUP, &founders)]);
+    for d in [ALICE, BOB, CAROL] {
+        net.command(d, Command::GoOnline);
+    }
+    net.run_until_quiet();
+    net.send(BOB, GROUP, "before Carol");
+    net.run_until_quiet();
+    // Alice adds Carol (seq 2) and says hello (seq 3); the hello reaches Carol first.
+    net.hold_all(deliver_to(CAROL, 2));
+    let change = imsim_model::MembershipChange::Add(UserId(3));
+    net.command(
+        ALICE,
+        Command::ChangeMembership {
+            conv: GROUP,
+            change,
+        },
+    );
+    net.send(ALICE, GROUP, "hello Carol");
+    net.run_until_quiet();
+    assert_eq!(displayed(&net, CAROL, GROUP), [], "the hello is held back");
+    // The join point lifts Carol's cursor past what came before her; the hello, above it, is
+    // kept and shown with the join, not left to the push's retry a second later.
+    net.clear_rules();
+    net.release_held();
+    net.run_until_quiet();
+    let seqs: Vec<u64> = displayed(&net, CAROL, GROUP)
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(seqs, [2, 3]);
+    let pushes_of_hello = net.packets(Fate::Delivered, deliver_to(CAROL, 3)).len();
+    assert_eq!(pushes_of_hello, 1, "no retry was needed");
+}
