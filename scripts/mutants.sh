@@ -157,6 +157,8 @@ echo "passed in $(($(date +%s) - started))s (build and tests; timeout per mutant
 # warmed it): the first mutant then takes seconds, not minutes.
 jobs_args=(--jobs 1)
 case " $* " in *" --in-place "*) jobs_args=() ;; esac # one tree: one job, and cargo-mutants refuses --jobs
+saved_cases() { git status --porcelain -- '*.proptest-regressions'; }
+cases_before=$(saved_cases)
 set +e
 nice -n 19 cargo mutants --package imsim-model "${jobs_args[@]}" \
   --output "$out" "${shard_args[@]}" "$@"
@@ -168,4 +170,19 @@ case "$status" in
   4) echo "the unmutated tree fails its own tests: fix that first" >&2; exit 2 ;;
   *) echo "cargo mutants exited $status" >&2; exit 2 ;;
 esac
+# A property test that fails on a mutant saves its case in a *.proptest-regressions file, and
+# every later mutant replays it first. A saved case that fails on the unmutated tree too (a test
+# bug, seen once in shard 10/20) makes every later mutant look caught: check it now. (With
+# --in-place the files are this tree's; cargo-mutants' own copy keeps them out of sight.)
+if [ "$(saved_cases)" != "$cases_before" ]; then
+  echo "== proptest saved new cases during the run: the oracle again on the unmutated tree"
+  git status --porcelain -- '*.proptest-regressions' | sed 's/^/  /'
+  if ! nice -n 19 cargo test --profile mutants -p imsim-model -p imsim-sim --lib --test '*' \
+    >target/mutants-recheck.log 2>&1; then
+    tail -40 target/mutants-recheck.log >&2
+    echo "a case saved during the run fails on the unmutated tree (target/mutants-recheck.log):" >&2
+    echo "mutants tested after it may count as caught by it alone. Fix the test, then rerun." >&2
+    exit 2
+  fi
+fi
 summarize "$out/mutants.out/survivors.txt" "$out/mutants.out"
