@@ -176,7 +176,7 @@ esac
 # --in-place the files are this tree's; cargo-mutants' own copy keeps them out of sight.)
 if [ "$(saved_cases)" != "$cases_before" ]; then
   echo "== proptest saved new cases during the run: the oracle again on the unmutated tree"
-  git status --porcelain -- '*.proptest-regressions' | sed 's/^/  /'
+  saved_cases | sed 's/^/  /'
   if ! nice -n 19 cargo test --profile mutants -p imsim-model -p imsim-sim --lib --test '*' \
     >target/mutants-recheck.log 2>&1; then
     tail -40 target/mutants-recheck.log >&2

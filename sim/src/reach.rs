@@ -115,7 +115,6 @@ fn can_be_silent(scenario: &Scenario, silence: Silence) -> bool {
     fixed || drawn
 }
 
-/// 1:1 conversations and groups of the scenario's topology.
 /// The 1:1 conversations of `scenario`.
 fn one_to_one_count(scenario: &Scenario) -> u64 {
     let topology = &scenario.topology;
@@ -127,6 +126,7 @@ fn one_to_one_count(scenario: &Scenario) -> u64 {
     }
 }
 
+/// 1:1 conversations and groups of the scenario's topology (at least 1).
 fn conversation_count(scenario: &Scenario) -> u64 {
     let groups = &scenario.topology.groups;
     let groups: u64 = groups.iter().map(|g| u64::from(g.count)).sum();

@@ -5,8 +5,9 @@
 //!
 //! - **C1 within-budget**: message-path packets per delivery, storage writes per committed
 //!   entry, notices per delivery, receipt packets per read, (in push mode) presence packets
-//!   per status change and (in the queue topology) queue packets per committed entry stay within the budget the scenario declares (`[budget]`, recorded in `run_started`). The figures are
-//!   those of [`crate::stats::RunStats`], read from the driver's `traffic` record; a figure is
+//!   per status change and (in the queue topology) queue packets per committed entry stay
+//!   within the budget the scenario declares (`[budget]`, recorded in `run_started`). The
+//!   figures are those of [`crate::stats::RunStats`], read from the driver's `traffic` record; a figure is
 //!   judged once the run did enough of its work ([`WORK_MIN`]) for a ratio to mean something.
 //!   In pull mode the presence traffic follows `presence_poll_ms` and the open conversations,
 //!   not the status changes, so the presence figure is judged in push mode only.

@@ -162,7 +162,7 @@ invariants! {
     T5PushKeptToSchedule = "T5", "push-kept-to-schedule", Timeliness, Safety,
         "a push is given up only after its whole retry schedule has passed since the commit";
     C1WithinBudget = "C1", "within-budget", Cost, Safety,
-        "packets, writes, notices, receipts and presence per unit of work stay within the budget";
+        "packets, writes, notices, receipts, presence and queue packets per unit of work stay within the budget";
     C2FanoutBySize = "C2", "fanout-by-size", Cost, Safety,
         "a group above the notify threshold is notified, never pushed; a smaller one is pushed, never notified";
     C3LoginBacksOff = "C3", "login-backs-off", Cost, Safety,

@@ -423,8 +423,10 @@ impl Consumer {
             return;
         }
         self.store(offset, record);
-        while let Some(record) = self.ahead.remove(&self.next_offset()) {
-            self.store(self.next_offset(), record);
+        let mut next = self.next_offset();
+        while let Some(record) = self.ahead.remove(&next) {
+            self.store(next, record);
+            next += 1;
         }
         if !self.syncing {
             self.syncing = true;
