@@ -12,6 +12,7 @@
 # Usage:
 #   scripts/mutants.sh                     # every mutant (about 600, hours on one machine)
 #   scripts/mutants.sh --shard 3/20        # mutants i with i % 20 == 3: a uniform sample
+#   scripts/mutants.sh --shard 3/20 --shard 4/20   # several shards, one after the other
 #   scripts/mutants.sh --seeds 0..100 ...  # a larger band of seeds for the sweep
 #   scripts/mutants.sh ... -- -F receiving # anything after `--` goes to cargo mutants
 #   scripts/mutants.sh --summarize DIR...  # the verdict over finished mutants.out directories
@@ -19,6 +20,8 @@
 # The whole run splits across machines with `--shard k/n` (k = 0..n-1, one job each; see
 # deploy/github/mutants.yml), then `--summarize` over all their mutants.out directories gives
 # the one verdict. A shard writes to mutants.out-k-of-n/mutants.out, a whole run to mutants.out.
+# Several `--shard`s run one after the other on one machine, sharing the check of the unmutated
+# tree, and end with the verdict over all of them.
 #
 # Writes <out>/survivors.txt (the missed mutants not listed as equivalent) and exits 1 when the
 # kill rate (caught or timed out, over viable non-equivalent mutants) is below 90%, 2 on bad
@@ -94,11 +97,11 @@ summarize() {
   [ "$rate_tenths" -ge $((kill_rate_min_percent * 10)) ]
 }
 
-shard=""
+shards=()
 seeds=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --shard) shard=${2:?--shard needs k/n}; shift 2 ;;
+    --shard) shards+=("${2:?--shard needs k/n}"); shift 2 ;;
     --seeds) seeds=${2:?--seeds needs A..B}; shift 2 ;;
     --summarize)
       shift
@@ -112,13 +115,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-out=.
-shard_args=()
-if [ -n "$shard" ]; then
-  [[ "$shard" =~ ^([0-9]+)/([0-9]+)$ ]] || { echo "--shard: expected k/n, got $shard" >&2; exit 2; }
-  out="mutants.out-${BASH_REMATCH[1]}-of-${BASH_REMATCH[2]}"
-  shard_args=(--shard "$shard")
-fi
+# One run per shard (or one run of every mutant): its output directory, then its cargo-mutants
+# arguments.
+runs=()
+for shard in "${shards[@]}"; do
+  [[ "$shard" =~ ^([0-9]+)/([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" -lt "${BASH_REMATCH[2]}" ] ||
+    { echo "--shard: expected k/n with k < n, got $shard" >&2; exit 2; }
+  runs+=("mutants.out-${BASH_REMATCH[1]}-of-${BASH_REMATCH[2]}" "--shard $shard")
+done
+[ ${#runs[@]} -gt 0 ] || runs=(. "")
 [ -z "$seeds" ] || export IMSIM_MUTANTS_SEEDS="$seeds"
 
 # Each entry of the equivalent list names a mutant by its line and column, which move with edits:
@@ -159,30 +164,43 @@ jobs_args=(--jobs 1)
 case " $* " in *" --in-place "*) jobs_args=() ;; esac # one tree: one job, and cargo-mutants refuses --jobs
 saved_cases() { git status --porcelain -- '*.proptest-regressions'; }
 cases_before=$(saved_cases)
-set +e
-nice -n 19 cargo mutants --package imsim-model "${jobs_args[@]}" \
-  --output "$out" "${shard_args[@]}" "$@"
-status=$?
-set -e
-# cargo-mutants: 0 all caught, 2 some missed, 3 some timed out; 4 the baseline failed.
-case "$status" in
-  0|2|3) ;;
-  4) echo "the unmutated tree fails its own tests: fix that first" >&2; exit 2 ;;
-  *) echo "cargo mutants exited $status" >&2; exit 2 ;;
-esac
-# A property test that fails on a mutant saves its case in a *.proptest-regressions file, and
-# every later mutant replays it first. A saved case that fails on the unmutated tree too (a test
-# bug, seen once in shard 10/20) makes every later mutant look caught: check it now. (With
-# --in-place the files are this tree's; cargo-mutants' own copy keeps them out of sight.)
-if [ "$(saved_cases)" != "$cases_before" ]; then
-  echo "== proptest saved new cases during the run: the oracle again on the unmutated tree"
-  saved_cases | sed 's/^/  /'
-  if ! nice -n 19 cargo test --profile mutants -p imsim-model -p imsim-sim --lib --test '*' \
-    >target/mutants-recheck.log 2>&1; then
-    tail -40 target/mutants-recheck.log >&2
-    echo "a case saved during the run fails on the unmutated tree (target/mutants-recheck.log):" >&2
-    echo "mutants tested after it may count as caught by it alone. Fix the test, then rerun." >&2
-    exit 2
+outs=()
+for ((i = 0; i < ${#runs[@]}; i += 2)); do
+  out=${runs[i]}
+  read -ra shard_args <<<"${runs[i + 1]}"
+  [ ${#runs[@]} -eq 2 ] || echo "== mutants of shard ${shard_args[1]} into $out"
+  set +e
+  nice -n 19 cargo mutants --package imsim-model "${jobs_args[@]}" \
+    --output "$out" "${shard_args[@]}" "$@"
+  status=$?
+  set -e
+  # cargo-mutants: 0 all caught, 2 some missed, 3 some timed out; 4 the baseline failed.
+  case "$status" in
+    0|2|3) ;;
+    4) echo "the unmutated tree fails its own tests: fix that first" >&2; exit 2 ;;
+    *) echo "cargo mutants exited $status" >&2; exit 2 ;;
+  esac
+  outs+=("$out/mutants.out")
+  # A property test that fails on a mutant saves its case in a *.proptest-regressions file, and
+  # every later mutant replays it first. A saved case that fails on the unmutated tree too (a test
+  # bug, seen once in shard 10/20) makes every later mutant look caught: check it now. (With
+  # --in-place the files are this tree's; cargo-mutants' own copy keeps them out of sight.) Checked
+  # after each shard, before the next one replays the case.
+  if [ "$(saved_cases)" != "$cases_before" ]; then
+    echo "== proptest saved new cases during the run: the oracle again on the unmutated tree"
+    saved_cases | sed 's/^/  /'
+    if ! nice -n 19 cargo test --profile mutants -p imsim-model -p imsim-sim --lib --test '*' \
+      >target/mutants-recheck.log 2>&1; then
+      tail -40 target/mutants-recheck.log >&2
+      echo "a case saved during the run fails on the unmutated tree (target/mutants-recheck.log):" >&2
+      echo "mutants tested after it may count as caught by it alone. Fix the test, then rerun." >&2
+      exit 2
+    fi
+    cases_before=$(saved_cases)
   fi
+done
+if [ ${#outs[@]} -eq 1 ]; then
+  summarize "${outs[0]}/survivors.txt" "${outs[0]}"
+else
+  summarize mutants.out-survivors.txt "${outs[@]}"
 fi
-summarize "$out/mutants.out/survivors.txt" "$out/mutants.out"
