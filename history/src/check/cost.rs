@@ -9,6 +9,9 @@
 //!   within the budget the scenario declares (`[budget]`, recorded in `run_started`). The
 //!   figures are those of [`crate::stats::RunStats`], read from the driver's `traffic` record; a figure is
 //!   judged once the run did enough of its work ([`WORK_MIN`]) for a ratio to mean something.
+//!   The write figure has a floor too: every entry of a final timeline is a durable write, so a
+//!   driver that counts fewer message writes than those entries undercounts, and the budget
+//!   would pass anything.
 //!   In pull mode the presence traffic follows `presence_poll_ms` and the open conversations,
 //!   not the status changes, so the presence figure is judged in push mode only.
 //! - **C2 fanout-by-size**: a group above `notify_threshold_members` gets notify-then-pull, and
@@ -45,6 +48,7 @@ pub(super) fn check(history: &History, _: &HistoryIndex) -> Vec<Violation> {
         return violations;
     };
     let stats = RunStats::of(history);
+    violations.extend(writes_counted(history, &stats, traffic_at));
     for figure in figures(start, &stats) {
         if figure.work < WORK_MIN || figure.value <= figure.budget {
             continue;
@@ -67,6 +71,30 @@ pub(super) fn check(history: &History, _: &HistoryIndex) -> Vec<Violation> {
         });
     }
     violations
+}
+
+/// C1's floor under the write figure: every entry of a final timeline is a durable message write,
+/// so a traffic record that counts fewer writes than that undercounts, and `writes_per_message`
+/// would pass any number of writes.
+fn writes_counted(history: &History, stats: &RunStats, traffic_at: usize) -> Option<Violation> {
+    let stored: u64 = history
+        .records
+        .iter()
+        .map(|record| match &record.entry {
+            Entry::Harness(HarnessEvent::FinalTimeline { entries, .. }) => entries.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    (stats.message_writes < stored).then(|| Violation {
+        invariant: Invariant::C1WithinBudget,
+        explanation: format!(
+            "the traffic record counts {} message writes, but the final timelines hold {stored} \
+             durable entries, each one written: the driver undercounts the writes, and the \
+             writes_per_message budget judges a figure that is too low.",
+            stats.message_writes
+        ),
+        witness: vec![traffic_at],
+    })
 }
 
 /// C2: the fan-out mode each conversation's size allows, where the size stayed on one side of
@@ -359,6 +387,31 @@ mod tests {
                 "22.00 message-path packets per delivery (1320 for 60 deliveries), over the \
                  budget of 16.00 ([budget] packets_per_delivery); busiest: deliver 1200, ack \
                  60, send 30"
+            ),
+            "{}",
+            violation.explanation
+        );
+        let witness = &story.history().records[violation.witness[0]];
+        assert!(matches!(
+            witness.entry,
+            Entry::Harness(HarnessEvent::Traffic(_))
+        ));
+    }
+
+    #[test]
+    fn a_traffic_record_that_counts_fewer_writes_than_the_final_timelines_hold_breaks_c1() {
+        // 30 entries committed and still in the final timeline; the driver counted 29 writes
+        // (a_run_within_its_budget_passes counts exactly 30, the floor).
+        let mut story = Story::one_to_one();
+        for n in 1..=30 {
+            story.message(D1, C1, m(n));
+        }
+        let story = finish_with_traffic(story, &[("deliver", 60)], 29);
+        let violation = single(run(&story, check), Invariant::C1WithinBudget);
+        assert!(
+            violation.explanation.starts_with(
+                "the traffic record counts 29 message writes, but the final timelines hold 30 \
+                 durable entries"
             ),
             "{}",
             violation.explanation
