@@ -497,6 +497,71 @@ fn devices_fail_over_and_stale_routes_are_repaired() {
     assert!(reopened > 0, "no device with a stale route logged in again");
 }
 
+/// `cluster-failover`'s gateways hold five connections for their four devices: the devices of
+/// a dead gateway overflow the next one, are refused as full, and still get in (through the gateway
+/// after, or the same one once a connection expires).
+#[test]
+fn a_full_gateway_refuses_logins_and_the_refused_devices_get_in_later() {
+    let scenario = Scenario::load("cluster-failover").unwrap();
+    let (mut refused, mut in_later) = (0, 0);
+    for seed in 0..10 {
+        let outcome = run(&scenario, seed);
+        let mut waiting = std::collections::BTreeSet::new();
+        for record in &outcome.history.records {
+            let (Node::Device(device), Entry::Protocol(event)) = (&record.node, &record.entry)
+            else {
+                continue;
+            };
+            match event {
+                Event::LoginFailed { refused: true } => {
+                    refused += 1;
+                    waiting.insert(*device);
+                }
+                Event::LoggedIn { .. } if waiting.remove(device) => in_later += 1,
+                _ => {}
+            }
+        }
+        assert!(
+            waiting.is_empty(),
+            "seed {seed}: {waiting:?} refused and never got in"
+        );
+    }
+    assert!(refused >= 10, "{refused} refused logins in 10 seeds");
+    assert!(in_later > 0);
+}
+
+#[test]
+fn a_gateway_connection_cap_without_gateways_or_of_zero_is_refused() {
+    let scenario = |topology: &str| {
+        format!(
+            "name = \"bad\"\n[topology]\nusers = 2\n{topology}\n[workload]\n\
+             duration_ms = 1_000\nmessages = 1\n[faults]\nswarm = false\n"
+        )
+    };
+    let error = Scenario::parse("bad.toml", &scenario("gateway_connections_max = 4"))
+        .expect_err("no gateways")
+        .to_string();
+    assert!(
+        error.contains("bad.toml") && error.contains("topology.gateway_connections_max needs"),
+        "{error}"
+    );
+    let error = Scenario::parse(
+        "bad.toml",
+        &scenario("gateways = 2\ngateway_connections_max = 0"),
+    )
+    .expect_err("zero")
+    .to_string();
+    assert!(
+        error.contains("topology.gateway_connections_max = 0 is out of range"),
+        "{error}"
+    );
+    Scenario::parse(
+        "good.toml",
+        &scenario("gateways = 2\ngateway_connections_max = 1"),
+    )
+    .expect("one connection per gateway is allowed");
+}
+
 #[test]
 fn sharded_logic() {
     holds_over_seeds("sharded-logic");

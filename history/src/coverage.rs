@@ -56,6 +56,9 @@ pub enum Need {
     Roaming,
     /// Requests at the protocol's limits (`workload.edge_requests`).
     EdgeRequests,
+    /// More devices than a gateway (`topology.gateway_connections_max`) or the server
+    /// (`protocol.sessions_max`) holds connections for, so a login can be refused as full.
+    Capacity,
 }
 
 /// The long silences some signals need; each names the direction cut and the protocol bound it
@@ -297,6 +300,9 @@ signals! {
         [Need::AnyFault(&[Placement]), Need::MembershipChanges];
 
     // ---- cluster ----
+    LoginRefusedThenIn = "login-refused-then-in",
+        "a login was refused because its gateway or the server was full, and the device got in later",
+        [Need::Capacity];
     FailedOver = "failed-over",
         "a device lost its gateway and logged in again through another one",
         [Need::AnyFault(&[GatewayCrash, GatewayPartition])];

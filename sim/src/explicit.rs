@@ -91,6 +91,7 @@ pub fn explicit(scenario: &Scenario, seed: u64) -> Scenario {
             conversations: Conversations::List(conversations),
             groups,
             gateways: scenario.topology.gateways,
+            gateway_connections_max: scenario.topology.gateway_connections_max,
             logic: scenario.topology.logic,
             queue: scenario.topology.queue,
         },

@@ -482,7 +482,11 @@ fn start_gateways(
             let slot = Arc::new(GatewaySlot {
                 gateway,
                 connection_timeout_ms: protocol.session_timeout_ms,
-                connections_max: protocol.sessions_max,
+                connections_max: setup
+                    .scenario
+                    .topology
+                    .gateway_connections_max
+                    .unwrap_or(protocol.sessions_max),
                 tick_ms: protocol.server_tick_ms,
                 receivers: server_receivers(devices),
                 shards: match logic {

@@ -127,6 +127,11 @@ pub struct TopologySpec {
     /// over to the next when it loses it (`imsim_model::cluster`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub gateways: u32,
+    /// The most connections one gateway holds; a login beyond them is refused (`ServerFull`)
+    /// and the device backs off and tries the next gateway. Needs gateways. Unset, the default:
+    /// the protocol's `sessions_max`, which also caps the logic's sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_connections_max: Option<u32>,
     /// Sharded logic: this many logic nodes behind the gateways, conversations sharded over
     /// them by id (1, the default: one logic server). Needs gateways
     /// (`imsim_model::cluster::shard`).
@@ -528,6 +533,17 @@ impl Scenario {
             0,
             imsim_model::cluster::GATEWAYS_MAX.into(),
         )?;
+        if let Some(max) = t.gateway_connections_max {
+            if t.gateways == 0 {
+                return Err("topology.gateway_connections_max needs topology.gateways".into());
+            }
+            check_range(
+                "topology.gateway_connections_max",
+                max.into(),
+                1,
+                u32::MAX.into(),
+            )?;
+        }
         self.validate_logic()?;
         self.validate_queue()?;
         if t.gateways == 0 {

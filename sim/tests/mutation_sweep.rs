@@ -31,7 +31,7 @@ const SEEDS_DEFAULT: Range<u64> = 0..30;
 /// How far from the band's first seed a catalogue variant may be first caught: the promise the
 /// README's detection table measures ("each caught within 1,000 seeds"). The search stops at the
 /// first catch, so on the unmutated tree it costs each variant's first-detection seed (the
-/// slowest, `stale-route-counted-delivered`, about 255 runs of `cluster-failover`), and only a
+/// slowest, `stale-route-counted-delivered`, 45 runs of `cluster-failover`), and only a
 /// mutant that hides a bug pays for the whole band.
 const CATALOGUE_SEEDS: u64 = 1_000;
 

@@ -91,6 +91,8 @@ struct Tracker {
     last_login_ms: BTreeMap<DeviceId, u64>,
     /// Cluster: devices that failed over and have not logged in through the new gateway yet.
     failing_over: BTreeSet<DeviceId>,
+    /// Devices whose latest failed login was refused (full), until they log in.
+    refused_login: BTreeSet<DeviceId>,
     /// Cluster: devices whose route was reported stale, until their next session opens.
     stale_routes: BTreeSet<DeviceId>,
     /// A placed crash that fired, until the server recovers from it.
@@ -189,6 +191,9 @@ impl Tracker {
                 if self.failing_over.remove(&device) {
                     self.hit(Signal::FailedOver);
                 }
+                if self.refused_login.remove(&device) {
+                    self.hit(Signal::LoginRefusedThenIn);
+                }
                 self.first_login_ms.entry(device).or_insert(t_ms);
                 self.last_login_ms.insert(device, t_ms);
                 if let Some(period) = self
@@ -214,6 +219,9 @@ impl Tracker {
             }
             Event::FailedOver { .. } => {
                 self.failing_over.insert(device);
+            }
+            Event::LoginFailed { refused: true } => {
+                self.refused_login.insert(device);
             }
             Event::SendRequested {
                 client_msg_id,

@@ -600,6 +600,21 @@ fn a_failover_counts_once_the_device_logs_in_through_the_new_gateway() {
 }
 
 #[test]
+fn a_refused_login_counts_once_the_device_gets_in() {
+    let logged_in = Event::LoggedIn {
+        session: imsim_model::SessionId(2),
+    };
+    let mut story = Story::new();
+    story.device(D1, Event::LoginFailed { refused: false }); // unanswered: not refused
+    story.device(D1, logged_in.clone());
+    assert_eq!(story.count(Signal::LoginRefusedThenIn), 0);
+    story.device(D1, Event::LoginFailed { refused: true });
+    assert_eq!(story.count(Signal::LoginRefusedThenIn), 0, "not in yet");
+    story.device(D1, logged_in);
+    assert_eq!(story.count(Signal::LoginRefusedThenIn), 1);
+}
+
+#[test]
 fn a_stale_route_is_repaired_when_its_device_gets_a_session_again() {
     let opened = |device| Event::SessionOpened {
         session: imsim_model::SessionId(3),
