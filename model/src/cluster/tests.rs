@@ -60,8 +60,9 @@ fn a_route_moves_expires_and_is_forgotten_only_by_its_own_gateway() {
     );
     assert_eq!(registry.route(DEVICE, Time(1_599)), Some(g1));
     assert_eq!(registry.route(DEVICE, Time(1_600)), None, "expired");
+    assert_eq!(registry.len(), 1, "expired, still held until purged");
     registry.purge(Time(1_600));
-    assert!(registry.is_empty());
+    assert_eq!(registry.len(), 0);
     registry.register(DEVICE, g1, Time(2_000));
     assert!(registry.forget(DEVICE, g1));
     assert_eq!(registry.route(DEVICE, Time(2_001)), None);
