@@ -54,12 +54,27 @@ summarize() {
   lists=$(mktemp -d)
   # shellcheck disable=SC2064
   trap "rm -rf '$lists'" RETURN
+  # Each mutant's latest outcome: a directory named later overrides an earlier one (a mutant
+  # run again after a fix, or a shard run again on a newer tree).
   local kind
+  for dir in "$@"; do
+    for kind in caught missed timeout unviable; do
+      if [ -f "$dir/$kind.txt" ]; then sed "s/^/$kind\t/" "$dir/$kind.txt"; fi
+    done
+  done | awk -F'\t' '{ outcome[$2] = $1 } END { for (m in outcome) print outcome[m] "\t" m }' \
+    >"$lists/all"
+  # Only the mutants this tree has count: a name from an older tree whose code moved or went
+  # names nothing now, and a mutant no directory tested is reported, not guessed.
+  cargo mutants --package imsim-model --list | sort -u >"$lists/listed"
+  cut -f2 "$lists/all" | sort -u >"$lists/tested"
   for kind in caught missed timeout unviable; do
-    for dir in "$@"; do
-      if [ -f "$dir/$kind.txt" ]; then cat "$dir/$kind.txt"; fi
-    done | sort -u >"$lists/$kind"
+    awk -F'\t' -v kind="$kind" '$1 == kind { print $2 }' "$lists/all" | sort -u |
+      comm -12 - "$lists/listed" >"$lists/$kind"
   done
+  local listed untested gone
+  listed=$(wc -l <"$lists/listed")
+  untested=$(comm -23 "$lists/listed" "$lists/tested" | wc -l)
+  gone=$(comm -13 "$lists/listed" "$lists/tested" | wc -l)
   equivalent_names >"$lists/equivalent"
   comm -23 "$lists/missed" "$lists/equivalent" >"$survivors_file"
   comm -12 "$lists/missed" "$lists/equivalent" >"$lists/missed-equivalent"
@@ -75,7 +90,9 @@ summarize() {
   survived=$(wc -l <"$survivors_file")
   killed=$((caught + timeout))
   viable=$((killed + survived))
-  echo "mutants tested: $((caught + timeout + unviable + missed)) (in $*)"
+  echo "mutants tested: $((caught + timeout + unviable + missed)) of the $listed this tree has" \
+    "(in $*)"
+  echo "  not tested: $untested; outcomes for names this tree no longer has (ignored): $gone"
   echo "  unviable (did not build): $unviable"
   echo "  equivalent (missed, listed in $equivalent_file): $equivalent"
   echo "  killed: $killed ($caught caught, $timeout timed out)"
