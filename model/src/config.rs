@@ -285,6 +285,24 @@ mod tests {
         assert!(error.contains("retransmit_initial_ms (500)"), "{error}");
     }
 
+    /// The two schedules only the checkers read (C3 `login-backs-off`, T5
+    /// `push-kept-to-schedule`): a wrong one would make its invariant judge a wrong rule.
+    #[test]
+    fn the_login_backoff_and_the_push_schedule_double_up_to_their_cap() {
+        let config = ProtocolConfig {
+            reconnect_backoff_initial_ms: 250,
+            reconnect_backoff_max_ms: 1_500,
+            push_retry_initial_ms: 100,
+            push_retry_max_ms: 500,
+            push_attempts_max: 5,
+            ..ProtocolConfig::default()
+        };
+        let waits: Vec<u64> = (1..=5).map(|n| config.reconnect_backoff_ms(n)).collect();
+        assert_eq!(waits, [250, 500, 1_000, 1_500, 1_500]);
+        assert_eq!(config.reconnect_backoff_ms(40), 1_500, "no overflow");
+        assert_eq!(config.push_schedule_ms(), 100 + 200 + 400 + 500 + 500);
+    }
+
     #[test]
     fn a_timeout_may_last_an_hour_and_no_longer() {
         let hour = ProtocolConfig {
