@@ -75,7 +75,7 @@ impl Gateway {
 
     pub fn handle_packet(&mut self, now: Time, from: Address, packet: Packet) {
         if let Some(shard) = shard_at(from) {
-            self.handle_from_logic(from, shard, packet);
+            self.handle_from_logic(shard, packet);
         } else {
             self.handle_from_device(now, from, packet);
         }
@@ -102,7 +102,7 @@ impl Gateway {
 
     // ---- the two directions ----
 
-    fn handle_from_logic(&mut self, from: Address, shard: u32, packet: Packet) {
+    fn handle_from_logic(&mut self, shard: u32, packet: Packet) {
         match packet {
             Packet::Downstream { device, packet } if self.holds(device) => {
                 if let Some(packet) = self.merge.handle_answer(device, shard, *packet) {
@@ -111,10 +111,8 @@ impl Gateway {
             }
             // The registry's route is stale: say so, so the logic stops counting on it. With
             // sharded logic every shard hears it: each may route the device here, and the
-            // session shard's session must end with the others' (`shard.rs`, rule 4).
-            Packet::Downstream { device, .. } if self.shards == 1 => {
-                self.transmit(from, Packet::Unroutable { device });
-            }
+            // session shard's session must end with the others' (`shard.rs`, rule 4). One
+            // logic is shard 0.
             Packet::Downstream { device, .. } => {
                 for shard in 0..self.shards {
                     self.transmit(shard_address(shard), Packet::Unroutable { device });
