@@ -256,10 +256,11 @@ pub enum Event {
         up_to: Seq,
     },
     /// A read that would not move the watermark forward (late, duplicated or reordered) was
-    /// ignored.
+    /// ignored; `device` sent it, and is answered with the current watermark.
     ReadIgnored {
         conv: ConvId,
         user: UserId,
+        device: DeviceId,
         up_to: Seq,
         watermark: Seq,
     },

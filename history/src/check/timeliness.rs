@@ -22,7 +22,10 @@
 //!   watermark or a later one) within [`read_bound_ms`] on every device that must show it and
 //!   was online with a healthy link over that time: the reader's other devices and, in 1:1, the
 //!   peer's devices (the "read" tick). The receipt key in the heartbeat repairs a lost update
-//!   seconds later; on a healthy link it should not be needed.
+//!   seconds later; on a healthy link it should not be needed. A read the server already holds
+//!   (`read_ignored` at or below the durable watermark: the device resent it, its update lost
+//!   to an earlier fault) is answered with the watermark, so the device that sent it shows its
+//!   read within the same bound.
 //! - **T4 read-count-shown-in-time**: when a durable read makes a member count as a reader of a
 //!   group message (its sender excluded, a member at its seq, not a membership entry: R4's
 //!   count), every device of the message's sender that was online with a healthy link shows a
@@ -195,6 +198,57 @@ fn read_shown_in_time(
         }
     }
     for (i, record, event) in history.protocol_events() {
+        if let (
+            Node::Server,
+            Event::ReadIgnored {
+                conv,
+                user,
+                device,
+                up_to,
+                watermark,
+            },
+        ) = (record.node, event)
+        {
+            // A resent read the server already holds durably: it answers with the watermark,
+            // so the device that sent it shows its read within the same bound.
+            let deadline_ms = record.t_ms + bound_ms;
+            let intervals = healthy.get(device).map_or(&[][..], Vec::as_slice);
+            if watermark < up_to
+                || deadline_ms > end_ms
+                || lossy.contains(device)
+                || !healthy_between(intervals, record.t_ms, deadline_ms)
+            {
+                continue;
+            }
+            let seen = shown
+                .get(&(*device, *conv, *user))
+                .map_or(&[][..], Vec::as_slice);
+            if seen
+                .iter()
+                .any(|(at, seq, _)| *at <= deadline_ms && *seq >= *up_to)
+            {
+                continue;
+            }
+            findings.report(Invariant::T3ReadShownInTime, || {
+                let later = seen.iter().find(|(_, seq, _)| *seq >= *up_to);
+                let text = format!(
+                    "{} resent its read of {conv} up to #{} at {:.3}s, which the server already \
+                     held (watermark #{}), and was online with a healthy link until {:.3}s, but \
+                     showed it {}: the server answers a resent read with the watermark, within \
+                     {bound_ms} ms.",
+                    device_name(*device),
+                    up_to.0,
+                    record.t_ms as f64 / 1000.0,
+                    watermark.0,
+                    deadline_ms as f64 / 1000.0,
+                    shown_when(later.map(|(at, _, _)| *at)),
+                );
+                let mut witness = vec![i];
+                witness.extend(later.map(|(_, _, record)| *record));
+                (text, witness)
+            });
+            continue;
+        }
         let (
             Node::Server,
             Event::ReadAdvanced {
@@ -235,10 +289,7 @@ fn read_shown_in_time(
             }
             findings.report(Invariant::T3ReadShownInTime, || {
                 let later = seen.iter().find(|(_, seq, _)| *seq >= *up_to);
-                let when = match later {
-                    Some((at, _, _)) => format!("only at {:.3}s", *at as f64 / 1000.0),
-                    None => "never".to_string(),
-                };
+                let when = shown_when(later.map(|(at, _, _)| *at));
                 let text = format!(
                     "{} was online with a healthy link from {user}'s read of {conv} up to #{} \
                      at {:.3}s until {:.3}s, but showed it {when}: a read update must arrive \
@@ -253,6 +304,14 @@ fn read_shown_in_time(
                 (text, witness)
             });
         }
+    }
+}
+
+/// "only at 1.234s" or "never".
+fn shown_when(at_ms: Option<u64>) -> String {
+    match at_ms {
+        Some(at) => format!("only at {:.3}s", at as f64 / 1000.0),
+        None => "never".to_string(),
     }
 }
 
@@ -942,6 +1001,57 @@ mod tests {
             violation
                 .explanation
                 .starts_with("device-2 was online with a healthy link from u2's read"),
+            "{}",
+            violation.explanation
+        );
+    }
+
+    /// D3 read c1 up to #1 (durable, shown on every watcher), then sent that read again (its
+    /// own update lost, say): the server ignores it and answers with the watermark.
+    fn resent_read(story: &mut Story, late_ms: u64) -> (usize, usize) {
+        let (conv, up_to) = (C1, imsim_model::Seq(1));
+        read(story, U2, D3, &[D1, D2], 20);
+        let ignored = story.server(Event::ReadIgnored {
+            conv,
+            user: U2,
+            device: D3,
+            up_to,
+            watermark: up_to,
+        });
+        story.wait(late_ms);
+        let shown = story.device(
+            D3,
+            Event::ReadSeen {
+                conv,
+                user: U2,
+                up_to,
+            },
+        );
+        (ignored, shown)
+    }
+
+    #[test]
+    fn t3_a_resent_read_answered_with_the_watermark_passes() {
+        let mut story = online();
+        story.message(D1, C1, m(1));
+        resent_read(&mut story, 20);
+        story.finish();
+        assert_eq!(timeliness(&story), vec![]);
+    }
+
+    #[test]
+    fn t3_a_resent_read_the_server_leaves_unanswered_fires() {
+        let mut story = online();
+        story.message(D1, C1, m(1));
+        let (ignored, shown) = resent_read(&mut story, 8_000);
+        story.finish();
+        let violation = single(timeliness(&story), Invariant::T3ReadShownInTime);
+        assert_eq!(violation.witness, vec![ignored, shown]);
+        assert!(
+            violation.explanation.starts_with(
+                "device-3 resent its read of c1 up to #1 at 0.220s, which the server already \
+                 held (watermark #1)"
+            ),
             "{}",
             violation.explanation
         );

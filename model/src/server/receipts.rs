@@ -89,6 +89,7 @@ impl Server {
             self.emit(Event::ReadIgnored {
                 conv,
                 user,
+                device,
                 up_to,
                 watermark,
             });
