@@ -194,9 +194,6 @@ impl Gateway {
     /// `shard` just heard from `device`; every other shard not told within `keep_alive_ms` is
     /// told the device is alive.
     fn keep_alive(&mut self, now: Time, device: Address, shard: u32) {
-        if self.shards == 1 {
-            return;
-        }
         for other in (0..self.shards).filter(|other| *other != shard) {
             let heard = self.heard_by_shard.get(&(device, other));
             if heard.is_none_or(|at| now.since_ms(*at) >= self.keep_alive_ms) {

@@ -92,7 +92,7 @@ pub fn destination(packet: &Packet, shards: u32) -> Destination {
         | Packet::Read { conv, .. }
         | Packet::ReadersQuery { conv, .. } => Destination::Shard(shard_of(*conv, shards)),
         Packet::PresenceQuery { .. } => Destination::Shard(SESSION_SHARD),
-        _ if shards == 1 => Destination::Shard(0),
+        // With one logic, every shard is shard 0.
         _ => Destination::EveryShard,
     }
 }
