@@ -197,6 +197,13 @@ fn read_shown_in_time(
                 .push((record.t_ms, *up_to, i));
         }
     }
+    let owed = OwedReads {
+        shown: &shown,
+        lossy,
+        healthy,
+        bound_ms,
+        end_ms,
+    };
     for (i, record, event) in history.protocol_events() {
         if let (
             Node::Server,
@@ -212,25 +219,13 @@ fn read_shown_in_time(
             // A resent read the server already holds durably: it answers with the watermark,
             // so the device that sent it shows its read within the same bound.
             let deadline_ms = record.t_ms + bound_ms;
-            let intervals = healthy.get(device).map_or(&[][..], Vec::as_slice);
-            if watermark < up_to
-                || deadline_ms > end_ms
-                || lossy.contains(device)
-                || !healthy_between(intervals, record.t_ms, deadline_ms)
-            {
+            if watermark < up_to {
                 continue;
             }
-            let seen = shown
-                .get(&(*device, *conv, *user))
-                .map_or(&[][..], Vec::as_slice);
-            if seen
-                .iter()
-                .any(|(at, seq, _)| *at <= deadline_ms && *seq >= *up_to)
-            {
+            let Some(later) = owed.missed(*device, *conv, *user, *up_to, record.t_ms) else {
                 continue;
-            }
+            };
             findings.report(Invariant::T3ReadShownInTime, || {
-                let later = seen.iter().find(|(_, seq, _)| *seq >= *up_to);
                 let text = format!(
                     "{} resent its read of {conv} up to #{} at {:.3}s, which the server already \
                      held (watermark #{}), and was online with a healthy link until {:.3}s, but \
@@ -262,33 +257,19 @@ fn read_shown_in_time(
             continue;
         };
         let deadline_ms = record.t_ms + bound_ms;
-        if deadline_ms > end_ms {
-            continue;
-        }
         let watchers: Vec<DeviceId> = if index.is_group(*conv) {
             devices_of.get(user).copied().unwrap_or_default().to_vec()
         } else {
             index.member_devices(*conv).to_vec()
         };
         for device in watchers {
-            let intervals = healthy.get(&device).map_or(&[][..], Vec::as_slice);
-            if device == *reader
-                || lossy.contains(&device)
-                || !healthy_between(intervals, record.t_ms, deadline_ms)
-            {
+            if device == *reader {
                 continue;
             }
-            let seen = shown
-                .get(&(device, *conv, *user))
-                .map_or(&[][..], Vec::as_slice);
-            if seen
-                .iter()
-                .any(|(at, seq, _)| *at <= deadline_ms && *seq >= *up_to)
-            {
+            let Some(later) = owed.missed(device, *conv, *user, *up_to, record.t_ms) else {
                 continue;
-            }
+            };
             findings.report(Invariant::T3ReadShownInTime, || {
-                let later = seen.iter().find(|(_, seq, _)| *seq >= *up_to);
                 let when = shown_when(later.map(|(at, _, _)| *at));
                 let text = format!(
                     "{} was online with a healthy link from {user}'s read of {conv} up to #{} \
@@ -304,6 +285,49 @@ fn read_shown_in_time(
                 (text, witness)
             });
         }
+    }
+}
+
+/// What T3 owes a device: a watermark shown within the read bound.
+struct OwedReads<'a> {
+    shown: &'a BTreeMap<(DeviceId, ConvId, UserId), Vec<Shown>>,
+    lossy: &'a BTreeSet<DeviceId>,
+    healthy: &'a Healthy,
+    bound_ms: u64,
+    end_ms: u64,
+}
+
+impl<'a> OwedReads<'a> {
+    /// Whether `device`, owed `user`'s watermark in `conv` up to `up_to` from `from_ms`, missed
+    /// it: judged (online with a healthy link, not lossy, the bound inside the run) and not
+    /// shown by the bound. Then `Some` of the later showing, if any.
+    fn missed(
+        &self,
+        device: DeviceId,
+        conv: ConvId,
+        user: UserId,
+        up_to: Seq,
+        from_ms: u64,
+    ) -> Option<Option<&'a Shown>> {
+        let deadline_ms = from_ms + self.bound_ms;
+        let intervals = self.healthy.get(&device).map_or(&[][..], Vec::as_slice);
+        if deadline_ms > self.end_ms
+            || self.lossy.contains(&device)
+            || !healthy_between(intervals, from_ms, deadline_ms)
+        {
+            return None;
+        }
+        let seen = self
+            .shown
+            .get(&(device, conv, user))
+            .map_or(&[][..], Vec::as_slice);
+        if seen
+            .iter()
+            .any(|(at, seq, _)| *at <= deadline_ms && *seq >= up_to)
+        {
+            return None;
+        }
+        Some(seen.iter().find(|(_, seq, _)| *seq >= up_to))
     }
 }
 
