@@ -49,8 +49,7 @@ fn meets(scenario: &Scenario, need: Need) -> bool {
         Need::Roaming => workload.roaming_devices > 0,
         Need::EdgeRequests => workload.edge_requests > 0,
         Need::Capacity => {
-            let devices = u64::from(topology.users) * u64::from(topology.devices_per_user)
-                + u64::from(workload.roaming_devices);
+            let devices = u64::from(scenario.device_count()) + u64::from(workload.roaming_devices);
             let gateway_max = topology.gateway_connections_max.unwrap_or(u32::MAX);
             devices > u64::from(scenario.protocol.sessions_max) || devices > u64::from(gateway_max)
         }

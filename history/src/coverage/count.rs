@@ -91,7 +91,7 @@ struct Tracker {
     last_login_ms: BTreeMap<DeviceId, u64>,
     /// Cluster: devices that failed over and have not logged in through the new gateway yet.
     failing_over: BTreeSet<DeviceId>,
-    /// Devices whose latest failed login was refused (full), until they log in.
+    /// Devices whose latest failed login was refused (not merely unanswered), until they log in.
     refused_login: BTreeSet<DeviceId>,
     /// Cluster: devices whose route was reported stale, until their next session opens.
     stale_routes: BTreeSet<DeviceId>,
