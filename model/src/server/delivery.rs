@@ -2,7 +2,7 @@
 //! entry to the devices that may see it, retry what is not acknowledged, serve pulls, and tell a
 //! device what it may see (heads with their floors, and the sync key).
 
-use super::{Retry, Server};
+use super::{Notice, Retry, Server};
 use crate::event::Event;
 use crate::ids::{Address, ConvId, DeviceId, Seq, UserId};
 use crate::membership::Membership;
@@ -92,11 +92,12 @@ impl Server {
 
     /// Notify-then-pull: tells each online device that may see the durable head of `conv` (but
     /// `except`) that there is news up to it. One notice is outstanding per device and group;
-    /// later news merges into it until the device pulls, unless the outstanding one was already
-    /// sent again: unanswered through a retry, it is likely lost, and its retry has backed off
-    /// (seconds, where a notice round trip is milliseconds). That news goes out now as a new
-    /// notice (seed 136 of `scenarios/group-2000-cluster.toml`: a notice lost in a partition
-    /// held the news after the heal back 3.6 s).
+    /// later news merges into it until the device pulls (or acks what the notice told of: the
+    /// merged news then goes out at once, see `Packet::Ack`), unless the outstanding one was
+    /// already sent again: unanswered through a retry, it is likely lost, and its retry has
+    /// backed off (seconds, where a notice round trip is milliseconds). That news goes out now
+    /// as a new notice (seed 136 of `scenarios/group-2000-cluster.toml`: a notice lost in a
+    /// partition held the news after the heal back 3.6 s).
     pub(super) fn announce(&mut self, now: Time, conv: ConvId, except: Option<DeviceId>) {
         let conversation = &self.conversations[&conv];
         let head = conversation.durable_head;
@@ -119,28 +120,35 @@ impl Server {
                 }
             }
         }
-        let retry_at = now.plus_ms(self.config.push_retry_initial_ms);
         for address in targets {
-            let Some(session) = self.sessions.get_mut(&address) else {
+            let Some(session) = self.sessions.get(&address) else {
                 continue;
             };
             if session
                 .notices
                 .get(&conv)
-                .is_some_and(|outstanding| outstanding.attempts == 1)
+                .is_some_and(|outstanding| outstanding.retry.attempts == 1)
             {
                 continue;
             }
-            session.notices.insert(
-                conv,
-                Retry {
-                    attempts: 1,
-                    retry_at,
-                },
-            );
-            self.transmit(address, Packet::Notify { conv, head });
-            self.housekeeping_at(retry_at);
+            self.notify(now, address, conv);
         }
+    }
+
+    /// Sends the session at `address` a fresh notice of the durable head of `conv`.
+    pub(super) fn notify(&mut self, now: Time, address: Address, conv: ConvId) {
+        let Some(session) = self.sessions.get_mut(&address) else {
+            return;
+        };
+        let head = self.conversations[&conv].durable_head;
+        let retry_at = now.plus_ms(self.config.push_retry_initial_ms);
+        let retry = Retry {
+            attempts: 1,
+            retry_at,
+        };
+        session.notices.insert(conv, Notice { retry, head });
+        self.transmit(address, Packet::Notify { conv, head });
+        self.housekeeping_at(retry_at);
     }
 
     /// Sends the merged notices whose window has closed.
@@ -184,7 +192,7 @@ impl Server {
             session.pushes.retain(|&key, retry| due(key, retry, false));
             session
                 .notices
-                .retain(|&conv, retry| due((conv, Seq::ZERO), retry, true));
+                .retain(|&conv, notice| due((conv, Seq::ZERO), &mut notice.retry, true));
         }
         for (device, conv, seq) in abandoned {
             self.emit(Event::PushAbandoned { device, conv, seq });
@@ -192,10 +200,12 @@ impl Server {
         for (address, conv, seq, notice) in resend {
             let conversation = &self.conversations[&conv];
             let packet = if notice {
-                Packet::Notify {
-                    conv,
-                    head: conversation.durable_head,
+                let head = conversation.durable_head;
+                let session = self.sessions.get_mut(&address);
+                if let Some(notice) = session.and_then(|s| s.notices.get_mut(&conv)) {
+                    notice.head = head;
                 }
+                Packet::Notify { conv, head }
             } else {
                 Packet::Deliver {
                     message: conversation.messages[seq.0 as usize - 1].clone(),

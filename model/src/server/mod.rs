@@ -111,12 +111,19 @@ struct Session {
     /// Pushes not yet covered by the device's cumulative ack.
     pushes: BTreeMap<(ConvId, Seq), Retry>,
     /// Large groups with a notice outstanding (cleared when the device pulls).
-    notices: BTreeMap<ConvId, Retry>,
+    notices: BTreeMap<ConvId, Notice>,
 }
 
 struct Retry {
     attempts: u32,
     retry_at: Time,
+}
+
+/// A notice sent and not yet answered.
+struct Notice {
+    retry: Retry,
+    /// The head the notice last told of; news committed since merged into it.
+    head: Seq,
 }
 
 impl Server {
@@ -310,8 +317,13 @@ impl Server {
                         .pushes
                         .retain(|&(c, seq), _| c != conv || seq > watermark);
                     // A device that has everything needs no notice: a later round may reach it.
+                    // One that has what its notice told of answered it without the news merged
+                    // into it since (its ack crossed a commit): that news goes out now.
+                    let answered = session.notices.get(&conv).map(|notice| notice.head);
                     if watermark >= head {
                         session.notices.remove(&conv);
+                    } else if answered.is_some_and(|told| watermark >= told) {
+                        self.notify(now, from, conv);
                     }
                 }
             }
@@ -503,7 +515,8 @@ impl Server {
             .map(|session| session.last_heard.plus_ms(self.config.session_timeout_ms));
         let retries = self.sessions.values().flat_map(|session| {
             let pushes = session.pushes.values();
-            pushes.chain(session.notices.values()).map(|r| r.retry_at)
+            let notices = session.notices.values().map(|notice| &notice.retry);
+            pushes.chain(notices).map(|r| r.retry_at)
         });
         let announcements = self.announcements.values().copied();
         expiries
