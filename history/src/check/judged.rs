@@ -32,6 +32,8 @@ struct Holds {
     sessions: bool,
     pushes_abandoned: bool,
     logins_failed: bool,
+    pulls: bool,
+    pulled_displays: bool,
 }
 
 impl Holds {
@@ -55,7 +57,12 @@ impl Holds {
                 self.messages = true;
                 self.membership_changes |= change.is_some();
             }
-            Event::SendRequested { .. } | Event::Displayed { .. } => self.messages = true,
+            Event::Displayed { via, .. } => {
+                self.messages = true;
+                self.pulled_displays |= matches!(via, Some(imsim_model::Via::Pull(_)));
+            }
+            Event::SendRequested { .. } => self.messages = true,
+            Event::PullSent { .. } => self.pulls = true,
             Event::ReadMarked { .. } | Event::ReadSeen { .. } | Event::ReadAdvanced { .. } => {
                 self.reads = true
             }
@@ -104,6 +111,12 @@ fn judge(holds: &Holds, invariant: Invariant) -> Judgement {
         }
         Invariant::T5PushKeptToSchedule if !holds.pushes_abandoned => {
             Vacuous("no push of a message was given up")
+        }
+        Invariant::T6PathRecorded if !holds.pulls => {
+            NotJudged("no pull_sent record: the history does not record the devices' pulls")
+        }
+        Invariant::T6PathRecorded if !holds.pulled_displays => {
+            Vacuous("no display was brought by a pull")
         }
         Invariant::C2FanoutBySize if !holds.run_started => {
             NotJudged("no run_started record: the threshold and the conversations' founders")
@@ -174,6 +187,10 @@ mod tests {
         assert!(matches!(
             of(history, Invariant::C1WithinBudget),
             Judgement::NotJudged(why) if why.contains("traffic")
+        ));
+        assert!(matches!(
+            of(history, Invariant::T6PathRecorded),
+            Judgement::NotJudged(why) if why.contains("pull_sent")
         ));
         assert_eq!(judgements(history).len(), Invariant::ALL.len());
     }

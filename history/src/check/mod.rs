@@ -10,6 +10,7 @@ mod index;
 pub mod judged;
 mod multi_device;
 mod ordering;
+mod paths;
 mod periods;
 mod presence;
 mod receipts;
@@ -161,6 +162,8 @@ invariants! {
         "a group message's sender's healthy devices show each new reader within the count's bound";
     T5PushKeptToSchedule = "T5", "push-kept-to-schedule", Timeliness, Safety,
         "a push is given up only after its whole retry schedule has passed since the commit";
+    T6PathRecorded = "T6", "path-recorded", Timeliness, Safety,
+        "a display brought by a pull names the reason of the round of pulls that fetched it";
     C1WithinBudget = "C1", "within-budget", Cost, Safety,
         "packets, writes, notices, receipts, presence and queue packets per unit of work stay within the budget";
     C2FanoutBySize = "C2", "fanout-by-size", Cost, Safety,
@@ -204,6 +207,7 @@ pub fn check_all(history: &History) -> Vec<Violation> {
     violations.extend(presence::check(history, &index));
     violations.extend(multi_device::check(history, &index));
     violations.extend(timeliness::check(history, &index));
+    violations.extend(paths::check(history, &index));
     violations.extend(cost::check(history, &index));
     violations.extend(cluster::check(history, &index));
     violations.extend(validity::check(history, &index));

@@ -548,6 +548,15 @@ impl Story {
         self.device(device, event)
     }
 
+    /// Names `via` as the path of the display at record `index`.
+    pub fn set_via(&mut self, index: usize, via: imsim_model::Via) {
+        if let Entry::Protocol(Event::Displayed { via: path, .. }) =
+            &mut self.history.records[index].entry
+        {
+            *path = Some(via);
+        }
+    }
+
     pub fn cursor(&mut self, device: DeviceId, conv: ConvId, seq: u64) -> usize {
         self.device(
             device,
