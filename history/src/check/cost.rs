@@ -29,12 +29,16 @@
 //!   all its devices at once after a crash), and nothing else notices: the logins fail either
 //!   way. The wait may fall short by a tenth of the backoff, for a clock that reads the time
 //!   after the client did (a live run's scheduler); a simulated run is exact.
+//! - **C4 notified-pull-has-news**: a device pulls on a notice only for news it lacks: a pull
+//!   for `notified` asks after a seq below the conversation's highest commit so far. A notice
+//!   of news the device already holds (its own message, merged into a round) is answered with
+//!   an ack; pulling on it costs a round trip that fetches nothing, inside C1's margin.
 
 use super::index::{device_name, Findings};
 use super::{HistoryIndex, Invariant, Violation};
 use crate::stats::RunStats;
 use crate::{Entry, HarnessEvent, History, Node, RunStart};
-use imsim_model::{ConvId, DeviceId, Event, MembershipChange, PresenceMode, PullReason, Via};
+use imsim_model::{ConvId, DeviceId, Event, MembershipChange, PresenceMode, PullReason, Seq, Via};
 use std::collections::BTreeMap;
 
 /// A ratio is judged only when its denominator (deliveries, committed entries, status changes)
@@ -44,6 +48,7 @@ pub const WORK_MIN: u64 = 20;
 pub(super) fn check(history: &History, _: &HistoryIndex) -> Vec<Violation> {
     let mut violations = fanout_by_size(history);
     violations.extend(login_backs_off(history));
+    violations.extend(notified_pulls_have_news(history));
     let (Some(start), Some(traffic_at)) = (history.run_start(), traffic_record(history)) else {
         return violations;
     };
@@ -203,6 +208,45 @@ fn login_backs_off(history: &History) -> Vec<Violation> {
                             protocol.reconnect_backoff_max_ms
                         );
                         (text, vec![failure, index])
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    findings.into_violations()
+}
+
+fn notified_pulls_have_news(history: &History) -> Vec<Violation> {
+    let mut findings = Findings::new();
+    // Per conversation: the highest seq committed so far, and its record.
+    let mut head: BTreeMap<ConvId, (Seq, usize)> = BTreeMap::new();
+    for (index, record, event) in history.protocol_events() {
+        match (record.node, event) {
+            (_, Event::Committed { conv, seq, .. }) => {
+                let highest = head.entry(*conv).or_insert((*seq, index));
+                if *seq >= highest.0 {
+                    *highest = (*seq, index);
+                }
+            }
+            (
+                Node::Device(device),
+                Event::PullSent {
+                    conv,
+                    after,
+                    reason: PullReason::Notified,
+                },
+            ) => {
+                let (highest, committed) = head.get(conv).copied().unwrap_or((Seq::ZERO, index));
+                if *after >= highest {
+                    findings.report(Invariant::C4NotifiedPullHasNews, || {
+                        let text = format!(
+                            "{} pulled {conv} after {after} on a notice, but nothing beyond \
+                             {highest} was ever committed there: a notice of news the device \
+                             holds is answered with an ack, not a pull.",
+                            device_name(device)
+                        );
+                        (text, vec![committed, index])
                     });
                 }
             }
@@ -668,5 +712,48 @@ mod tests {
         assert_eq!(run(&story, check), vec![]);
         let (story, _, _) = logins(&[250, 449]);
         single(run(&story, check), Invariant::C3LoginBacksOff);
+    }
+    /// d3 holds c1 #1; d1 commits #2 and d3 is notified of news: it pulls after `first`, then
+    /// (its answer in) after `second`.
+    fn notified_pulls(first: u64, second: u64) -> Story {
+        let mut story = Story::one_to_one();
+        story.message(D1, C1, m(1));
+        story.send(D1, C1, m(2));
+        story.commit(C1, D1, m(2));
+        for after in [first, second] {
+            story.device(
+                D3,
+                Event::PullSent {
+                    conv: C1,
+                    after: Seq(after),
+                    reason: PullReason::Notified,
+                },
+            );
+        }
+        story.finish();
+        story
+    }
+
+    #[test]
+    fn c4_pulls_on_notices_of_news_beyond_the_cursor_pass() {
+        assert_eq!(run(&notified_pulls(1, 1), check), vec![]);
+    }
+
+    #[test]
+    fn c4_a_pull_on_a_notice_of_news_the_device_holds_fires() {
+        // Found by cargo-mutants: a device that pulls on every notice (`client/mod.rs:367`,
+        // the guard `head > cursor` as `>=` or `true`) fetches nothing for its own messages.
+        let violation = single(
+            run(&notified_pulls(1, 2), check),
+            Invariant::C4NotifiedPullHasNews,
+        );
+        assert!(
+            violation
+                .explanation
+                .starts_with("device-3 pulled c1 after #2 on a notice, but nothing beyond #2"),
+            "{}",
+            violation.explanation
+        );
+        assert_eq!(violation.witness.len(), 2);
     }
 }

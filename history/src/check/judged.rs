@@ -33,6 +33,7 @@ struct Holds {
     pushes_abandoned: bool,
     logins_failed: bool,
     pulls: bool,
+    notified_pulls: bool,
     pulled_displays: bool,
 }
 
@@ -62,7 +63,10 @@ impl Holds {
                 self.pulled_displays |= matches!(via, Some(imsim_model::Via::Pull(_)));
             }
             Event::SendRequested { .. } => self.messages = true,
-            Event::PullSent { .. } => self.pulls = true,
+            Event::PullSent { reason, .. } => {
+                self.pulls = true;
+                self.notified_pulls |= *reason == imsim_model::PullReason::Notified;
+            }
             Event::ReadMarked { .. } | Event::ReadSeen { .. } | Event::ReadAdvanced { .. } => {
                 self.reads = true
             }
@@ -118,6 +122,10 @@ fn judge(holds: &Holds, invariant: Invariant) -> Judgement {
         Invariant::T6PathRecorded if !holds.pulled_displays => {
             Vacuous("no display was brought by a pull")
         }
+        Invariant::C4NotifiedPullHasNews if !holds.pulls => {
+            NotJudged("no pull_sent record: the history does not record the devices' pulls")
+        }
+        Invariant::C4NotifiedPullHasNews if !holds.notified_pulls => Vacuous("no pull on a notice"),
         Invariant::C2FanoutBySize if !holds.run_started => {
             NotJudged("no run_started record: the threshold and the conversations' founders")
         }

@@ -170,6 +170,8 @@ invariants! {
         "a group above the notify threshold is notified, never pushed; a smaller one is pushed, never notified";
     C3LoginBacksOff = "C3", "login-backs-off", Cost, Safety,
         "after a failed login a device waits its reconnect backoff, doubling up to the cap, before the next";
+    C4NotifiedPullHasNews = "C4", "notified-pull-has-news", Cost, Safety,
+        "a device pulls on a notice only for news beyond what it holds";
 }
 
 impl fmt::Display for Invariant {
