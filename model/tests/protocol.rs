@@ -13,6 +13,8 @@ use support::{Fate, Flight, Net, SERVER};
 const ALICE: u32 = 1;
 const BOB: u32 = 2;
 const CONV: ConvId = ConvId(1);
+const CAROL: u32 = 3;
+const GROUP: ConvId = ConvId(9);
 
 /// Users 1 and 2 with one device each, sharing `CONV`; nobody online yet.
 fn one_to_one(config: ProtocolConfig) -> Net {
@@ -1012,17 +1014,12 @@ fn a_logout_overtaken_by_the_next_login_ends_nothing() {
     assert_eq!(logouts(&net), 1);
 }
 
-// Notify-then-pull (a group above `notify_threshold_members`): one notice is outstanding per
-// device and group, and news merges into it, unless it was already sent again unanswered. Found
-// with a 2,000-member group behind 4 gateways and 3 logic nodes (seed 136 of
-// scenarios/group-2000-cluster.toml): a notice lost in a partition had backed off to seconds,
-// and the news after the heal waited for it.
-#[test]
-fn news_merges_into_a_fresh_notice_and_goes_out_again_after_a_retried_one() {
-    const GROUP: ConvId = ConvId(9);
-    const CAROL: u32 = 3;
+/// Alice, Bob and Carol (device 3), the members of `GROUP`, all logged in; the group is above
+/// `notify_threshold_members` (2), so news reaches it by notify-then-pull.
+fn notified_group_online(notify_merge_ms: u64) -> Net {
     let config = ProtocolConfig {
         notify_threshold_members: 2,
+        notify_merge_ms,
         ..ProtocolConfig::default()
     };
     let users = [UserId(1), UserId(2), UserId(3)];
@@ -1031,8 +1028,21 @@ fn news_merges_into_a_fresh_notice_and_goes_out_again_after_a_retried_one() {
         net.command(d, Command::GoOnline);
     }
     net.run_until_quiet();
-    let notice_to =
-        |d: u32| move |f: &Flight| f.to == Address(d) && matches!(f.packet, Packet::Notify { .. });
+    net
+}
+
+fn notice_to(d: u32) -> impl Fn(&Flight) -> bool {
+    move |f: &Flight| f.to == Address(d) && matches!(f.packet, Packet::Notify { .. })
+}
+
+// Notify-then-pull (a group above `notify_threshold_members`): one notice is outstanding per
+// device and group, and news merges into it, unless it was already sent again unanswered. Found
+// with a 2,000-member group behind 4 gateways and 3 logic nodes (seed 136 of
+// scenarios/group-2000-cluster.toml): a notice lost in a partition had backed off to seconds,
+// and the news after the heal waited for it.
+#[test]
+fn news_merges_into_a_fresh_notice_and_goes_out_again_after_a_retried_one() {
+    let mut net = notified_group_online(0);
     // Fresh: the second message's news merges into the notice still outstanding.
     net.hold_all(notice_to(CAROL));
     net.send(BOB, GROUP, "first");
@@ -1061,8 +1071,6 @@ fn news_merges_into_a_fresh_notice_and_goes_out_again_after_a_retried_one() {
 
 #[test]
 fn messages_that_overtook_a_devices_join_are_shown_when_the_join_arrives() {
-    const GROUP: ConvId = ConvId(9);
-    const CAROL: u32 = 3;
     let users = [UserId(1), UserId(2), UserId(3)];
     let founders = [UserId(1), UserId(2)];
     let config = ProtocolConfig::default();
@@ -1107,23 +1115,9 @@ fn messages_that_overtook_a_devices_join_are_shown_when_the_join_arrives() {
 // (tests/properties.rs, seed 2089137161296234520): three devices saw a message 1 s late.
 #[test]
 fn news_merged_into_a_notice_whose_ack_was_in_flight_goes_out_when_the_ack_arrives() {
-    const GROUP: ConvId = ConvId(9);
-    const CAROL: u32 = 3;
-    let config = ProtocolConfig {
-        notify_threshold_members: 2,
-        notify_merge_ms: 1,
-        ..ProtocolConfig::default()
-    };
-    let users = [UserId(1), UserId(2), UserId(3)];
-    let mut net = Net::with_groups(config, &users, &[], &[(GROUP, &users)]);
-    for d in [ALICE, BOB, CAROL] {
-        net.command(d, Command::GoOnline);
-    }
-    net.run_until_quiet();
+    let mut net = notified_group_online(1);
     let ack_from =
         |d: u32| move |f: &Flight| f.from == Address(d) && matches!(f.packet, Packet::Ack { .. });
-    let notice_to =
-        |d: u32| move |f: &Flight| f.to == Address(d) && matches!(f.packet, Packet::Notify { .. });
     let shown = |net: &Net| -> Vec<String> {
         let displayed = displayed(net, BOB, GROUP).into_iter();
         displayed.map(|(_, body)| body).collect()
