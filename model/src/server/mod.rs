@@ -110,7 +110,7 @@ struct Session {
     last_heard: Time,
     /// Pushes not yet covered by the device's cumulative ack.
     pushes: BTreeMap<(ConvId, Seq), Retry>,
-    /// Large groups with a notice outstanding (cleared when the device pulls).
+    /// Large groups with a notice outstanding (cleared by a pull, or an ack of the head).
     notices: BTreeMap<ConvId, Notice>,
 }
 
