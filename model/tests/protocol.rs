@@ -980,9 +980,23 @@ fn app_restart_keeps_cursor_and_outbox_and_resends_unacked_messages_once() {
 // heartbeat was refused 15 s later.
 #[test]
 fn a_logout_overtaken_by_the_next_login_ends_nothing() {
+    stale_logout_ends_nothing(false);
+}
+
+// The same with the app killed and started again between the logout and the login: the
+// restart must not give the new connection the number of the one the logout ended.
+#[test]
+fn a_logout_overtaken_by_the_login_after_an_app_restart_ends_nothing() {
+    stale_logout_ends_nothing(true);
+}
+
+fn stale_logout_ends_nothing(restart_between: bool) {
     let mut net = online(ProtocolConfig::default());
     net.hold_all(|f| f.from == Address(ALICE) && matches!(f.packet, Packet::Logout { .. }));
     net.command(ALICE, Command::GoOffline);
+    if restart_between {
+        net.restart_client(ALICE);
+    }
     net.command(ALICE, Command::GoOnline);
     net.advance(1_000);
     assert!(net.client(ALICE).is_online());
