@@ -5,8 +5,8 @@
 mod support;
 
 use imsim_model::{
-    Address, Client, ClientMsgId, ClientSeq, Command, ConvId, DeviceId, Event, Packet,
-    ProtocolConfig, PullReason, Rejection, SendFailure, Seq, SessionEnd, Time, UserId,
+    Address, Client, ClientMsgId, ClientSeq, Command, ConvId, DeviceId, Event, MembershipChange,
+    Packet, ProtocolConfig, PullReason, Rejection, SendFailure, Seq, SessionEnd, Time, UserId,
 };
 use support::{Fate, Flight, Net, SERVER};
 
@@ -268,6 +268,40 @@ fn send_claiming_another_user_is_refused_with_wrong_user_and_never_committed() {
     assert!(displayed(&net, BOB, CONV).is_empty());
     // The refusal does not cost Alice her session.
     assert!(net.client(ALICE).is_online());
+}
+
+// A 1:1 conversation has no membership: a change asked for in one is refused, whoever it
+// names, and the conversation keeps its two members (G1 member-only-delivery).
+#[test]
+fn a_membership_change_in_a_one_to_one_conversation_is_refused() {
+    const CAROL: UserId = UserId(3);
+    let users = [UserId(1), UserId(2), CAROL];
+    let mut net = Net::new(ProtocolConfig::default(), &users, &[(CONV, &users[..2])]);
+    net.command(ALICE, Command::GoOnline);
+    net.run_until_quiet();
+    let add_carol = Packet::Send {
+        conv: CONV,
+        sender: UserId(1),
+        client_msg_id: ClientMsgId(1),
+        client_seq: ClientSeq(1),
+        body: "adds u3".to_string(),
+        client_time_ms: 0,
+        change: Some(MembershipChange::Add(CAROL)),
+    };
+    net.inject(Address(ALICE), SERVER, add_carol);
+    net.advance(1_000);
+    let refused = |e: &Event| {
+        matches!(
+            e,
+            Event::Rejected {
+                reason: Rejection::Unexpected,
+                device: Some(DeviceId(1)),
+                ..
+            }
+        )
+    };
+    assert_eq!(net.count(SERVER, refused), 1);
+    assert!(committed(&net, CONV).is_empty());
 }
 
 // ---- 3. idempotent retransmit ----
