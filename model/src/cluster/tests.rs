@@ -243,6 +243,24 @@ fn logged_in_through_g0(variant: Variant) -> (Server, Logic) {
     (server, logic)
 }
 
+// Gateway addresses are never devices: a gateway that forwards for one (a bug, or a forged
+// packet) must not log a gateway in, nor route to it as if a device sat behind it.
+#[test]
+fn a_gateway_forwarding_for_a_gateway_address_is_ignored() {
+    let (mut server, mut logic) = server(Variant::Correct);
+    let g1 = gateway_address(1);
+    let upstream = Packet::Upstream {
+        device: g1,
+        packet: Box::new(login()),
+    };
+    logic.handle_packet(&mut server, Time(1), gateway_address(0), upstream);
+    let keep_alive = Packet::KeepAlive { device: g1 };
+    logic.handle_packet(&mut server, Time(2), gateway_address(0), keep_alive);
+    assert!(transmits(&drain_logic(&mut logic)).is_empty());
+    assert_eq!(server.session_count(), 0);
+    assert_eq!(logic.registry().route(g1, Time(3)), None);
+}
+
 #[test]
 fn a_stale_route_ends_the_session_and_is_dropped() {
     let (mut server, mut logic) = logged_in_through_g0(Variant::Correct);
