@@ -111,24 +111,6 @@ fn a_stale_read_is_ignored_and_the_device_told_the_current_watermark() {
     assert_eq!(seen(&net, 3, U1), vec![2]);
 }
 
-// A read of more than the timeline holds is refused: nobody can have displayed it.
-#[test]
-fn a_read_beyond_the_durable_head_is_refused() {
-    let mut net = siblings(ProtocolConfig::default());
-    let beyond = Packet::Read {
-        conv: CONV,
-        up_to: Seq(5),
-    };
-    net.inject(Address(1), SERVER, beyond);
-    net.run_until_quiet();
-    assert_eq!(advanced(&net), vec![]);
-    let refused = net.count(
-        SERVER,
-        |e| matches!(e, Event::Rejected { refused, .. } if refused == "read"),
-    );
-    assert_eq!(refused, 1);
-}
-
 // A device marks read what it displayed, not what waits behind a hole.
 #[test]
 fn a_device_marks_read_only_what_it_displayed() {
@@ -390,4 +372,31 @@ fn presence_after_a_server_restart_starts_over_above_the_old_versions() {
     net.command(2, Command::GoOffline);
     net.advance(60_000);
     assert_eq!(presence_seen(&net, 1, U2), vec![false, true, false]);
+}
+
+// A device can only have read what it displayed, and it can only display what is durable: a
+// read beyond the durable head (a hostile or broken client) or of nothing (seq 0) is refused
+// and stored nowhere (R2 read-le-delivered).
+#[test]
+fn a_read_beyond_the_durable_head_or_of_nothing_is_refused() {
+    let mut net = siblings(ProtocolConfig::default());
+    net.send(2, CONV, "one");
+    net.run_until_quiet();
+    for up_to in [Seq(2), Seq(0)] {
+        net.inject(Address(1), SERVER, Packet::Read { conv: CONV, up_to });
+        net.run_until_quiet();
+    }
+    let refused = net.count(SERVER, |event| {
+        matches!(
+            event,
+            Event::Rejected {
+                reason: imsim_model::Rejection::Unexpected,
+                refused,
+                ..
+            } if refused == "read"
+        )
+    });
+    assert_eq!(refused, 2);
+    let stored = net.count(SERVER, |event| matches!(event, Event::ReadAdvanced { .. }));
+    assert_eq!(stored, 0, "a refused read is stored nowhere");
 }
