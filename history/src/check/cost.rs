@@ -28,7 +28,9 @@
 //!   Devices that retry faster hammer a server that is down or overloaded (a reconnect storm,
 //!   all its devices at once after a crash), and nothing else notices: the logins fail either
 //!   way. The wait may fall short by a tenth of the backoff, for a clock that reads the time
-//!   after the client did (a live run's scheduler); a simulated run is exact.
+//!   after the client did (a live run's scheduler); a simulated run is exact. Giving a login up
+//!   early is the same hammering: one is unanswered (`refused: false`) only once
+//!   `login_timeout_ms` passed since it was sent, less the same tenth.
 //! - **C4 notified-pull-has-news**: a device pulls on a notice only for news it lacks: a pull
 //!   for `notified` asks after a seq below the conversation's highest commit so far. A notice
 //!   of news the device already holds (its own message, merged into a round) is answered with
@@ -177,17 +179,34 @@ fn login_backs_off(history: &History) -> Vec<Violation> {
         return findings.into_violations();
     };
     let protocol = &start.protocol;
-    // Per device: when its last login failed, and that record.
+    // Per device: when its last login failed, and that record; when its last login was sent.
     let mut failed: BTreeMap<DeviceId, (u64, usize)> = BTreeMap::new();
+    let mut sent: BTreeMap<DeviceId, (u64, usize)> = BTreeMap::new();
+    let timeout_ms = protocol.login_timeout_ms;
     for (index, record, event) in history.protocol_events() {
         let Node::Device(device) = record.node else {
             continue;
         };
         match event {
-            Event::LoginFailed { .. } => {
+            Event::LoginFailed { refused } => {
                 failed.insert(device, (record.t_ms, index));
+                let Some((sent_ms, login)) = sent.remove(&device) else {
+                    continue;
+                };
+                let waited_ms = record.t_ms.saturating_sub(sent_ms);
+                if !refused && waited_ms < timeout_ms - timeout_ms / 10 {
+                    findings.report(Invariant::C3LoginBacksOff, || {
+                        let text = format!(
+                            "{} gave up a login as unanswered {waited_ms} ms after sending it; \
+                             it waits login_timeout_ms ({timeout_ms} ms) for the answer.",
+                            device_name(device)
+                        );
+                        (text, vec![login, index])
+                    });
+                }
             }
             Event::LoginSent { attempt } => {
+                sent.insert(device, (record.t_ms, index));
                 let Some((failed_ms, failure)) = failed.remove(&device) else {
                     continue;
                 };
@@ -755,5 +774,31 @@ mod tests {
             violation.explanation
         );
         assert_eq!(violation.witness.len(), 2);
+    }
+    #[test]
+    fn c3_a_login_given_up_before_its_timeout_fires_and_a_refused_one_passes() {
+        // Found by cargo-mutants: `now >= deadline` as `true` in `Client::link_timeouts` gives
+        // a login up at the first timer of any kind, and the next one follows the backoff.
+        let timeout_ms = imsim_model::ProtocolConfig::default().login_timeout_ms;
+        let give_up = |refused: bool, after_ms: u64| {
+            let mut story = Story::one_to_one();
+            let login = story.device(D1, Event::LoginSent { attempt: 0 });
+            story.wait(after_ms - 10); // the record itself moves the clock 10 ms on
+            let failed = story.device(D1, Event::LoginFailed { refused });
+            story.finish();
+            (run(&story, check), vec![login, failed])
+        };
+        let (violations, witness) = give_up(false, 500);
+        let violation = single(violations, Invariant::C3LoginBacksOff);
+        assert!(
+            violation
+                .explanation
+                .starts_with("device-1 gave up a login as unanswered 500 ms after sending it"),
+            "{}",
+            violation.explanation
+        );
+        assert_eq!(violation.witness, witness);
+        assert_eq!(give_up(true, 500).0, vec![]);
+        assert_eq!(give_up(false, timeout_ms - timeout_ms / 10).0, vec![]);
     }
 }
