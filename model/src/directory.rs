@@ -45,12 +45,6 @@ impl Directory {
         self.devices.get(&user)?.get(&device).copied()
     }
 
-    pub fn is_member(&self, conv: ConvId, user: UserId) -> bool {
-        self.members
-            .get(&conv)
-            .is_some_and(|members| members.contains(&user))
-    }
-
     /// The founding members (a group's current members are the server's business).
     pub fn members(&self, conv: ConvId) -> &[UserId] {
         self.members.get(&conv).map_or(&[], Vec::as_slice)
