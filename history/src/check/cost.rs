@@ -777,8 +777,9 @@ mod tests {
     }
     #[test]
     fn c3_a_login_given_up_before_its_timeout_fires_and_a_refused_one_passes() {
-        // Found by cargo-mutants: `now >= deadline` as `true` in `Client::link_timeouts` gives
-        // a login up at the first timer of any kind, and the next one follows the backoff.
+        // A client that gives a login up before its timeout, then keeps to the backoff. Written
+        // for cargo-mutants' `now >= deadline` as `true` in `Client::link_timeouts`, which turned
+        // out equivalent (mutants/equivalent.txt): a logging-in model client arms no other timer.
         let timeout_ms = imsim_model::ProtocolConfig::default().login_timeout_ms;
         let give_up = |refused: bool, after_ms: u64| {
             let mut story = Story::one_to_one();
