@@ -12,10 +12,11 @@ use crate::check::Invariant;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Invariants a client can never observe on any black-box history, with the reason.
-const NEVER_OBSERVABLE: [(Invariant, &str); 12] = [
+const NEVER_OBSERVABLE: [(Invariant, &str); 13] = [
     (Invariant::O1SeqMonotonic, "the server hands out no sequence numbers (stanza ids are opaque strings); the final read's archive order is the order"),
     (Invariant::D3CursorContiguous, "a client's sync cursor is internal to it and not recorded"),
     (Invariant::M3CursorMonotonic, "a client's sync cursor is internal to it and not recorded"),
+    (Invariant::M4SessionDistinct, "the server's sessions are not recorded; a client sees only its own"),
     (Invariant::G1MemberOnlyDelivery, "membership changes are not part of the black-box profile"),
     (Invariant::G2MemberOnlySend, "membership changes are not part of the black-box profile"),
     (Invariant::R4GroupReadCount, "the server keeps no per-message read counts (markers are per reader)"),

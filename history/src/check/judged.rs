@@ -146,6 +146,9 @@ fn judge(holds: &Holds, invariant: Invariant) -> Judgement {
             Vacuous("no read_count_seen or readers_seen record")
         }
         Invariant::M2ReadStateConverges if !holds.reads => Vacuous("no read records"),
+        Invariant::M4SessionDistinct if !holds.sessions => {
+            NotJudged("no session_opened record: the history does not record the server's sessions")
+        }
         _ if invariant.family() == Family::Receipts && !holds.reads => Vacuous("no read records"),
         Invariant::G1MemberOnlyDelivery | Invariant::G2MemberOnlySend
             if !holds.membership_changes =>

@@ -152,6 +152,8 @@ invariants! {
         "after the quiet period read watermarks agree across a user's devices";
     M3CursorMonotonic = "M3", "cursor-monotonic", MultiDevice, Safety,
         "a device's sync cursor never goes backwards";
+    M4SessionDistinct = "M4", "session-distinct", MultiDevice, Safety,
+        "each session the server opens has an id of its own, and a device logs in only to its own session";
     T1DeliveredInTime = "T1", "delivered-in-time", Timeliness, Safety,
         "a device online with a healthy link displays a message within the primary path's bound";
     T2FailoverResynced = "T2", "failover-resynced", Timeliness, Safety,

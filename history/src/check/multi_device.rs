@@ -7,16 +7,23 @@
 //! - M3 cursor-monotonic: a device's sync cursor in a conversation never moves back, not even
 //!   across a restart, because the cursor lives in the device's local database and a restart
 //!   keeps it. A cursor that went back makes the device pull and show again what it showed.
+//! - M4 session-distinct: every session the server opens has an id no earlier session had (across
+//!   restarts and take-overs), and a device logs in only to a session the server opened for that
+//!   device. A session id is how a login, its `session_closed` and the checkers that judge who was
+//!   online (T1, P2) tie a device to its session; one id for two sessions lets a late packet of the
+//!   old session pass for the new one, and a login answered with another device's session is a
+//!   crossed reply. Judged where the history records the server's `session_opened`.
 
 use super::index::{device_name, Findings, MessageKey};
 use super::{HistoryIndex, Invariant, Violation};
 use crate::{History, Node};
-use imsim_model::{ConvId, DeviceId, Event, Seq, UserId};
+use imsim_model::{ConvId, DeviceId, Event, Seq, SessionId, UserId};
 use std::collections::BTreeMap;
 
 pub(super) fn check(history: &History, index: &HistoryIndex) -> Vec<Violation> {
     let mut findings = Findings::new();
     cursor_monotonic(history, &mut findings);
+    sessions_distinct(history, &mut findings);
     if index.run_ended().is_some() {
         devices_converge(index, &mut findings);
         read_state_converges(history, index, &mut findings);
@@ -151,6 +158,68 @@ fn cursor_monotonic(history: &History, findings: &mut Findings) {
     }
 }
 
+/// M4: each `SessionOpened` names an id not opened before; each device's `LoggedIn` names a
+/// session opened for that device. Which record comes first is not judged: in a live run the
+/// server and the device stamp their records with their own clocks. Not judged without server
+/// records of sessions.
+fn sessions_distinct(history: &History, findings: &mut Findings) {
+    // Each id with the devices it was opened for, and where (once each, when the id is reused).
+    let mut opened: BTreeMap<SessionId, Vec<(DeviceId, usize)>> = BTreeMap::new();
+    for (record, line, event) in history.protocol_events() {
+        let (
+            Node::Server,
+            Event::SessionOpened {
+                session, device, ..
+            },
+        ) = (line.node, event)
+        else {
+            continue;
+        };
+        let owners = opened.entry(*session).or_default();
+        if let Some((earlier, at)) = owners.first().copied() {
+            findings.report(Invariant::M4SessionDistinct, || {
+                let text = format!(
+                    "the server opened {session} for {} and again for {}: a session id names one \
+                     session.",
+                    device_name(earlier),
+                    device_name(*device)
+                );
+                (text, vec![at, record])
+            });
+        }
+        owners.push((*device, record));
+    }
+    if opened.is_empty() {
+        return;
+    }
+    for (record, line, event) in history.protocol_events() {
+        let (Node::Device(device), Event::LoggedIn { session }) = (line.node, event) else {
+            continue;
+        };
+        let owners = opened.get(session).map_or(&[][..], Vec::as_slice);
+        if owners.iter().any(|(owner, _)| *owner == device) {
+            continue;
+        }
+        findings.report(Invariant::M4SessionDistinct, || match owners.first() {
+            Some((owner, at)) => {
+                let text = format!(
+                    "{} logged in to {session}, the session the server opened for {}.",
+                    device_name(device),
+                    device_name(*owner)
+                );
+                (text, vec![*at, record])
+            }
+            None => {
+                let text = format!(
+                    "{} logged in to {session}, a session the server never opened.",
+                    device_name(device)
+                );
+                (text, vec![record])
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
@@ -246,6 +315,79 @@ mod tests {
                 .explanation
                 .contains("device-2 shows u1's c1 read watermark at #1"),
             "{violation:?}"
+        );
+    }
+
+    /// The server opens `session` for `device` of `user` (the record returned); the device logs
+    /// in to `logged_in`.
+    fn login(
+        story: &mut Story,
+        user: UserId,
+        device: DeviceId,
+        session: u64,
+        logged_in: u64,
+    ) -> usize {
+        let session = SessionId(session);
+        let opened = story.server(Event::SessionOpened {
+            session,
+            user,
+            device,
+        });
+        let session = SessionId(logged_in);
+        story.device(device, Event::LoggedIn { session });
+        opened
+    }
+
+    #[test]
+    fn each_login_to_a_fresh_session_of_its_own_passes_across_a_restart() {
+        let mut story = Story::one_to_one();
+        login(&mut story, U1, D1, 1, 1);
+        login(&mut story, U1, D2, 2, 2);
+        story.crash(Node::Server);
+        story.restart(Node::Server);
+        login(&mut story, U1, D1, 1 << 40 | 1, 1 << 40 | 1);
+        // A history without the server's records (a black-box system) is not judged.
+        let mut blind = Story::one_to_one();
+        let session = SessionId(7);
+        blind.device(D1, Event::LoggedIn { session });
+        for story in [&story, &blind] {
+            assert_eq!(multi_device(story), vec![]);
+        }
+    }
+
+    #[test]
+    fn m4_a_session_id_given_out_twice_fires() {
+        let mut story = Story::one_to_one();
+        let first = login(&mut story, U1, D1, 1, 1);
+        story.crash(Node::Server);
+        story.restart(Node::Server);
+        // The restarted server counts its sessions from 1 again.
+        let again = login(&mut story, U2, D3, 1, 1);
+        let violation = single(multi_device(&story), Invariant::M4SessionDistinct);
+        assert_eq!(violation.witness, vec![first, again]);
+        assert_eq!(
+            violation.explanation,
+            "the server opened s1 for device-1 and again for device-3: a session id names one \
+             session."
+        );
+    }
+
+    #[test]
+    fn m4_a_login_to_another_devices_session_or_to_none_fires() {
+        let mut story = Story::one_to_one();
+        login(&mut story, U1, D1, 1, 1);
+        login(&mut story, U2, D3, 2, 1);
+        let violation = single(multi_device(&story), Invariant::M4SessionDistinct);
+        assert_eq!(
+            violation.explanation,
+            "device-3 logged in to s1, the session the server opened for device-1."
+        );
+        let mut story = Story::one_to_one();
+        login(&mut story, U1, D1, 1, 9);
+        let violation = single(multi_device(&story), Invariant::M4SessionDistinct);
+        assert_eq!(
+            violation.explanation,
+            "device-1 logged in to s9, a session the server never opened."
         );
     }
 
