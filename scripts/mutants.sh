@@ -16,12 +16,18 @@
 #   scripts/mutants.sh --seeds 0..100 ...  # a larger band of seeds for the sweep
 #   scripts/mutants.sh ... -- -F receiving # anything after `--` goes to cargo mutants
 #   scripts/mutants.sh --summarize DIR...  # the verdict over finished mutants.out directories
+#   scripts/mutants.sh --skip-judged DIR ...     # only the mutants DIR's lists do not name: go on
+#                                          # with a run that was stopped (repeatable)
 #
 # The whole run splits across machines with `--shard k/n` (k = 0..n-1, one job each; see
 # deploy/github/mutants.yml), then `--summarize` over all their mutants.out directories gives
 # the one verdict. A shard writes to mutants.out-k-of-n/mutants.out, a whole run to mutants.out.
 # Several `--shard`s run one after the other on one machine, sharing the check of the unmutated
-# tree, and end with the verdict over all of them.
+# tree, and end with the verdict over all of them. `--skip-judged` writes to a new
+# mutants.out-rest-N/mutants.out (an earlier run's lists are never moved or overwritten) and ends
+# with the verdict over the skipped directories and the new one. A directory is any with
+# cargo-mutants' lists (caught.txt, missed.txt, timeout.txt, unviable.txt), also a copy of the
+# lists alone, such as mutants/last-run.
 #
 # Writes <out>/survivors.txt (the missed mutants not listed as equivalent) and exits 1 when the
 # kill rate (caught or timed out, over viable non-equivalent mutants) is below 90%, 2 on bad
@@ -48,7 +54,7 @@ summarize() {
   shift
   local dir
   for dir in "$@"; do
-    [ -f "$dir/outcomes.json" ] || { echo "not a mutants.out directory: $dir" >&2; exit 2; }
+    [ -f "$dir/caught.txt" ] || { echo "not a mutants.out directory (no caught.txt): $dir" >&2; exit 2; }
   done
   local lists
   lists=$(mktemp -d)
@@ -116,10 +122,12 @@ summarize() {
 
 shards=()
 seeds=""
+judged=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --shard) shards+=("${2:?--shard needs k/n}"); shift 2 ;;
     --seeds) seeds=${2:?--seeds needs A..B}; shift 2 ;;
+    --skip-judged) judged+=("${2:?--skip-judged needs a mutants.out directory}"); shift 2 ;;
     --summarize)
       shift
       [ $# -gt 0 ] || usage
@@ -140,6 +148,15 @@ for shard in "${shards[@]}"; do
     { echo "--shard: expected k/n with k < n, got $shard" >&2; exit 2; }
   runs+=("mutants.out-${BASH_REMATCH[1]}-of-${BASH_REMATCH[2]}" "--shard $shard")
 done
+if [ ${#judged[@]} -gt 0 ]; then
+  [ ${#runs[@]} -eq 0 ] || { echo "--skip-judged and --shard do not mix" >&2; exit 2; }
+  for dir in "${judged[@]}"; do
+    [ -f "$dir/caught.txt" ] || { echo "--skip-judged: no caught.txt in $dir" >&2; exit 2; }
+  done
+  rest=1
+  while [ -e "mutants.out-rest-$rest" ]; do rest=$((rest + 1)); done
+  runs=("mutants.out-rest-$rest" "")
+fi
 [ ${#runs[@]} -gt 0 ] || runs=(. "")
 [ -z "$seeds" ] || export IMSIM_MUTANTS_SEEDS="$seeds"
 
@@ -156,6 +173,25 @@ if [ -n "$moved" ]; then
   echo "find each one's new line and column in \`cargo mutants --package imsim-model --list\`):" >&2
   echo "$moved" | sed 's/^/  /' >&2
   exit 2
+fi
+
+# With --skip-judged: an exact-name filter for each mutant no list names.
+select_args=()
+if [ ${#judged[@]} -gt 0 ]; then
+  for dir in "${judged[@]}"; do
+    for kind in caught missed timeout unviable; do
+      if [ -f "$dir/$kind.txt" ]; then cat "$dir/$kind.txt"; fi
+    done
+  done | sort -u >"$listed.judged"
+  while IFS= read -r name; do
+    select_args+=(-F "^$(printf '%s' "$name" | sed 's/[][\\.*^$()+?{}|]/\\&/g')\$")
+  done < <(sort -u "$listed" | comm -23 - "$listed.judged")
+  rm -f "$listed.judged"
+  echo "== $((${#select_args[@]} / 2)) mutants no list in ${judged[*]} names"
+  if [ ${#select_args[@]} -eq 0 ]; then
+    summarize mutants.out-survivors.txt "${judged[@]}"
+    exit $?
+  fi
 fi
 
 # cargo-mutants' baseline builds and tests the mutated package alone (imsim-model), so it
@@ -188,7 +224,7 @@ for ((i = 0; i < ${#runs[@]}; i += 2)); do
   [ ${#runs[@]} -eq 2 ] || echo "== mutants of shard ${shard_args[1]} into $out"
   set +e
   nice -n 19 cargo mutants --package imsim-model "${jobs_args[@]}" \
-    --output "$out" "${shard_args[@]}" "$@"
+    --output "$out" "${shard_args[@]}" "${select_args[@]}" "$@"
   status=$?
   set -e
   # cargo-mutants: 0 all caught, 2 some missed, 3 some timed out; 4 the baseline failed.
@@ -216,7 +252,9 @@ for ((i = 0; i < ${#runs[@]}; i += 2)); do
     cases_before=$(saved_cases)
   fi
 done
-if [ ${#outs[@]} -eq 1 ]; then
+if [ ${#judged[@]} -gt 0 ]; then
+  summarize mutants.out-survivors.txt "${judged[@]}" "${outs[@]}"
+elif [ ${#outs[@]} -eq 1 ]; then
   summarize "${outs[0]}/survivors.txt" "${outs[0]}"
 else
   summarize mutants.out-survivors.txt "${outs[@]}"
