@@ -11,7 +11,9 @@
 //!   judged once the run did enough of its work ([`WORK_MIN`]) for a ratio to mean something.
 //!   The write figure has a floor too: every entry of a final timeline is a durable write, so a
 //!   driver that counts fewer message writes than those entries undercounts, and the budget
-//!   would pass anything.
+//!   would pass anything. And a ceiling under the records' total: every durable read
+//!   (`read_advanced`, each watermark once) is a record that stores no message, so a driver that
+//!   counts reads as message writes is caught where the margin would hide it.
 //!   In pull mode the presence traffic follows `presence_poll_ms` and the open conversations,
 //!   not the status changes, so the presence figure is judged in push mode only.
 //! - **C2 fanout-by-size**: a group above `notify_threshold_members` gets notify-then-pull, and
@@ -56,6 +58,7 @@ pub(super) fn check(history: &History, _: &HistoryIndex) -> Vec<Violation> {
     };
     let stats = RunStats::of(history);
     violations.extend(writes_counted(history, &stats, traffic_at));
+    violations.extend(reads_not_counted_as_messages(history, traffic_at));
     for figure in figures(start, &stats) {
         if figure.work < WORK_MIN || figure.value <= figure.budget {
             continue;
@@ -99,6 +102,39 @@ fn writes_counted(history: &History, stats: &RunStats, traffic_at: usize) -> Opt
              durable entries, each one written: the driver undercounts the writes, and the \
              writes_per_message budget judges a figure that is too low.",
             stats.message_writes
+        ),
+        witness: vec![traffic_at],
+    })
+}
+
+/// C1's ceiling on the write figure under the records' total: each durable read is a record of
+/// its own that stores no message, so the records that are not messages number at least the
+/// distinct read watermarks made durable. (A restarted server publishes its durable reads
+/// again: the same watermarks, counted once.)
+fn reads_not_counted_as_messages(history: &History, traffic_at: usize) -> Option<Violation> {
+    let Entry::Harness(HarnessEvent::Traffic(traffic)) = &history.records[traffic_at].entry else {
+        return None;
+    };
+    let reads: std::collections::BTreeSet<(ConvId, imsim_model::UserId, Seq)> = history
+        .protocol_events()
+        .filter_map(|(_, _, event)| match event {
+            Event::ReadAdvanced {
+                conv, user, up_to, ..
+            } => Some((*conv, *user, *up_to)),
+            _ => None,
+        })
+        .collect();
+    let others = traffic.synced_writes.saturating_sub(traffic.message_writes);
+    (others < reads.len() as u64).then(|| Violation {
+        invariant: Invariant::C1WithinBudget,
+        explanation: format!(
+            "the traffic record counts {} message writes of {} records, so {others} records that \
+             store no message, but {} durable reads were published, each a record of its own: \
+             the driver counts other records as message writes, and the writes_per_message \
+             budget judges a figure that is too high.",
+            traffic.message_writes,
+            traffic.synced_writes,
+            reads.len()
         ),
         witness: vec![traffic_at],
     })
@@ -399,8 +435,18 @@ mod tests {
     use crate::traffic::{PacketStats, Traffic};
 
     /// Ends `story` with a traffic record of `kinds` (packets sent per kind) and `writes`
-    /// message writes.
-    fn finish_with_traffic(mut story: Story, kinds: &[(&str, u64)], writes: u64) -> Story {
+    /// message writes, all the records the storage holds.
+    fn finish_with_traffic(story: Story, kinds: &[(&str, u64)], writes: u64) -> Story {
+        finish_with_writes(story, kinds, writes, writes)
+    }
+
+    /// As `finish_with_traffic`, with `records` in the storage of which `writes` store messages.
+    fn finish_with_writes(
+        mut story: Story,
+        kinds: &[(&str, u64)],
+        records: u64,
+        writes: u64,
+    ) -> Story {
         let mut packets = PacketStats::default();
         for (kind, n) in kinds {
             packets.by_kind.insert(kind.to_string(), *n);
@@ -408,7 +454,7 @@ mod tests {
         }
         let traffic = Traffic {
             packets,
-            synced_writes: writes,
+            synced_writes: records,
             message_writes: writes,
         };
         story.harness(HarnessEvent::Traffic(Box::new(traffic)));
@@ -484,6 +530,36 @@ mod tests {
             witness.entry,
             Entry::Harness(HarnessEvent::Traffic(_))
         ));
+    }
+
+    #[test]
+    fn a_traffic_record_that_counts_reads_as_message_writes_breaks_c1() {
+        // 30 entries and two durable reads of d2's user; the driver counts 32 records.
+        let story = |message_writes: u64| {
+            let mut story = Story::one_to_one();
+            for n in 1..=30 {
+                story.message(D1, C1, m(n));
+            }
+            for up_to in [10, 30] {
+                story.server(Event::ReadAdvanced {
+                    conv: C1,
+                    user: U1,
+                    device: D2,
+                    up_to: Seq(up_to),
+                });
+            }
+            finish_with_writes(story, &[("deliver", 60)], 32, message_writes)
+        };
+        assert_eq!(run(&story(30), check), vec![]);
+        let violation = single(run(&story(31), check), Invariant::C1WithinBudget);
+        assert!(
+            violation.explanation.starts_with(
+                "the traffic record counts 31 message writes of 32 records, so 1 records that \
+                 store no message, but 2 durable reads were published"
+            ),
+            "{}",
+            violation.explanation
+        );
     }
 
     /// A story of 25 status changes and `lists` status lists sent, in `mode`.
