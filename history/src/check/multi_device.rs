@@ -207,7 +207,8 @@ fn sessions_distinct(history: &History, findings: &mut Findings) {
                     device_name(device),
                     device_name(*owner)
                 );
-                (text, vec![*at, record])
+                // In history order: a live run may record the login before the opening.
+                (text, vec![(*at).min(record), (*at).max(record)])
             }
             None => {
                 let text = format!(
