@@ -2,7 +2,6 @@
 //! The model never reads a clock; every `handle_*` call is told what time it is.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// A point on a node's local clock, in milliseconds.
 #[derive(
@@ -19,11 +18,5 @@ impl Time {
     /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
     pub fn since_ms(self, earlier: Time) -> u64 {
         self.0.saturating_sub(earlier.0)
-    }
-}
-
-impl fmt::Display for Time {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:03}s", self.0 / 1000, self.0 % 1000)
     }
 }

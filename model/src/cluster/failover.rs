@@ -36,11 +36,7 @@ impl Failover {
 
     // ---- getters ----
 
-    /// The gateway the device is connected to (or connecting to).
-    pub fn gateway(&self) -> u32 {
-        self.current
-    }
-
+    /// The address of the gateway the device is connected to (or connecting to).
     pub fn gateway_address(&self) -> Address {
         gateway_address(self.current)
     }

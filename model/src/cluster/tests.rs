@@ -177,7 +177,7 @@ fn a_restarted_logic_has_every_gateway_send_its_devices_to_log_in_again() {
 #[test]
 fn a_device_fails_over_after_a_lost_session_or_an_unanswered_login_only() {
     let mut failover = Failover::new(4, 3);
-    assert_eq!(failover.gateway(), 1);
+    assert_eq!(failover.gateway_address(), gateway_address(1));
     let (to, event) = failover.handle_outgoing(&login());
     assert_eq!((to, event), (gateway_address(1), None));
     let ok = Packet::LoginOk {

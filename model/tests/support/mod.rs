@@ -222,7 +222,7 @@ impl Net {
                 return;
             }
         }
-        panic!("no quiet at {}: livelock", self.now);
+        panic!("no quiet at {} ms: livelock", self.now.0);
     }
 
     /// Lets `ms` pass, firing each timer when it comes due.
