@@ -150,4 +150,22 @@ mod tests {
             Err(Rejection::NoEffect)
         );
     }
+
+    /// The audience of a notice round over `from ..= to`: who may see any entry of it. A member
+    /// removed within the round hears of its removal; one removed before it hears nothing more
+    /// of the group (its activity is none of that user's business, and the notice is waste).
+    #[test]
+    fn a_round_reaches_members_removed_within_it_and_not_before() {
+        let (alice, bob, carol) = (UserId(1), UserId(2), UserId(3));
+        let mut membership = Membership::founded(&[alice, bob]);
+        membership.apply(Seq(3), alice, MembershipChange::Add(carol));
+        membership.apply(Seq(5), bob, MembershipChange::Leave);
+        let round = |from: u64, to: u64| -> Vec<UserId> {
+            membership.audience_between(Seq(from), Seq(to)).collect()
+        };
+        assert_eq!(round(1, 2), vec![alice, bob]);
+        assert_eq!(round(4, 5), vec![alice, bob, carol]);
+        assert_eq!(round(5, 9), vec![alice, bob, carol]);
+        assert_eq!(round(6, 9), vec![alice, carol]);
+    }
 }
