@@ -132,9 +132,11 @@ fn read_state_converges(history: &History, index: &HistoryIndex, findings: &mut 
     }
 }
 
-/// M3: each `CursorAdvanced` is at least the previous one of its device and conversation. The
-/// comparison is with the previous cursor, not the highest: a cursor reset once is one report,
-/// and the climb back up after it is not reported again.
+/// M3: each `CursorAdvanced` is above the previous one of its device and conversation: the
+/// record says the cursor moved, so one at the same seq is a cursor that did not (a duplicate
+/// counted as progress: its ack is then batched instead of sent at once, and the server retries
+/// what the device holds). The comparison is with the previous cursor, not the highest: a
+/// cursor reset once is one report, and the climb back up after it is not reported again.
 fn cursor_monotonic(history: &History, findings: &mut Findings) {
     let mut previous: BTreeMap<(ConvId, DeviceId), (Seq, usize)> = BTreeMap::new();
     for (record, line, event) in history.protocol_events() {
@@ -146,12 +148,14 @@ fn cursor_monotonic(history: &History, findings: &mut Findings) {
         else {
             continue;
         };
-        if *cursor < before {
+        if *cursor <= before {
             findings.report(Invariant::M3CursorMonotonic, || {
-                let text = format!(
-                    "{}'s {conv} cursor went back from {before} to {cursor}.",
-                    device_name(device)
-                );
+                let moved = if *cursor < before {
+                    format!("went back from {before} to {cursor}")
+                } else {
+                    format!("was recorded as advanced to {cursor} again, where it already was")
+                };
+                let text = format!("{}'s {conv} cursor {moved}.", device_name(device));
                 (text, vec![before_record, record])
             });
         }
@@ -236,17 +240,28 @@ mod tests {
         story.message(D1, C1, m(1));
         story.crash(Node::Device(D3));
         story.restart(Node::Device(D3));
-        story.message(D1, C1, m(2));
-        story.cursor(D3, C1, 2); // re-announced after the restart: equal is not backwards
+        story.message(D1, C1, m(2)); // D3's cursor goes on from 1 to 2
         story.finish();
         assert_eq!(multi_device(&story), vec![]);
+    }
+
+    #[test]
+    fn m3_a_cursor_recorded_as_advanced_without_moving_fires() {
+        let mut story = Story::one_to_one();
+        let before = story.cursor(D3, C1, 1);
+        let again = story.cursor(D3, C1, 1);
+        let violation = single(multi_device(&story), Invariant::M3CursorMonotonic);
+        assert_eq!(violation.witness, vec![before, again]);
+        assert_eq!(
+            violation.explanation,
+            "device-3's c1 cursor was recorded as advanced to #1 again, where it already was."
+        );
     }
 
     #[test]
     fn m3_a_cursor_reset_by_a_restart_is_reported_once() {
         let mut story = Story::one_to_one();
         story.message(D1, C1, m(1));
-        story.message(D1, C1, m(2));
         let before = story.cursor(D3, C1, 2);
         story.crash(Node::Device(D3));
         story.restart(Node::Device(D3));

@@ -7,8 +7,9 @@
 //!   any device shows (a sender's "read" tick), a user's read of seq s only after a device of
 //!   that user displayed s (or later).
 //! - R4 group-read-count: a group message's read count is the number of members at its seq, its
-//!   sender excluded, whose watermark covers it (membership entries have no read count). What a sender's device shows never exceeds that
-//!   count, and after the quiet period every device of the sender shows it exactly. A reader list
+//!   sender excluded, whose watermark covers it (membership entries have no read count). What a
+//!   sender's device shows never exceeds that count and only rises, and after the quiet period
+//!   every device of the sender shows it exactly. A reader list
 //!   names as readers only members whose watermark covers the message, and splits exactly the
 //!   members at its seq (its sender excluded) into readers and unread.
 
@@ -281,8 +282,26 @@ impl Pass<'_> {
                 (text, vec![record])
             });
         }
-        self.counts_shown
+        // Readers are never taken back, so each count a device shows is above its last one: one
+        // at the same value is a count shown again as if it had changed, a lower one a count
+        // that went back.
+        let previous = self
+            .counts_shown
             .insert((device, conv, seq), (readers, record));
+        if let Some((before, before_record)) = previous.filter(|(before, _)| readers <= *before) {
+            let who = device_name(device);
+            findings.report(Invariant::R4GroupReadCount, || {
+                let moved = if readers < before {
+                    "went back"
+                } else {
+                    "was shown again"
+                };
+                let text = format!(
+                    "{who}'s read count of {conv} {seq} {moved}: {before}, then {readers}."
+                );
+                (text, vec![before_record, record])
+            });
+        }
     }
 
     fn readers_seen(
@@ -614,6 +633,35 @@ mod tests {
         assert!(
             violation.explanation.contains("only 1 member (its sender"),
             "{violation:?}"
+        );
+    }
+
+    #[test]
+    fn r4_a_count_shown_again_or_lower_fires() {
+        let mut story = group_message();
+        advanced(&mut story, D3, U2, 2);
+        advanced(&mut story, D4, U3, 2);
+        let first = count(&mut story, D1, 2, 1);
+        count(&mut story, D2, 2, 2); // another device: its own count
+        let again = count(&mut story, D1, 2, 1);
+        let risen = count(&mut story, D1, 2, 2);
+        let lower = count(&mut story, D1, 2, 1);
+        let violations = receipts(&story);
+        let r4: Vec<_> = violations
+            .iter()
+            .filter(|v| v.invariant == Invariant::R4GroupReadCount)
+            .collect();
+        assert_eq!(r4.len(), 2, "{violations:?}");
+        assert_eq!(r4[0].witness, vec![first, again]);
+        assert_eq!(
+            r4[0].explanation,
+            "device-1's read count of c1 #2 was shown again: 1, then 1."
+        );
+        assert_eq!(r4[1].witness, vec![risen, lower]);
+        assert!(
+            r4[1].explanation.contains("went back: 2, then 1"),
+            "{:?}",
+            r4[1]
         );
     }
 
