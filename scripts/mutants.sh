@@ -18,6 +18,8 @@
 #   scripts/mutants.sh --summarize DIR...  # the verdict over finished mutants.out directories
 #   scripts/mutants.sh --skip-judged DIR ...     # only the mutants DIR's lists do not name: go on
 #                                          # with a run that was stopped (repeatable)
+#   scripts/mutants.sh --rejudge DIR ...   # only DIR's survivors: judge them again after the
+#                                          # oracle grew (repeatable)
 #
 # The whole run splits across machines with `--shard k/n` (k = 0..n-1, one job each; see
 # deploy/github/mutants.yml), then `--summarize` over all their mutants.out directories gives
@@ -25,7 +27,8 @@
 # Several `--shard`s run one after the other on one machine, sharing the check of the unmutated
 # tree, and end with the verdict over all of them. `--skip-judged` writes to a new
 # mutants.out-rest-N/mutants.out (an earlier run's lists are never moved or overwritten) and ends
-# with the verdict over the skipped directories and the new one. A directory is any with
+# with the verdict over the skipped directories and the new one; `--rejudge` the same way, with
+# the new outcomes overriding the old ones in the verdict. A directory is any with
 # cargo-mutants' lists (caught.txt, missed.txt, timeout.txt, unviable.txt), also a copy of the
 # lists alone, such as mutants/last-run.
 #
@@ -123,11 +126,19 @@ summarize() {
 shards=()
 seeds=""
 judged=()
+select=skip-judged
 while [ $# -gt 0 ]; do
   case "$1" in
     --shard) shards+=("${2:?--shard needs k/n}"); shift 2 ;;
     --seeds) seeds=${2:?--seeds needs A..B}; shift 2 ;;
-    --skip-judged) judged+=("${2:?--skip-judged needs a mutants.out directory}"); shift 2 ;;
+    --skip-judged | --rejudge)
+      mode=${1#--}
+      [ ${#judged[@]} -eq 0 ] || [ "$select" = "$mode" ] ||
+        { echo "--skip-judged and --rejudge do not mix" >&2; exit 2; }
+      select=$mode
+      judged+=("${2:?$1 needs a mutants.out directory}")
+      shift 2
+      ;;
     --summarize)
       shift
       [ $# -gt 0 ] || usage
@@ -149,9 +160,9 @@ for shard in "${shards[@]}"; do
   runs+=("mutants.out-${BASH_REMATCH[1]}-of-${BASH_REMATCH[2]}" "--shard $shard")
 done
 if [ ${#judged[@]} -gt 0 ]; then
-  [ ${#runs[@]} -eq 0 ] || { echo "--skip-judged and --shard do not mix" >&2; exit 2; }
+  [ ${#runs[@]} -eq 0 ] || { echo "--skip-judged, --rejudge and --shard do not mix" >&2; exit 2; }
   for dir in "${judged[@]}"; do
-    [ -f "$dir/caught.txt" ] || { echo "--skip-judged: no caught.txt in $dir" >&2; exit 2; }
+    [ -f "$dir/caught.txt" ] || { echo "--$select: no caught.txt in $dir" >&2; exit 2; }
   done
   rest=1
   while [ -e "mutants.out-rest-$rest" ]; do rest=$((rest + 1)); done
@@ -175,19 +186,32 @@ if [ -n "$moved" ]; then
   exit 2
 fi
 
-# With --skip-judged: an exact-name filter for each mutant no list names.
+# With --skip-judged: an exact-name filter for each mutant this tree has that no list names.
+# With --rejudge: one for each whose latest outcome in the lists is missed (a directory named
+# later overrides an earlier one, as in the verdict) and that is not listed as equivalent.
 select_args=()
 if [ ${#judged[@]} -gt 0 ]; then
   for dir in "${judged[@]}"; do
     for kind in caught missed timeout unviable; do
-      if [ -f "$dir/$kind.txt" ]; then cat "$dir/$kind.txt"; fi
+      if [ -f "$dir/$kind.txt" ]; then sed "s/^/$kind\t/" "$dir/$kind.txt"; fi
     done
-  done | sort -u >"$listed.judged"
+  done | awk -F'\t' '{ outcome[$2] = $1 } END { for (m in outcome) print outcome[m] "\t" m }' \
+    >"$listed.judged"
+  if [ "$select" = skip-judged ]; then
+    cut -f2 "$listed.judged" | sort -u | comm -13 - <(sort -u "$listed") >"$listed.selected"
+  else
+    awk -F'\t' '$1 == "missed" { print $2 }' "$listed.judged" | sort -u |
+      comm -12 - <(sort -u "$listed") | comm -23 - <(equivalent_names) >"$listed.selected"
+  fi
   while IFS= read -r name; do
     select_args+=(-F "^$(printf '%s' "$name" | sed 's/[][\\.*^$()+?{}|]/\\&/g')\$")
-  done < <(sort -u "$listed" | comm -23 - "$listed.judged")
-  rm -f "$listed.judged"
-  echo "== $((${#select_args[@]} / 2)) mutants no list in ${judged[*]} names"
+  done <"$listed.selected"
+  rm -f "$listed.judged" "$listed.selected"
+  if [ "$select" = skip-judged ]; then
+    echo "== $((${#select_args[@]} / 2)) mutants no list in ${judged[*]} names"
+  else
+    echo "== $((${#select_args[@]} / 2)) survivors of ${judged[*]} to judge again"
+  fi
   if [ ${#select_args[@]} -eq 0 ]; then
     summarize mutants.out-survivors.txt "${judged[@]}"
     exit $?
