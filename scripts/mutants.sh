@@ -51,6 +51,18 @@ equivalent_names() {
   { grep -v '^\s*\(#\|$\)' "$equivalent_file" || true; } | sed 's/ # .*$//; s/[[:space:]]*$//' | sort -u
 }
 
+# Each mutant's latest outcome over the lists of the directories given, as "outcome<TAB>name": a
+# directory named later overrides an earlier one (a mutant run again after a fix, or a shard run
+# again on a newer tree).
+latest_outcomes() {
+  local dir kind
+  for dir in "$@"; do
+    for kind in caught missed timeout unviable; do
+      if [ -f "$dir/$kind.txt" ]; then sed "s/^/$kind\t/" "$dir/$kind.txt"; fi
+    done
+  done | awk -F'\t' '{ outcome[$2] = $1 } END { for (m in outcome) print outcome[m] "\t" m }'
+}
+
 # Reads the outcome lists of one or more mutants.out directories and prints the verdict.
 summarize() {
   local survivors_file=$1
@@ -63,19 +75,12 @@ summarize() {
   lists=$(mktemp -d)
   # shellcheck disable=SC2064
   trap "rm -rf '$lists'" RETURN
-  # Each mutant's latest outcome: a directory named later overrides an earlier one (a mutant
-  # run again after a fix, or a shard run again on a newer tree).
-  local kind
-  for dir in "$@"; do
-    for kind in caught missed timeout unviable; do
-      if [ -f "$dir/$kind.txt" ]; then sed "s/^/$kind\t/" "$dir/$kind.txt"; fi
-    done
-  done | awk -F'\t' '{ outcome[$2] = $1 } END { for (m in outcome) print outcome[m] "\t" m }' \
-    >"$lists/all"
+  latest_outcomes "$@" >"$lists/all"
   # Only the mutants this tree has count: a name from an older tree whose code moved or went
   # names nothing now, and a mutant no directory tested is reported, not guessed.
   cargo mutants --package imsim-model --list | sort -u >"$lists/listed"
   cut -f2 "$lists/all" | sort -u >"$lists/tested"
+  local kind
   for kind in caught missed timeout unviable; do
     awk -F'\t' -v kind="$kind" '$1 == kind { print $2 }' "$lists/all" | sort -u |
       comm -12 - "$lists/listed" >"$lists/$kind"
@@ -191,12 +196,7 @@ fi
 # later overrides an earlier one, as in the verdict) and that is not listed as equivalent.
 select_args=()
 if [ ${#judged[@]} -gt 0 ]; then
-  for dir in "${judged[@]}"; do
-    for kind in caught missed timeout unviable; do
-      if [ -f "$dir/$kind.txt" ]; then sed "s/^/$kind\t/" "$dir/$kind.txt"; fi
-    done
-  done | awk -F'\t' '{ outcome[$2] = $1 } END { for (m in outcome) print outcome[m] "\t" m }' \
-    >"$listed.judged"
+  latest_outcomes "${judged[@]}" >"$listed.judged"
   if [ "$select" = skip-judged ]; then
     cut -f2 "$listed.judged" | sort -u | comm -13 - <(sort -u "$listed") >"$listed.selected"
   else
