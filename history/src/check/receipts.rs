@@ -9,9 +9,9 @@
 //! - R4 group-read-count: a group message's read count is the number of members at its seq, its
 //!   sender excluded, whose watermark covers it (membership entries have no read count). What a
 //!   sender's device shows never exceeds that count and only rises, and after the quiet period
-//!   every device of the sender shows it exactly. A reader list
-//!   names as readers only members whose watermark covers the message, and splits exactly the
-//!   members at its seq (its sender excluded) into readers and unread.
+//!   every device of the sender shows it exactly. A reader list names as readers only members
+//!   whose watermark covers the message, and splits exactly the members at its seq (its sender
+//!   excluded) into readers and unread.
 
 use super::index::{device_name, Findings};
 use super::{HistoryIndex, Invariant, Violation};
